@@ -1,0 +1,1 @@
+"""simgan-dist: S+U learning (SimGAN) on Ray Train + DeepSpeed."""

@@ -1,0 +1,300 @@
+"""Typed run configuration: frozen dataclasses, loaded from YAML presets/files and validated on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+PSI_CHOICES = ("identity", "channel_mean", "gradients")
+DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits")
+
+
+class ConfigError(ValueError):
+    """A config problem, as one line naming the file and the field."""
+
+
+def _check(cond: bool, name: str, msg: str, value: Any) -> None:
+    # Raised as ValueError(field: msg); load_config prefixes the file name.
+    if not cond:
+        raise ValueError(f"{name}: {msg}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Refiner and discriminator shapes (DESIGN.md section 1)."""
+
+    image_channels: int = 1
+    image_height: int = 28
+    image_width: int = 28
+    refiner_features: int = 64
+    refiner_blocks: int = 4
+    refiner_kernel: int = 3
+    discriminator: Literal["gaze", "hand", "digits"] = "digits"
+
+    def __post_init__(self) -> None:
+        for name in ("image_channels", "image_height", "image_width"):
+            _check(getattr(self, name) > 0, f"model.{name}", "must be > 0", getattr(self, name))
+        _check(self.refiner_features > 0, "model.refiner_features", "must be > 0",
+               self.refiner_features)
+        _check(self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0",
+               self.refiner_blocks)
+        _check(self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0, "model.refiner_kernel",
+               "must be a positive odd number (same padding keeps the size)", self.refiner_kernel)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Refiner loss: adversarial + reg_lambda * |psi(R(x)) - psi(x)|_1."""
+
+    reg_lambda: float = 0.5
+    psi: Literal["identity", "channel_mean", "gradients"] = "identity"
+
+    def __post_init__(self) -> None:
+        _check(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    refiner_lr: float = 1e-3
+    disc_lr: float = 1e-3
+    momentum: float = 0.0
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+
+    def __post_init__(self) -> None:
+        _check(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
+        _check(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
+        _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
+        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+               "optim.adam_betas", "must be two numbers in [0, 1)", self.adam_betas)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Algorithm 1, with time counted in synthetic images drawn from the stream."""
+
+    batch_size: int = 512  # global b, split evenly over workers
+    refiner_pretrain_nimg: int = 512_000  # ~1,000 steps of b=512
+    disc_pretrain_nimg: int = 102_400  # ~200 steps
+    adversarial_nimg: int = 5_120_000
+    k_g: int = 2
+    k_d: int = 1
+    buffer_size: int = 25_600  # B
+    history_fraction: float = 0.5  # share of D's fake batch drawn from the buffer; 0 = off
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0 and self.batch_size % 2 == 0, "schedule.batch_size",
+               "must be a positive even number", self.batch_size)
+        for name in ("refiner_pretrain_nimg", "disc_pretrain_nimg", "adversarial_nimg"):
+            _check(getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0",
+                   getattr(self, name))
+        _check(self.k_g >= 1, "schedule.k_g", "must be >= 1", self.k_g)
+        _check(self.k_d >= 1, "schedule.k_d", "must be >= 1", self.k_d)
+        _check(self.buffer_size >= 0, "schedule.buffer_size", "must be >= 0", self.buffer_size)
+        _check(0.0 <= self.history_fraction < 1.0, "schedule.history_fraction",
+               "must be in [0, 1)", self.history_fraction)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the two corpora live. A location is a shard directory, a manifest or a URL pattern."""
+
+    synthetic: str = "shards/digits-synth"
+    real: str = "shards/digits-real-train"
+    num_loader_workers: int = 1  # DataLoader processes per training worker (0 = in-process)
+    shuffle_buffer: int = 2000
+    on_bad_sample: Literal["skip", "stop"] = "skip"
+    allow_pipe_urls: bool = False  # pipe: URLs run shell commands; off unless asked for
+
+    def __post_init__(self) -> None:
+        _check(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
+        _check(bool(self.real), "data.real", "must be set", self.real)
+        _check(self.num_loader_workers >= 0, "data.num_loader_workers", "must be >= 0",
+               self.num_loader_workers)
+        _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1",
+               self.shuffle_buffer)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run writes and how it is spread over Ray Train workers."""
+
+    name: str = ""  # empty: simgan train picks a unique, timestamped one
+    storage_path: str = "runs"
+    num_workers: int = 2
+    use_gpu: bool = False
+    threads_per_worker: int = 1
+    seed: int = 0
+    log_every_nimg: int = 10_240
+    grid_every_nimg: int = 102_400
+    checkpoint_every_nimg: int = 256_000
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)
+        _check(self.threads_per_worker >= 1, "run.threads_per_worker", "must be >= 1",
+               self.threads_per_worker)
+        for name in ("log_every_nimg", "grid_every_nimg", "checkpoint_every_nimg"):
+            _check(getattr(self, name) > 0, f"run.{name}", "must be > 0", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        b, w = self.schedule.batch_size, self.run.num_workers
+        _check(b % (2 * w) == 0, "schedule.batch_size",
+               f"must split into equal even per-worker batches over run.num_workers={w}", b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Any) -> Config:
+        """Copy with some fields changed: cfg.replace(run={"num_workers": 1})."""
+        return from_dict(_merge(self.to_dict(), sections), source="<replace>")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check one YAML value against a dataclass field's type; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        _check(value in choices, name, f"must be one of {list(choices)}", value)
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        _check(isinstance(value, (list, tuple)) and len(value) == len(args), name,
+               f"must be a list of {len(args)}", value)
+        return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(value, arg, name)
+            except ValueError:
+                continue
+        raise ValueError(f"{name}: wrong type, got {value!r}")
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
+               "must be a number", value)
+        return float(value)
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), name,
+               "must be an integer", value)
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), name, "must be true or false", value)
+        return value
+    if hint is str:
+        _check(isinstance(value, str), name, "must be a string", value)
+        return value
+    raise TypeError(f"{name}: unsupported config type {hint!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ValueError(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
+    try:
+        return _build(Config, data, "")
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known)})")
+    return path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'schedule.batch_size=64' -> {'schedule': {'batch_size': 64}} (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.field=value")
+    dotted, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw)
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Preset (or a file's `preset:` key) first, then the file, then --set overrides, validated."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    file_data = read_yaml(path) if path else {}
+    preset = file_data.pop("preset", None) or preset
+    if preset:
+        data = read_yaml(preset_path(preset))
+        source = str(preset_path(preset))
+    if path:
+        data = _merge(data, file_data)
+        source = str(path)
+    for text in overrides or []:
+        data = _merge(data, parse_override(text))
+    if overrides:
+        source += " (with --set " + " ".join(overrides) + ")"
+    return from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    data = cfg.to_dict()
+    data["optim"]["adam_betas"] = list(cfg.optim.adam_betas)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

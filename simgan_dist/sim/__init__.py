@@ -1,0 +1,1 @@
+"""Simulators that make labeled synthetic images, and the bundled real digits."""
