@@ -41,12 +41,21 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("image_channels", "image_height", "image_width"):
             _check(getattr(self, name) > 0, f"model.{name}", "must be > 0", getattr(self, name))
-        _check(self.refiner_features > 0, "model.refiner_features", "must be > 0",
-               self.refiner_features)
-        _check(self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0",
-               self.refiner_blocks)
-        _check(self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0, "model.refiner_kernel",
-               "must be a positive odd number (same padding keeps the size)", self.refiner_kernel)
+        _check(
+            self.refiner_features > 0,
+            "model.refiner_features",
+            "must be > 0",
+            self.refiner_features,
+        )
+        _check(
+            self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0", self.refiner_blocks
+        )
+        _check(
+            self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0,
+            "model.refiner_kernel",
+            "must be a positive odd number (same padding keeps the size)",
+            self.refiner_kernel,
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,12 @@ class OptimConfig:
         _check(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
         _check(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
         _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
-        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-               "optim.adam_betas", "must be two numbers in [0, 1)", self.adam_betas)
+        _check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "optim.adam_betas",
+            "must be two numbers in [0, 1)",
+            self.adam_betas,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,16 +105,25 @@ class ScheduleConfig:
     history_fraction: float = 0.5  # share of D's fake batch drawn from the buffer; 0 = off
 
     def __post_init__(self) -> None:
-        _check(self.batch_size > 0 and self.batch_size % 2 == 0, "schedule.batch_size",
-               "must be a positive even number", self.batch_size)
+        _check(
+            self.batch_size > 0 and self.batch_size % 2 == 0,
+            "schedule.batch_size",
+            "must be a positive even number",
+            self.batch_size,
+        )
         for name in ("refiner_pretrain_nimg", "disc_pretrain_nimg", "adversarial_nimg"):
-            _check(getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0",
-                   getattr(self, name))
+            _check(
+                getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0", getattr(self, name)
+            )
         _check(self.k_g >= 1, "schedule.k_g", "must be >= 1", self.k_g)
         _check(self.k_d >= 1, "schedule.k_d", "must be >= 1", self.k_d)
         _check(self.buffer_size >= 0, "schedule.buffer_size", "must be >= 0", self.buffer_size)
-        _check(0.0 <= self.history_fraction < 1.0, "schedule.history_fraction",
-               "must be in [0, 1)", self.history_fraction)
+        _check(
+            0.0 <= self.history_fraction < 1.0,
+            "schedule.history_fraction",
+            "must be in [0, 1)",
+            self.history_fraction,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,15 +135,21 @@ class DataConfig:
     num_loader_workers: int = 1  # DataLoader processes per training worker (0 = in-process)
     shuffle_buffer: int = 2000
     on_bad_sample: Literal["skip", "stop"] = "skip"
+    # "shards": each rank streams its own shards (scales). "batch_rows": every rank reads the
+    # same global batch and keeps its rows (W x decode cost, but identical for any worker count).
+    rank_split: Literal["shards", "batch_rows"] = "shards"
     allow_pipe_urls: bool = False  # pipe: URLs run shell commands; off unless asked for
 
     def __post_init__(self) -> None:
         _check(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
         _check(bool(self.real), "data.real", "must be set", self.real)
-        _check(self.num_loader_workers >= 0, "data.num_loader_workers", "must be >= 0",
-               self.num_loader_workers)
-        _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1",
-               self.shuffle_buffer)
+        _check(
+            self.num_loader_workers >= 0,
+            "data.num_loader_workers",
+            "must be >= 0",
+            self.num_loader_workers,
+        )
+        _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", self.shuffle_buffer)
 
 
 @dataclass(frozen=True)
@@ -137,11 +165,22 @@ class RunConfig:
     log_every_nimg: int = 10_240
     grid_every_nimg: int = 102_400
     checkpoint_every_nimg: int = 256_000
+    keep_checkpoints: int = 3  # older checkpoints are deleted by Ray Train
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)
-        _check(self.threads_per_worker >= 1, "run.threads_per_worker", "must be >= 1",
-               self.threads_per_worker)
+        _check(
+            self.threads_per_worker >= 1,
+            "run.threads_per_worker",
+            "must be >= 1",
+            self.threads_per_worker,
+        )
+        _check(
+            self.keep_checkpoints >= 1,
+            "run.keep_checkpoints",
+            "must be >= 1",
+            self.keep_checkpoints,
+        )
         for name in ("log_every_nimg", "grid_every_nimg", "checkpoint_every_nimg"):
             _check(getattr(self, name) > 0, f"run.{name}", "must be > 0", getattr(self, name))
 
@@ -157,8 +196,12 @@ class Config:
 
     def __post_init__(self) -> None:
         b, w = self.schedule.batch_size, self.run.num_workers
-        _check(b % (2 * w) == 0, "schedule.batch_size",
-               f"must split into equal even per-worker batches over run.num_workers={w}", b)
+        _check(
+            b % (2 * w) == 0,
+            "schedule.batch_size",
+            f"must split into equal even per-worker batches over run.num_workers={w}",
+            b,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,8 +230,12 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return value
     if origin is tuple:
         args = typing.get_args(hint)
-        _check(isinstance(value, (list, tuple)) and len(value) == len(args), name,
-               f"must be a list of {len(args)}", value)
+        _check(
+            isinstance(value, (list, tuple)) and len(value) == len(args),
+            name,
+            f"must be a list of {len(args)}",
+            value,
+        )
         return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
@@ -198,12 +245,20 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 continue
         raise ValueError(f"{name}: wrong type, got {value!r}")
     if hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
-               "must be a number", value)
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            name,
+            "must be a number",
+            value,
+        )
         return float(value)
     if hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), name,
-               "must be an integer", value)
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            name,
+            "must be an integer",
+            value,
+        )
         return value
     if hint is bool:
         _check(isinstance(value, bool), name, "must be true or false", value)

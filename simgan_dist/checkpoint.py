@@ -1,0 +1,141 @@
+"""Training checkpoints as plain state_dicts + JSON/YAML (no pickled code), loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from simgan_dist.config import Config, from_dict, save_config
+from simgan_dist.engine import Updater
+from simgan_dist.history import HistoryBuffer
+from simgan_dist.networks import Refiner, build_refiner
+from simgan_dist.train_loop import LoopState
+
+log = logging.getLogger(__name__)
+
+NETWORKS_FILE = "networks.pt"  # R, D and both optimizer states (identical on every rank)
+STATE_FILE = "state.json"  # loop counters, world size, and the resolved config
+CONFIG_FILE = "config.yaml"  # the same config, for people and for `simgan train --config`
+FORMAT_VERSION = 1
+
+
+def rank_file(rank: int) -> str:
+    """Per-rank state (buffer slice, RNG): every rank writes its own file into the same checkpoint."""
+    return f"rank-{rank:04d}.pt"
+
+
+def checkpoint_name(cur_nimg: int) -> str:
+    return f"checkpoint-{cur_nimg:012d}"
+
+
+def save_training_state(
+    directory: str | Path,
+    *,
+    rank: int,
+    world_size: int,
+    refiner: Updater,
+    disc: Updater,
+    buffer: HistoryBuffer | None,
+    state: LoopState,
+    cfg: Config,
+) -> None:
+    """Write this rank's part of a checkpoint. Rank 0 writes the shared part."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        torch.save(
+            {
+                "refiner": refiner.module.state_dict(),
+                "disc": disc.module.state_dict(),
+                "refiner_optim": refiner.optimizer_state_dict(),
+                "disc_optim": disc.optimizer_state_dict(),
+            },
+            directory / NETWORKS_FILE,
+        )
+        meta = {
+            "format": FORMAT_VERSION,
+            "world_size": world_size,
+            "loop": state.to_dict(),
+            "config": cfg.to_dict(),
+        }
+        (directory / STATE_FILE).write_text(json.dumps(meta, indent=1))
+        save_config(cfg, directory / CONFIG_FILE)
+    torch.save(
+        {
+            "buffer": buffer.state_dict() if buffer is not None else {},
+            "torch_rng": torch.get_rng_state(),
+        },
+        directory / rank_file(rank),
+    )
+
+
+def read_state(directory: str | Path) -> dict:
+    path = Path(directory) / STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not a simgan-dist checkpoint (no {STATE_FILE})")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {meta.get('format')}, this version reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def load_training_state(
+    directory: str | Path,
+    *,
+    rank: int,
+    refiner: Updater,
+    disc: Updater,
+    buffer: HistoryBuffer | None,
+) -> LoopState:
+    """Restore networks, optimizers, this rank's buffer slice and RNG; return the loop counters."""
+    directory = Path(directory)
+    meta = read_state(directory)
+    nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
+    refiner.module.load_state_dict(nets["refiner"])
+    disc.module.load_state_dict(nets["disc"])
+    refiner.load_optimizer_state_dict(nets["refiner_optim"])
+    disc.load_optimizer_state_dict(nets["disc_optim"])
+    per_rank = directory / rank_file(rank)
+    if per_rank.exists():
+        rank_state = torch.load(per_rank, map_location="cpu", weights_only=True)
+        if buffer is not None and rank_state["buffer"]:
+            buffer.load_state_dict(rank_state["buffer"])
+        torch.set_rng_state(rank_state["torch_rng"])
+    else:
+        # Resumed on more workers than were saved: this rank starts with an empty buffer.
+        log.warning(
+            "%s: no %s; rank %d starts with an empty history buffer",
+            directory,
+            rank_file(rank),
+            rank,
+        )
+    return LoopState(**meta["loop"])
+
+
+def find_latest_checkpoint(location: str | Path) -> Path:
+    """A checkpoint directory itself, or the newest checkpoint-* inside a run directory."""
+    location = Path(location)
+    if (location / STATE_FILE).exists():
+        return location
+    found = sorted(p for p in location.glob("checkpoint-*") if (p / STATE_FILE).exists())
+    if not found:
+        raise FileNotFoundError(
+            f"{location}: no checkpoint found (expected {STATE_FILE} or checkpoint-*/ inside)"
+        )
+    return found[-1]
+
+
+def load_refiner(location: str | Path, device: str = "cpu") -> tuple[Refiner, Config, Path]:
+    """The trained refiner (eval mode), its config and the checkpoint directory it came from."""
+    directory = find_latest_checkpoint(location)
+    meta = read_state(directory)
+    cfg = from_dict(meta["config"], source=str(directory / STATE_FILE))
+    refiner = build_refiner(cfg.model)
+    nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
+    refiner.load_state_dict(nets["refiner"])
+    return refiner.to(device).eval(), cfg, directory

@@ -1,0 +1,182 @@
+"""The `simgan` command: shards, train, refine, eval, demo. Parses arguments and calls the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from simgan_dist.config import ConfigError, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (may name a `preset:` to start from)")
+    parser.add_argument("--preset", help="start from a bundled preset: gaze, hand, digits, debug")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field (repeatable)",
+    )
+
+
+def cmd_shards_build(args: argparse.Namespace) -> None:
+    from simgan_dist import shard_build
+
+    out = Path(args.out)
+    if args.source == "digits":
+        synth = shard_build.build_synthetic_digits(
+            out / "digits-synth", args.num_samples, args.samples_per_shard, args.seed
+        )
+        real_train, real_eval = shard_build.build_real_digits(
+            out / "digits-real-train", out / "digits-real-eval", args.samples_per_shard
+        )
+        for manifest in (synth, real_train, real_eval):
+            print(
+                f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards"
+            )
+    elif args.source == "eyes":
+        manifest = shard_build.build_synthetic_eyes(
+            out / "eyes-synth", args.num_samples, args.samples_per_shard, args.seed
+        )
+        print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
+    else:
+        if not args.folder:
+            raise ConfigError("--folder: required with source 'folder'")
+        size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+        manifest = shard_build.build_from_folder(
+            args.folder, out, args.samples_per_shard, grayscale=not args.rgb, size=size
+        )
+        print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
+
+
+def cmd_shards_verify(args: argparse.Namespace) -> None:
+    from simgan_dist.shardio import verify_shards
+
+    problems = verify_shards(args.location)
+    for problem in problems:
+        print(problem)
+    print(f"{args.location}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    if problems:
+        sys.exit(1)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from simgan_dist.ray_train import run_training
+    from simgan_dist.runs import resume_run, start_run
+
+    if args.resume:
+        cfg, run_dir = resume_run(args.resume)
+    else:
+        if not (args.config or args.preset):
+            raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
+        cfg, run_dir = start_run(load_config(args.config, args.preset, args.overrides))
+    print(f"[simgan] run directory: {run_dir}", flush=True)
+    result = run_training(cfg, run_dir)
+    if result.error:
+        raise SystemExit(f"training failed: {result.error}")
+    print(f"[simgan] final checkpoint: {result.checkpoint.path}")
+
+
+def cmd_refine(args: argparse.Namespace) -> None:
+    from simgan_dist.refine import refine_shards
+
+    summary = refine_shards(
+        args.checkpoint,
+        args.input,
+        args.output,
+        batch_size=args.batch_size,
+        on_bad_sample=args.on_bad_sample,
+    )
+    print(json.dumps(summary, indent=1))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from simgan_dist.evaluate import evaluate_digits
+
+    report = evaluate_digits(
+        args.synthetic, args.refined, args.real_eval, args.out, seed=args.seed, epochs=args.epochs
+    )
+    print(json.dumps(report, indent=1))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from simgan_dist.demo import run_demo
+
+    run_demo(
+        Path(args.out), shards_root=Path(args.shards), seed=args.seed, overrides=args.overrides
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simgan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    shards = sub.add_parser("shards", help="build and check WebDataset shards")
+    shards_sub = shards.add_subparsers(dest="shards_command", required=True)
+    build = shards_sub.add_parser("build", help="write shards from a simulator or a folder")
+    build.add_argument("source", choices=["digits", "eyes", "folder"])
+    build.add_argument("--out", default="shards", help="output root (digits, eyes) or directory")
+    build.add_argument("--num-samples", type=int, default=20_000, help="synthetic samples")
+    build.add_argument("--samples-per-shard", type=int, default=2_000)
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
+    build.add_argument("--size", help="resize to HxW (source 'folder')")
+    build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
+    build.set_defaults(func=cmd_shards_build)
+    verify = shards_sub.add_parser("verify", help="decode every sample, check the manifest")
+    verify.add_argument("location")
+    verify.set_defaults(func=cmd_shards_verify)
+
+    train = sub.add_parser("train", help="train a refiner on Ray Train + DeepSpeed")
+    _add_config_args(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    refine = sub.add_parser("refine", help="write refined shards from a checkpoint")
+    refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    refine.add_argument("--input", required=True, help="synthetic shards (dir, manifest, pattern)")
+    refine.add_argument("--output", required=True, help="output directory")
+    refine.add_argument("--batch-size", type=int, default=256)
+    refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip")
+    refine.set_defaults(func=cmd_refine)
+
+    evaluate = sub.add_parser("eval", help="downstream digit classifier: synthetic vs refined")
+    evaluate.add_argument("--synthetic", required=True)
+    evaluate.add_argument("--refined", required=True)
+    evaluate.add_argument("--real-eval", required=True, help="labeled real shards (never trained)")
+    evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--epochs", type=int, default=4)
+    evaluate.set_defaults(func=cmd_eval)
+
+    demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--shards", default="shards")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override the digits preset",
+    )
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as err:
+        print(f"simgan: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Algorithm 1 of the SimGAN paper as one loop: phases as data, time counted in synthetic images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from simgan_dist.config import Config, ScheduleConfig
+from simgan_dist.engine import Updater
+from simgan_dist.history import HistoryBuffer, history_count, mix_fake_batch
+from simgan_dist.losses import discriminator_loss, refiner_loss
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of Algorithm 1: each iteration runs refiner_steps R steps then disc_steps D steps."""
+
+    name: str
+    num_images: int  # synthetic images this phase draws from the stream (global, all ranks)
+    refiner_steps: int
+    disc_steps: int
+    adversarial: bool  # False: R learns self-regularization only (pretraining)
+
+
+def phases_for(schedule: ScheduleConfig) -> tuple[Phase, ...]:
+    """Pretrain R (until it outputs a blurry copy of its input), pretrain D, then alternate."""
+    return (
+        Phase("pretrain_refiner", schedule.refiner_pretrain_nimg, 1, 0, adversarial=False),
+        Phase("pretrain_disc", schedule.disc_pretrain_nimg, 0, 1, adversarial=False),
+        Phase(
+            "adversarial", schedule.adversarial_nimg, schedule.k_g, schedule.k_d, adversarial=True
+        ),
+    )
+
+
+@dataclass
+class LoopState:
+    """Counters a checkpoint needs to continue the loop where it stopped."""
+
+    cur_nimg: int = 0  # synthetic images drawn so far, over all phases and ranks
+    phase_index: int = 0
+    phase_nimg: int = 0  # images drawn in the current phase
+    cur_step: int = 0  # optimizer steps of R and D together
+    cur_iter: int = 0  # completed iterations (a checkpoint is only taken between them)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Batches(Protocol):
+    """This rank's share of each fresh global mini-batch."""
+
+    def next_synthetic(self) -> torch.Tensor: ...
+
+    def next_real(self) -> torch.Tensor: ...
+
+
+@dataclass
+class IteratorBatches:
+    """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them."""
+
+    synthetic: Iterator[tuple[torch.Tensor, list[dict]]]
+    real: Iterator[tuple[torch.Tensor, list[dict]]]
+    device: torch.device = torch.device("cpu")
+
+    def next_synthetic(self) -> torch.Tensor:
+        return next(self.synthetic)[0].to(self.device, non_blocking=True)
+
+    def next_real(self) -> torch.Tensor:
+        return next(self.real)[0].to(self.device, non_blocking=True)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for param in module.parameters():
+        param.requires_grad_(flag)
+
+
+def refiner_step(
+    refiner: Updater, disc: Updater, synthetic: torch.Tensor, cfg: Config, adversarial: bool
+) -> dict[str, float]:
+    """One R update. D is frozen and called through .module: its weights and grads stay as
+    they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
+    set_requires_grad(disc.module, False)
+    try:
+        refined = refiner.forward(synthetic)
+        logits = disc.module(refined) if adversarial else None
+        loss, metrics = refiner_loss(
+            logits,
+            refined,
+            synthetic,
+            cfg.loss.reg_lambda,
+            cfg.loss.psi,
+            adversarial_weight=1.0 if adversarial else 0.0,
+        )
+        refiner.step(loss)
+    finally:
+        set_requires_grad(disc.module, True)
+    return metrics
+
+
+def disc_step(
+    refiner: Updater,
+    disc: Updater,
+    synthetic: torch.Tensor,
+    real: torch.Tensor,
+    buffer: HistoryBuffer | None,
+    history_fraction: float,
+) -> dict[str, float]:
+    """One D update on real vs refined patches; half the refined ones come from the history buffer."""
+    with torch.no_grad():
+        refined = refiner.module(synthetic)
+    fake = mix_fake_batch(refined, buffer, history_fraction)
+    # One forward over real and fake together: half the engine calls, same gradients.
+    logits = disc.forward(torch.cat([real, fake]))
+    loss, metrics = discriminator_loss(logits[: len(real)], logits[len(real) :])
+    disc.step(loss)
+    if buffer is not None and history_fraction > 0:
+        buffer.push(refined[: history_count(len(refined), history_fraction)])
+    return metrics
+
+
+StepHook = Callable[[LoopState, Phase, dict[str, float]], None]
+
+
+def train(
+    refiner: Updater,
+    disc: Updater,
+    batches: Batches,
+    cfg: Config,
+    state: LoopState,
+    buffer: HistoryBuffer | None = None,
+    after_iteration: StepHook | None = None,
+) -> LoopState:
+    """Run Algorithm 1 from `state` to the end of the last phase.
+
+    Every R or D step draws a fresh global mini-batch of cfg.schedule.batch_size synthetic images
+    (this rank gets its share from `batches`) and advances cur_nimg by that many. The hook runs after
+    each whole iteration, so logging, grids and checkpoints always see a consistent state.
+    """
+    phases = phases_for(cfg.schedule)
+    global_batch = cfg.schedule.batch_size
+    while state.phase_index < len(phases):
+        phase = phases[state.phase_index]
+        while state.phase_nimg < phase.num_images:
+            metrics: dict[str, float] = {}
+            for _ in range(phase.refiner_steps):
+                metrics.update(
+                    refiner_step(refiner, disc, batches.next_synthetic(), cfg, phase.adversarial)
+                )
+                state.cur_step += 1
+                state.cur_nimg += global_batch
+                state.phase_nimg += global_batch
+            for _ in range(phase.disc_steps):
+                synthetic, real = batches.next_synthetic(), batches.next_real()
+                metrics.update(
+                    disc_step(refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction)
+                )
+                state.cur_step += 1
+                state.cur_nimg += global_batch
+                state.phase_nimg += global_batch
+            state.cur_iter += 1
+            if after_iteration is not None:
+                after_iteration(state, phase, metrics)
+        state.phase_index += 1
+        state.phase_nimg = 0
+    return state
