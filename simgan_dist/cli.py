@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from simgan_dist.runs import resume_run, start_run
 
     if args.resume:
-        cfg, run_dir = resume_run(args.resume)
+        cfg, run_dir = resume_run(args.resume, args.overrides)
     else:
         if not (args.config or args.preset):
             raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")

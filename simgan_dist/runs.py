@@ -51,13 +51,18 @@ def start_run(cfg: Config) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
-def resume_run(run_dir: str | Path) -> tuple[Config, Path]:
-    """An existing run, with the config it was started with."""
+def resume_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
+    """An existing run, with the config it was started with; overrides (e.g. a longer
+    schedule.adversarial_nimg) are applied and saved, so the run directory stays truthful."""
     run_dir = Path(run_dir).resolve()
     config_path = run_dir / RUN_CONFIG_FILE
     if not config_path.exists():
         raise ConfigError(f"{run_dir}: not a run directory (no {RUN_CONFIG_FILE})")
-    cfg = load_config(config_path)
+    if not has_checkpoints(run_dir):
+        raise ConfigError(f"{run_dir}: no checkpoint to resume from")
+    cfg = load_config(config_path, overrides=overrides)
     # The run keeps its name and location even if the directory was moved.
     cfg = cfg.replace(run={"name": run_dir.name, "storage_path": str(run_dir.parent)})
+    if overrides:
+        save_config(cfg, config_path)
     return cfg, run_dir

@@ -143,7 +143,7 @@ def train(
     """
     phases = phases_for(cfg.schedule)
     global_batch = cfg.schedule.batch_size
-    while state.phase_index < len(phases):
+    while True:
         phase = phases[state.phase_index]
         while state.phase_nimg < phase.num_images:
             metrics: dict[str, float] = {}
@@ -165,6 +165,8 @@ def train(
             state.cur_iter += 1
             if after_iteration is not None:
                 after_iteration(state, phase, metrics)
+        if state.phase_index == len(phases) - 1:
+            # The run ends in its last phase, so `--resume` with a longer schedule continues it.
+            return state
         state.phase_index += 1
         state.phase_nimg = 0
-    return state

@@ -148,5 +148,5 @@ def test_resume_from_state_continues_phase() -> None:
     state = LoopState(cur_nimg=24, phase_index=2, phase_nimg=0, cur_step=3, cur_iter=3)
     batches = RandomBatches(8)
     state = train(refiner, disc, batches, cfg, state)
-    assert state.cur_nimg == 48 and state.phase_index == 3
+    assert state.cur_nimg == 48 and state.phase_index == 2 and state.phase_nimg == 24
     assert batches.num_synthetic == 24  # only the adversarial iteration ran

@@ -1,0 +1,127 @@
+"""Corpus builders behind `simgan shards build`: digit and eye simulators, real digits, image folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from simgan_dist.shardio import Manifest, write_shards
+from simgan_dist.sim.real_digits import split_real_digits
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def build_synthetic_digits(
+    out_dir: str | Path, num_samples: int, samples_per_shard: int, seed: int
+) -> Manifest:
+    """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters."""
+    from simgan_dist.sim.digits import DigitSimulator  # fonts and matplotlib: load only when used
+
+    sim = DigitSimulator(seed)
+    samples = (
+        (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
+    )
+    return write_shards(samples, out_dir, "synth", samples_per_shard, name=Path(out_dir).name)
+
+
+def build_synthetic_eyes(
+    out_dir: str | Path, num_samples: int, samples_per_shard: int, seed: int
+) -> Manifest:
+    """num_samples simulated 35x55 eye images; each json holds 'gaze' and the render parameters."""
+    from simgan_dist.sim.eyes import EyeSimulator
+
+    sim = EyeSimulator(seed)
+    samples = (
+        (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
+    )
+    return write_shards(samples, out_dir, "synth", samples_per_shard, name=Path(out_dir).name)
+
+
+def build_real_digits(
+    train_dir: str | Path, eval_dir: str | Path, samples_per_shard: int, seed: int = 0
+) -> tuple[Manifest, Manifest]:
+    """The bundled MNIST-5k split into two corpora (see sim/real_digits.py for the rules).
+
+    train_dir: the unlabeled real domain, PNG only: the shards hold no json, so no label can
+    reach training. eval_dir: PNG + json {"label": int}, the held-out test set for the S+U
+    protocol; nothing may train on it.
+    """
+    train_images, eval_images, eval_labels = split_real_digits(seed)
+    train = write_shards(
+        ((f"real-{i:07d}", img, None) for i, img in enumerate(train_images)),
+        train_dir,
+        "real",
+        samples_per_shard,
+        name=Path(train_dir).name,
+    )
+    evaluation = write_shards(
+        (
+            (f"real-eval-{i:07d}", img, {"label": int(label)})
+            for i, (img, label) in enumerate(zip(eval_images, eval_labels, strict=True))
+        ),
+        eval_dir,
+        "real-eval",
+        samples_per_shard,
+        name=Path(eval_dir).name,
+    )
+    return train, evaluation
+
+
+def _folder_key(rel: Path) -> str:
+    # Keys may not hold "/" (kept flat) or "." (WebDataset splits the extension at the first dot).
+    return re.sub(r"[/\\.\s]", "_", rel.with_suffix("").as_posix())
+
+
+def _load_image(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np.ndarray:
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I"):
+            im = im.convert("I;16")  # 16-bit depth stays 16-bit
+        elif grayscale:
+            im = im.convert("L")
+        elif im.mode != "RGB":
+            im = im.convert("RGB")
+        if size is not None and im.size != (size[1], size[0]):
+            # NEAREST for depth: interpolating across an object edge invents depths in between.
+            resample = Image.NEAREST if im.mode == "I;16" else Image.BICUBIC
+            im = im.resize((size[1], size[0]), resample)  # PIL wants (width, height)
+        return np.array(im)
+
+
+def _folder_samples(
+    folder: Path, grayscale: bool, size: tuple[int, int] | None
+) -> Iterator[tuple[str, np.ndarray, dict | None]]:
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images")
+    for path in paths:
+        sidecar = path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        yield _folder_key(path.relative_to(folder)), _load_image(path, grayscale, size), meta
+
+
+def build_from_folder(
+    folder: str | Path,
+    out_dir: str | Path,
+    samples_per_shard: int,
+    grayscale: bool = True,
+    size: tuple[int, int] | None = None,
+) -> Manifest:
+    """Shards from every .png/.jpg under folder (sorted by relative path), for bring-your-own data.
+
+    A sidecar `<stem>.json` next to an image becomes that sample's json (annotations); images
+    without one get none. size is (height, width); without it all images must share one size.
+    Keys are the relative path without suffix, with "/" and "." replaced by "_".
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a directory")
+    samples = _folder_samples(folder, grayscale, size)
+    return write_shards(samples, out_dir, "images", samples_per_shard, name=folder.name)
