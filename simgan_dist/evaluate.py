@@ -98,12 +98,20 @@ def evaluate_digits(
     x_real, y_real, _ = labeled_tensors(real_eval)
     # Refined shards keep keys and labels; align by key so both sets hold the same samples.
     position = {k: i for i, k in enumerate(keys_ref)}
-    common = [i for i, k in enumerate(keys_syn) if k in position]
-    order = [position[keys_syn[i]] for i in common]
-    x_syn, y_syn = x_syn[common], y_syn[common]
+    missing = [k for k in keys_syn if k not in position]
+    if missing:
+        raise ValueError(
+            f"{refined}: {len(missing)} of {len(keys_syn)} synthetic samples have "
+            f"no refined copy (first key: {missing[0]})"
+        )
+    order = [position[k] for k in keys_syn]
     x_ref, y_ref = x_ref[order], y_ref[order]
-    if not torch.equal(y_syn, y_ref):
-        raise ValueError("refined shards changed labels: annotations must be kept")
+    changed = (y_syn != y_ref).nonzero().flatten().tolist()
+    if changed:
+        raise ValueError(
+            f"{refined}: {len(changed)} refined samples changed their label "
+            f"(first key: {keys_syn[changed[0]]}); annotations must be kept"
+        )
 
     seeds = [seed + i for i in range(num_seeds)]
     acc_syn = [accuracy(train_classifier(x_syn, y_syn, s, epochs), x_real, y_real) for s in seeds]
@@ -116,7 +124,7 @@ def evaluate_digits(
         "refined_accuracy_per_seed": acc_ref,
         "seeds": seeds,
         "epochs": epochs,
-        "num_train": len(common),
+        "num_train": len(keys_syn),
         "num_real_eval": len(x_real),
         "synthetic": synthetic,
         "refined": refined,

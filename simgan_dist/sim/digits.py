@@ -166,28 +166,8 @@ def _t5(r: np.random.Generator) -> tuple[str, Strokes]:
 
 
 def _t6(r: np.random.Generator) -> tuple[str, Strokes]:
-    loop = _u(r, 0.45, 0.6)
-    pts = _pts(
-        0.5,
-        0.02,
-        0.28,
-        0.12,
-        0.1,
-        0.4,
-        0.05,
-        0.72,
-        0.22,
-        0.98,
-        0.46,
-        0.92,
-        0.52,
-        0.7,
-        0.34,
-        loop,
-        0.1,
-        0.7,
-    )
-    return "loop", [(pts, ())]
+    stem = (0.5, 0.02, 0.28, 0.12, 0.1, 0.4, 0.05, 0.72, 0.22, 0.98)
+    return "loop", [(_pts(*stem, 0.46, 0.92, 0.52, 0.7, 0.34, _u(r, 0.45, 0.6), 0.1, 0.7), ())]
 
 
 def _t7(r: np.random.Generator) -> tuple[str, Strokes]:
@@ -205,38 +185,10 @@ def _t7(r: np.random.Generator) -> tuple[str, Strokes]:
 
 
 def _t8(r: np.random.Generator) -> tuple[str, Strokes]:
-    waist = _u(r, 0.4, 0.5)
-    pts = _pts(
-        0.5,
-        0.12,
-        0.3,
-        0.0,
-        0.08,
-        0.14,
-        0.16,
-        0.34,
-        0.3,
-        waist,
-        0.52,
-        0.64,
-        0.54,
-        0.86,
-        0.3,
-        1.0,
-        0.06,
-        0.86,
-        0.1,
-        0.64,
-        0.32,
-        waist,
-        0.5,
-        0.32,
-        0.52,
-        0.14,
-        0.44,
-        0.06,
-    )
-    return "figure", [(pts, ())]
+    w = _u(r, 0.4, 0.5)  # height of the waist
+    down = (0.5, 0.12, 0.3, 0.0, 0.08, 0.14, 0.16, 0.34, 0.3, w, 0.52, 0.64, 0.54, 0.86)
+    up = (0.3, 1.0, 0.06, 0.86, 0.1, 0.64, 0.32, w, 0.5, 0.32, 0.52, 0.14, 0.44, 0.06)
+    return "figure", [(_pts(*down, *up), ())]
 
 
 def _t9(r: np.random.Generator) -> tuple[str, Strokes]:

@@ -1,0 +1,147 @@
+"""Refine and eval on real shards: keys and annotations kept, lineage added, reruns skip done work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from simgan_dist.checkpoint import save_training_state
+from simgan_dist.cli import main
+from simgan_dist.config import load_config
+from simgan_dist.data import read_samples
+from simgan_dist.engine import TorchUpdater, make_optimizer
+from simgan_dist.networks import build_discriminator, build_refiner
+from simgan_dist.shardio import read_manifest, resolve_shard_urls
+from simgan_dist.train_loop import LoopState
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A debug-preset checkpoint written the way training writes one (rank 0 of 1)."""
+    cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
+    torch.manual_seed(0)
+    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
+    directory = tmp_path / "run" / "checkpoint-000000000096"
+    save_training_state(
+        directory,
+        rank=0,
+        world_size=1,
+        refiner=TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.1)),
+        disc=TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.1)),
+        buffer=None,
+        state=LoopState(cur_nimg=96),
+        cfg=cfg,
+    )
+    return directory
+
+
+def _samples(location: Path) -> dict[str, dict]:
+    return {key: meta for key, _, meta, _ in read_samples(resolve_shard_urls(str(location)))}
+
+
+def test_refine_keeps_keys_and_annotations(checkpoint, digit_shards, tmp_path, capsys) -> None:
+    out = tmp_path / "refined"
+    main(
+        [
+            "refine",
+            "--checkpoint",
+            str(checkpoint.parent),
+            "--input",
+            str(digit_shards["synthetic"]),
+            "--output",
+            str(out),
+            "--batch-size",
+            "64",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_images"] == 400 and summary["num_shards"] == 4
+    source, refined = _samples(digit_shards["synthetic"]), _samples(out)
+    assert refined.keys() == source.keys()
+    for key, meta in refined.items():
+        lineage = meta.pop("lineage")
+        assert lineage["source_shard"].endswith(".tar")
+        assert lineage["checkpoint_id"] == checkpoint.name
+        assert len(lineage["checkpoint_sha256"]) == 64
+        original = {k: v for k, v in source[key].items() if not k.startswith("__")}
+        assert {k: v for k, v in meta.items() if not k.startswith("__")} == original
+    manifest = read_manifest(out)
+    assert [s.name for s in manifest.shards] == [
+        s.name for s in read_manifest(digit_shards["synthetic"]).shards
+    ]
+    assert main(["shards", "verify", str(out)]) is None
+
+
+def test_refine_rerun_skips_published_shards(checkpoint, digit_shards, tmp_path, capsys) -> None:
+    out = tmp_path / "refined"
+    args = [
+        "refine",
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(digit_shards["synthetic"]),
+        "--output",
+        str(out),
+    ]
+    main(args)
+    capsys.readouterr()
+    first = sorted(out.glob("*.tar"))
+    first[-1].unlink()  # as if the run had stopped before its last shard
+    mtimes = {p.name: p.stat().st_mtime_ns for p in first[:-1]}
+    main(args)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_shards_skipped_already_done"] == 3
+    assert {p.name: p.stat().st_mtime_ns for p in sorted(out.glob("*.tar"))[:-1]} == mtimes
+    assert len(_samples(out)) == 400
+
+
+def test_eval_reports_both_accuracies(checkpoint, digit_shards, tmp_path) -> None:
+    from simgan_dist.evaluate import evaluate_digits
+    from simgan_dist.refine import refine_shards
+
+    refined = tmp_path / "refined"
+    refine_shards(checkpoint, str(digit_shards["synthetic"]), refined)
+    report = evaluate_digits(
+        str(digit_shards["synthetic"]),
+        str(refined),
+        str(digit_shards["real_eval"]),
+        tmp_path / "eval",
+        epochs=1,
+        num_seeds=1,
+    )
+    assert 0.0 <= report["synthetic_accuracy"] <= 1.0
+    assert report["num_train"] == 400 and report["num_real_eval"] == 2000
+    # 400 synthetic digits are enough to beat chance (10%) on real ones.
+    assert report["synthetic_accuracy"] > 0.2
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert "synthetic" in text and "refined" in text and "grid.png" in text
+    assert (tmp_path / "eval" / "grid.png").exists()
+    assert json.loads((tmp_path / "eval" / "report.json").read_text()) == report
+
+
+def test_eval_refuses_missing_or_relabeled_samples(digit_shards, tmp_path) -> None:
+    from simgan_dist.evaluate import evaluate_digits
+    from simgan_dist.shardio import write_shards
+
+    synthetic, real_eval = str(digit_shards["synthetic"]), str(digit_shards["real_eval"])
+    with pytest.raises(ValueError, match="no refined copy"):
+        evaluate_digits(synthetic, real_eval, real_eval, tmp_path / "eval", epochs=1, num_seeds=1)
+
+    samples = list(read_samples(resolve_shard_urls(synthetic)))
+    relabeled = [
+        (k, img, {**m, "label": (m["label"] + 1) % 10} if i == 7 else m)
+        for i, (k, img, m, _) in enumerate(samples)
+    ]
+    write_shards(relabeled, tmp_path / "relabeled", "synth", 100)
+    with pytest.raises(ValueError, match="changed their label"):
+        evaluate_digits(
+            synthetic,
+            str(tmp_path / "relabeled"),
+            real_eval,
+            tmp_path / "eval",
+            epochs=1,
+            num_seeds=1,
+        )
