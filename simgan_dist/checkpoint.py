@@ -10,6 +10,7 @@ import torch
 
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.engine import Updater
+from simgan_dist.global_history import GlobalHistoryBuffer
 from simgan_dist.history import HistoryBuffer
 from simgan_dist.networks import Refiner, build_refiner
 from simgan_dist.train_loop import LoopState
@@ -38,9 +39,10 @@ def save_training_state(
     world_size: int,
     refiner: Updater,
     disc: Updater,
-    buffer: HistoryBuffer | None,
+    buffer: HistoryBuffer | GlobalHistoryBuffer | None,
     state: LoopState,
     cfg: Config,
+    data_position: dict[str, int] | None = None,
 ) -> None:
     """Write this rank's part of a checkpoint. Rank 0 writes the shared part."""
     directory = Path(directory)
@@ -67,6 +69,7 @@ def save_training_state(
         {
             "buffer": buffer.state_dict() if buffer is not None else {},
             "torch_rng": torch.get_rng_state(),
+            "data_position": data_position or {},
         },
         directory / rank_file(rank),
     )
@@ -88,11 +91,13 @@ def load_training_state(
     directory: str | Path,
     *,
     rank: int,
+    world_size: int,
     refiner: Updater,
     disc: Updater,
-    buffer: HistoryBuffer | None,
-) -> LoopState:
-    """Restore networks, optimizers, this rank's buffer slice and RNG; return the loop counters."""
+    buffer: HistoryBuffer | GlobalHistoryBuffer | None,
+) -> tuple[LoopState, dict[str, int]]:
+    """Restore networks, optimizers, this rank's buffer slice and RNG; return the loop counters
+    and this rank's data position ({} when it is unknown)."""
     directory = Path(directory)
     meta = read_state(directory)
     nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
@@ -101,20 +106,25 @@ def load_training_state(
     refiner.load_optimizer_state_dict(nets["refiner_optim"])
     disc.load_optimizer_state_dict(nets["disc_optim"])
     per_rank = directory / rank_file(rank)
-    if per_rank.exists():
+    data_position: dict[str, int] = {}
+    same_world = meta["world_size"] == world_size
+    if per_rank.exists() and same_world:
         rank_state = torch.load(per_rank, map_location="cpu", weights_only=True)
         if buffer is not None and rank_state["buffer"]:
             buffer.load_state_dict(rank_state["buffer"])
         torch.set_rng_state(rank_state["torch_rng"])
+        data_position = rank_state["data_position"]
     else:
-        # Resumed on more workers than were saved: this rank starts with an empty buffer.
+        # Another worker count: slices and stream splits differ, so the buffer starts empty and
+        # the data streams start over (training itself continues from the saved networks).
         log.warning(
-            "%s: no %s; rank %d starts with an empty history buffer",
+            "%s: saved with %d workers, resumed with %d: history buffer and data position "
+            "start fresh",
             directory,
-            rank_file(rank),
-            rank,
+            meta["world_size"],
+            world_size,
         )
-    return LoopState(**meta["loop"])
+    return LoopState(**meta["loop"]), data_position
 
 
 def find_latest_checkpoint(location: str | Path) -> Path:

@@ -166,6 +166,7 @@ class RunConfig:
     grid_every_nimg: int = 102_400
     checkpoint_every_nimg: int = 256_000
     keep_checkpoints: int = 3  # older checkpoints are deleted by Ray Train
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)

@@ -41,3 +41,16 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     holder = [obj]
     torch_dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """(W, *tensor.shape): every rank's tensor, in rank order. NCCL only moves GPU tensors, so the
+    tensor travels through the current GPU there and comes back on its own device."""
+    if not is_distributed():
+        return tensor.unsqueeze(0)
+    home = tensor.device
+    if torch_dist.get_backend() == "nccl":
+        tensor = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch_dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts).to(home)

@@ -72,6 +72,16 @@ class HistoryBuffer:
         slots = torch.randperm(self.capacity, generator=self._gen)[: rest.shape[0]]
         self._storage[slots] = rest
 
+    def read(self, slots: Tensor) -> Tensor:
+        """Copies of the images in `slots` (for a caller that chose the slots itself)."""
+        return self._storage[slots]
+
+    def write(self, slots: Tensor, images: Tensor) -> None:
+        """Overwrite filled `slots` with images (a caller that chose the slots itself)."""
+        if len(slots) and int(slots.max()) >= self._num_filled:
+            raise IndexError(f"slot {int(slots.max())} is not filled ({self._num_filled} are)")
+        self._storage[slots] = images.detach().to("cpu", torch.float32)
+
     def state_dict(self) -> dict[str, Tensor | int]:
         """Filled images, counts and RNG state; only tensors and ints (weights_only-loadable)."""
         return {

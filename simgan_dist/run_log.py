@@ -62,6 +62,13 @@ class RunLog:
         sys.stdout.flush()
         return row
 
+    def event(self, name: str, cur_nimg: int) -> None:
+        """A one-off row such as {"event": "resumed", "cur_nimg": ...}."""
+        if self.enabled:
+            self.jsonl.write(json.dumps({"event": name, "cur_nimg": cur_nimg}) + "\n")
+            sys.stdout.write(f"[simgan] {name} at kimg {cur_nimg / 1000:.1f}\n")
+        self.last_time, self.last_nimg = time.perf_counter(), cur_nimg
+
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()

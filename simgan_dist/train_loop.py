@@ -61,17 +61,34 @@ class Batches(Protocol):
 
 @dataclass
 class IteratorBatches:
-    """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them."""
+    """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
+    Counts what it drew, so a resumed run can skip to the same position (see fast_forward)."""
 
     synthetic: Iterator[tuple[torch.Tensor, list[dict]]]
     real: Iterator[tuple[torch.Tensor, list[dict]]]
     device: torch.device = torch.device("cpu")
+    num_synthetic: int = 0  # batches drawn so far
+    num_real: int = 0
 
     def next_synthetic(self) -> torch.Tensor:
+        self.num_synthetic += 1
         return next(self.synthetic)[0].to(self.device, non_blocking=True)
 
     def next_real(self) -> torch.Tensor:
+        self.num_real += 1
         return next(self.real)[0].to(self.device, non_blocking=True)
+
+    def position(self) -> dict[str, int]:
+        return {"num_synthetic": self.num_synthetic, "num_real": self.num_real}
+
+    def fast_forward(self, position: dict[str, int]) -> None:
+        """Skip to a saved position of streams rebuilt with the same seeds. Costs one decode per
+        skipped sample (the streams are replayed, not seeked), bought for bit-exact resume."""
+        for _ in range(position["num_synthetic"] - self.num_synthetic):
+            next(self.synthetic)
+        for _ in range(position["num_real"] - self.num_real):
+            next(self.real)
+        self.num_synthetic, self.num_real = position["num_synthetic"], position["num_real"]
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

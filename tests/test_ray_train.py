@@ -86,4 +86,77 @@ def test_train_writes_outputs_and_resumes(ray_local, debug_overrides, tmp_path: 
     resumed_rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert resumed_rows[-1]["cur_nimg"] == 240
     # Resuming started from the checkpoint, not from scratch: no pretraining rows were added.
-    assert all(r["phase"] != "pretrain_refiner" for r in resumed_rows[len(rows) :])
+    assert all(r.get("phase") != "pretrain_refiner" for r in resumed_rows[len(rows) :])
+
+
+def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: Path) -> None:
+    """Stopped at 144 images and resumed to 240 ends where one straight run to 240 ends: networks,
+    optimizer states, the global history buffer, RNG and the data position are all restored."""
+    same = {
+        "schedule.adversarial_nimg": 96,
+        "run.checkpoint_every_nimg": 96,
+        "optim.optimizer": "adam",
+        "optim.refiner_lr": 0.003,
+        "optim.disc_lr": 0.003,
+    }
+    straight = _train(debug_overrides(**{**same, "schedule.adversarial_nimg": 192}))
+    stopped = _train(debug_overrides(**same, **{"run.name": "stopped"}))
+    assert stopped.name == "checkpoint-000000000144"
+    main(["train", "--resume", str(tmp_path / "stopped"), "--set", "schedule.adversarial_nimg=192"])
+    resumed = find_latest_checkpoint(tmp_path / "stopped")
+    assert resumed.name == straight.name == "checkpoint-000000000240"
+    a, b = _networks(straight), _networks(resumed)
+    for part in ("refiner", "disc"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=0, atol=1e-6, msg=key)
+    for rank in (0, 1):
+        buf_a = torch.load(straight / f"rank-{rank:04d}.pt", weights_only=True)["buffer"]
+        buf_b = torch.load(resumed / f"rank-{rank:04d}.pt", weights_only=True)["buffer"]
+        assert torch.equal(buf_a["slice"]["storage"], buf_b["slice"]["storage"])
+
+
+def test_killed_worker_restarts_from_checkpoint(ray_local, debug_overrides, tmp_path) -> None:
+    """A training worker process killed mid-run: Ray Train restarts the group from the latest
+    checkpoint (run.max_failures=1) and the run still finishes."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray.util.state import list_actors
+
+    cfg = load_config(
+        preset="debug",
+        overrides=debug_overrides(
+            **{
+                "schedule.adversarial_nimg": 3000,
+                "run.checkpoint_every_nimg": 512,
+                "run.max_failures": 1,
+                "run.name": "killed",
+            }
+        ),
+    )
+    cfg, run_dir = start_run(cfg)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_training(cfg, run_dir)))
+    thread.start()
+    deadline = time.time() + 240
+    while not list(run_dir.glob("checkpoint-*/state.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    workers = [
+        a
+        for a in list_actors(
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+        )
+    ]
+    assert workers, "no live training workers found"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    killed_at = time.time()
+    thread.join(timeout=600)
+    assert results and results[0].error is None, results
+    final = find_latest_checkpoint(run_dir)
+    assert final.name == "checkpoint-000000003048"  # 48 pretraining + 3000 adversarial
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    resumes = [r["cur_nimg"] for r in rows if r.get("event") == "resumed"]
+    assert len(resumes) == 1 and resumes[0] > 0  # restarted once, from a checkpoint
+    assert time.time() > killed_at
