@@ -17,14 +17,15 @@ from simgan_dist.train_loop import LoopState
 
 log = logging.getLogger(__name__)
 
-NETWORKS_FILE = "networks.pt"  # R, D and both optimizer states (identical on every rank)
+NETWORKS_FILE = "networks.pt"  # R and D weights (identical on every rank)
 STATE_FILE = "state.json"  # loop counters, world size, and the resolved config
 CONFIG_FILE = "config.yaml"  # the same config, for people and for `simgan train --config`
 FORMAT_VERSION = 1
 
 
 def rank_file(rank: int) -> str:
-    """Per-rank state (buffer slice, RNG): every rank writes its own file into the same checkpoint."""
+    """Per-rank state (optimizer states or their ZeRO partitions, buffer slice, RNG, data
+    position): every rank writes its own file into the same checkpoint."""
     return f"rank-{rank:04d}.pt"
 
 
@@ -52,8 +53,6 @@ def save_training_state(
             {
                 "refiner": refiner.module.state_dict(),
                 "disc": disc.module.state_dict(),
-                "refiner_optim": refiner.optimizer_state_dict(),
-                "disc_optim": disc.optimizer_state_dict(),
             },
             directory / NETWORKS_FILE,
         )
@@ -67,6 +66,8 @@ def save_training_state(
         save_config(cfg, directory / CONFIG_FILE)
     torch.save(
         {
+            "refiner_optim": refiner.optimizer_state_dict(),
+            "disc_optim": disc.optimizer_state_dict(),
             "buffer": buffer.state_dict() if buffer is not None else {},
             "torch_rng": torch.get_rng_state(),
             "data_position": data_position or {},
@@ -103,27 +104,32 @@ def load_training_state(
     nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
     refiner.module.load_state_dict(nets["refiner"])
     disc.module.load_state_dict(nets["disc"])
-    refiner.load_optimizer_state_dict(nets["refiner_optim"])
-    disc.load_optimizer_state_dict(nets["disc_optim"])
     per_rank = directory / rank_file(rank)
     data_position: dict[str, int] = {}
     same_world = meta["world_size"] == world_size
     if per_rank.exists() and same_world:
         rank_state = torch.load(per_rank, map_location="cpu", weights_only=True)
+        refiner.load_optimizer_state_dict(rank_state["refiner_optim"])
+        disc.load_optimizer_state_dict(rank_state["disc_optim"])
         if buffer is not None and rank_state["buffer"]:
             buffer.load_state_dict(rank_state["buffer"])
         torch.set_rng_state(rank_state["torch_rng"])
         data_position = rank_state["data_position"]
-    else:
-        # Another worker count: slices and stream splits differ, so the buffer starts empty and
-        # the data streams start over (training itself continues from the saved networks).
-        log.warning(
-            "%s: saved with %d workers, resumed with %d: history buffer and data position "
-            "start fresh",
-            directory,
-            meta["world_size"],
-            world_size,
-        )
+        return LoopState(**meta["loop"]), data_position
+    # Another worker count: slices, ZeRO partitions and stream splits differ. Unsharded
+    # optimizer state (ZeRO 0, the same on every rank) is reused; the buffer and the data
+    # streams start fresh.
+    rank0_state = torch.load(directory / rank_file(0), map_location="cpu", weights_only=True)
+    for updater, key in ((refiner, "refiner_optim"), (disc, "disc_optim")):
+        if rank0_state[key]["zero_stage"] == 0:
+            updater.load_optimizer_state_dict(rank0_state[key])
+    log.warning(
+        "%s: saved with %d workers, resumed with %d: history buffer, data position and any "
+        "ZeRO-sharded optimizer state start fresh",
+        directory,
+        meta["world_size"],
+        world_size,
+    )
     return LoopState(**meta["loop"]), data_position
 
 

@@ -74,12 +74,19 @@ class OptimConfig:
     """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
 
     optimizer: Literal["sgd", "adam"] = "sgd"
+    disc_optimizer: Literal["same", "sgd", "adam"] = "same"  # D's own choice, if it differs
     refiner_lr: float = 1e-3
     disc_lr: float = 1e-3
     momentum: float = 0.0
     adam_betas: tuple[float, float] = (0.5, 0.999)
+    # Per engine, over its own optimizer steps: linear warmup, then constant or cosine to 0.
+    lr_schedule: Literal["constant", "warmup_cosine"] = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 0  # cosine horizon in optimizer steps (0 = the whole schedule)
 
     def __post_init__(self) -> None:
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
+        _check(self.total_steps >= 0, "optim.total_steps", "must be >= 0", self.total_steps)
         _check(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
         _check(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
         _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
@@ -88,6 +95,29 @@ class OptimConfig:
             "optim.adam_betas",
             "must be two numbers in [0, 1)",
             self.adam_betas,
+        )
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """DeepSpeed settings, the same for the R and D engines."""
+
+    zero_stage: int = 0  # 0: plain data parallel; 1/2 shard optimizer state / gradients
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: GPU only
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (global batch unchanged)
+    channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
+
+    def __post_init__(self) -> None:
+        _check(
+            self.zero_stage in (0, 1, 2), "engine.zero_stage", "must be 0, 1 or 2", self.zero_stage
+        )
+        _check(self.grad_clip >= 0, "engine.grad_clip", "must be >= 0", self.grad_clip)
+        _check(
+            self.grad_accum_steps >= 1,
+            "engine.grad_accum_steps",
+            "must be >= 1",
+            self.grad_accum_steps,
         )
 
 
@@ -191,17 +221,25 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        b, w = self.schedule.batch_size, self.run.num_workers
+        b, w, a = self.schedule.batch_size, self.run.num_workers, self.engine.grad_accum_steps
         _check(
-            b % (2 * w) == 0,
+            b % (2 * w * a) == 0,
             "schedule.batch_size",
-            f"must split into equal even per-worker batches over run.num_workers={w}",
+            f"must split into equal even micro-batches over run.num_workers={w} x "
+            f"engine.grad_accum_steps={a}",
             b,
+        )
+        _check(
+            self.engine.precision != "fp16" or self.run.use_gpu,
+            "engine.precision",
+            "fp16 needs run.use_gpu: true (DeepSpeed's fp16 path is GPU-only)",
+            self.engine.precision,
         )
 
     def to_dict(self) -> dict[str, Any]:

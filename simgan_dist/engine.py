@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from simgan_dist.config import OptimConfig
+from simgan_dist.config import EngineConfig, OptimConfig
 
 
 class Updater(Protocol):
@@ -18,6 +19,11 @@ class Updater(Protocol):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module alone, outside the engine (no engine bookkeeping), in its precision: for
+        the other network's step, where this one must not be updated."""
+        ...
+
     def step(self, loss: torch.Tensor) -> None: ...
 
     def optimizer_state_dict(self) -> dict[str, Any]: ...
@@ -26,13 +32,35 @@ class Updater(Protocol):
 
 
 def make_optimizer(
-    params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float
+    params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float, kind: str | None = None
 ) -> torch.optim.Optimizer:
-    """The paper's SGD, or Adam. A torch optimizer (not DeepSpeed's "Adam" type, which becomes
-    AdamW with a slow CPU JIT build) so both updaters share it."""
-    if cfg.optimizer == "sgd":
+    """The paper's SGD, or Adam (kind defaults to cfg.optimizer). A torch optimizer (not
+    DeepSpeed's "Adam" type, which becomes AdamW with a slow CPU JIT build) so both updaters
+    share it."""
+    kind = cfg.optimizer if kind in (None, "same") else kind
+    if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
     return torch.optim.Adam(params, lr=lr, betas=cfg.adam_betas)
+
+
+def make_lr_schedule(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, default_total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Linear warmup over warmup_steps, then constant or a cosine decay to 0 at total_steps.
+    Steps are this engine's optimizer steps (R and D step at different rates)."""
+    if cfg.lr_schedule == "constant" and cfg.warmup_steps == 0:
+        return None
+    total = max(cfg.total_steps or default_total_steps, cfg.warmup_steps + 1)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class TorchUpdater:
@@ -45,16 +73,19 @@ class TorchUpdater:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
+    def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
 
     def optimizer_state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        return {"optimizer": self.optimizer.state_dict(), "zero_stage": 0}
 
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def _skip_shm_comm_build() -> None:
@@ -66,44 +97,103 @@ def _skip_shm_comm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME
 
 
-def deepspeed_config(micro_batch_size: int) -> dict[str, Any]:
-    """ZeRO stage 0 (plain data parallel): R and D are a few MB, so sharding buys nothing."""
-    return {
+def deepspeed_config(micro_batch_size: int, cfg: EngineConfig) -> dict[str, Any]:
+    """DeepSpeed's JSON config from ours. ZeRO 0 (plain data parallel) is the default: R and D
+    are a few MB, so sharding their optimizer state buys little."""
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": 1,
-        "zero_optimization": {"stage": 0},
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "gradient_clipping": cfg.grad_clip,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if cfg.zero_stage > 0:
+        # DeepSpeed lists Adam-family optimizers as tested with ZeRO; SGD is element-wise too,
+        # so sharding its state is just as valid.
+        config["zero_allow_untested_optimizer"] = True
+    if cfg.precision == "bf16":
+        # Autocast keeps fp32 master weights and casts per op; it runs on CPU and GPU alike.
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    elif cfg.precision == "fp16":
+        config["fp16"] = {"enabled": True, "auto_cast": True, "initial_scale_power": 12}
+    return config
 
 
 class DeepSpeedUpdater:
     """A DeepSpeed engine around one network; gradients are averaged over all ranks in step()."""
 
     def __init__(
-        self, module: nn.Module, optimizer: torch.optim.Optimizer, micro_batch_size: int
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        micro_batch_size: int,
+        cfg: EngineConfig | None = None,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         import deepspeed  # imported here so the rest of the package never needs it
 
         _skip_shm_comm_build()
+        cfg = cfg or EngineConfig()
+        self.zero_stage = cfg.zero_stage
+        if cfg.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.channels_last = cfg.channels_last
+        self.precision = cfg.precision
         # The process group already exists (Ray Train or the test harness set it up).
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+        self.engine, self.optimizer, _, self.lr_scheduler = deepspeed.initialize(
             model=module,
             optimizer=optimizer,
-            config=deepspeed_config(micro_batch_size),
+            lr_scheduler=lr_scheduler,
+            config=deepspeed_config(micro_batch_size, cfg),
             dist_init_required=False,
         )
         self.module = self.engine.module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.engine(x)
 
+    def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision == "fp16":  # the engine holds fp16 weights
+            return self.module(x.half())
+        if self.precision == "bf16":  # as the engine's torch_autocast does in forward()
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return self.module(x)
+        return self.module(x)
+
     def step(self, loss: torch.Tensor) -> None:
+        # With accumulation, DeepSpeed scales the loss and only steps at the boundary.
         self.engine.backward(loss)
-        self.engine.step()  # optimizer step, then DeepSpeed zeroes the grads
+        self.engine.step()  # optimizer (and lr schedule) step, then DeepSpeed zeroes the grads
 
     def optimizer_state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        """This rank's optimizer state as tensors and plain values (weights_only-loadable).
+
+        Under ZeRO 1/2 the state is this rank's partition; DeepSpeed's own state_dict holds
+        objects (loss scaler, enums) that weights_only refuses, so only the wrapped torch
+        optimizer's state is kept and the fp32 master partition is rebuilt from the weights.
+        """
+        inner = self.optimizer.optimizer if self.zero_stage > 0 else self.optimizer
+        state: dict[str, Any] = {"optimizer": inner.state_dict(), "zero_stage": self.zero_stage}
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return state
 
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        """Call after loading the module's weights (ZeRO copies them into its fp32 partition)."""
+        if state["zero_stage"] != self.zero_stage:
+            raise ValueError(
+                f"optimizer state saved with ZeRO stage {state['zero_stage']}, "
+                f"this engine runs stage {self.zero_stage}"
+            )
+        if self.zero_stage > 0:
+            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer._restore_from_bit16_weights()
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])

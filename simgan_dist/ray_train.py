@@ -14,13 +14,13 @@ from simgan_dist import dist
 from simgan_dist.checkpoint import load_training_state
 from simgan_dist.config import Config, from_dict
 from simgan_dist.data import StreamStats
-from simgan_dist.engine import DeepSpeedUpdater, make_optimizer
+from simgan_dist.engine import DeepSpeedUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.global_history import GlobalHistoryBuffer
 from simgan_dist.history import HistoryBuffer
 from simgan_dist.networks import build_discriminator, build_refiner
 from simgan_dist.streams import image_shape, make_batches
 from simgan_dist.train_hooks import TrainingHooks
-from simgan_dist.train_loop import LoopState, train
+from simgan_dist.train_loop import LoopState, optimizer_steps, train
 
 
 def make_buffer(
@@ -49,16 +49,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
     refiner_net = build_refiner(cfg.model).to(device)
     disc_net = build_discriminator(cfg.model).to(device)
-    local_batch = cfg.schedule.batch_size // world_size
+    micro_batch = cfg.schedule.batch_size // (world_size * cfg.engine.grad_accum_steps)
+    refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
+    r_optim = make_optimizer(refiner_net.parameters(), cfg.optim, cfg.optim.refiner_lr)
+    d_optim = make_optimizer(disc_net.parameters(), cfg.optim, cfg.optim.disc_lr,
+                             kind=cfg.optim.disc_optimizer)  # fmt: skip
     refiner = DeepSpeedUpdater(
-        refiner_net,
-        make_optimizer(refiner_net.parameters(), cfg.optim, cfg.optim.refiner_lr),
-        local_batch,
-    )
+        refiner_net, r_optim, micro_batch, cfg.engine,
+        make_lr_schedule(r_optim, cfg.optim, refiner_steps),
+    )  # fmt: skip
     # D sees real and fake images of a step in one forward: twice the micro-batch.
     disc = DeepSpeedUpdater(
-        disc_net, make_optimizer(disc_net.parameters(), cfg.optim, cfg.optim.disc_lr),
-        2 * local_batch,
+        disc_net, d_optim, 2 * micro_batch, cfg.engine,
+        make_lr_schedule(d_optim, cfg.optim, disc_steps),
     )  # fmt: skip
     buffer = make_buffer(cfg, rank, world_size)
     stats = StreamStats()

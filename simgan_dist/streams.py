@@ -44,7 +44,9 @@ def make_batches(
     seed = cfg.run.seed * 1_000_003
     by_rows = cfg.data.rank_split == "batch_rows"
     stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
-    batch = cfg.schedule.batch_size if by_rows else cfg.schedule.batch_size // world_size
+    # Micro-batches: with gradient accumulation each optimizer step takes grad_accum_steps.
+    global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
+    batch = global_micro if by_rows else global_micro // world_size
 
     def stream(location: str, offset: int) -> Any:
         urls = resolve_shard_urls(location, allow_pipe=cfg.data.allow_pipe_urls)

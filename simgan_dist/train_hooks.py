@@ -80,7 +80,7 @@ class TrainingHooks:
         if self.rank != 0:
             return
         with torch.no_grad():
-            refined = self.refiner.module(self.grid_synthetic)
+            refined = self.refiner.frozen_forward(self.grid_synthetic).float()
         rows = [self.grid_synthetic, refined, self.grid_real]
         save_grid(rows, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png", scale=3)
 

@@ -91,6 +91,17 @@ class IteratorBatches:
         self.num_synthetic, self.num_real = position["num_synthetic"], position["num_real"]
 
 
+def optimizer_steps(schedule: ScheduleConfig) -> tuple[int, int]:
+    """R and D optimizer steps of the whole schedule (the horizon of a decaying lr schedule)."""
+    refiner_steps = disc_steps = 0
+    for phase in phases_for(schedule):
+        steps_per_iter = phase.refiner_steps + phase.disc_steps
+        iters = -(-phase.num_images // (schedule.batch_size * steps_per_iter))
+        refiner_steps += iters * phase.refiner_steps
+        disc_steps += iters * phase.disc_steps
+    return refiner_steps, disc_steps
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for param in module.parameters():
         param.requires_grad_(flag)
@@ -99,12 +110,12 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
 def refiner_step(
     refiner: Updater, disc: Updater, synthetic: torch.Tensor, cfg: Config, adversarial: bool
 ) -> dict[str, float]:
-    """One R update. D is frozen and called through .module: its weights and grads stay as
+    """One R update. D is frozen and called outside its engine: its weights and grads stay as
     they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
     set_requires_grad(disc.module, False)
     try:
         refined = refiner.forward(synthetic)
-        logits = disc.module(refined) if adversarial else None
+        logits = disc.frozen_forward(refined) if adversarial else None
         loss, metrics = refiner_loss(
             logits,
             refined,
@@ -129,7 +140,7 @@ def disc_step(
 ) -> dict[str, float]:
     """One D update on real vs refined patches; half the refined ones come from the history buffer."""
     with torch.no_grad():
-        refined = refiner.module(synthetic)
+        refined = refiner.frozen_forward(synthetic).float()
     fake = mix_fake_batch(refined, buffer, history_fraction)
     # One forward over real and fake together: half the engine calls, same gradients.
     logits = disc.forward(torch.cat([real, fake]))
@@ -160,22 +171,28 @@ def train(
     """
     phases = phases_for(cfg.schedule)
     global_batch = cfg.schedule.batch_size
+    # With gradient accumulation one step is grad_accum_steps micro-batches; the engine applies
+    # the update at the last of them.
+    num_micro = cfg.engine.grad_accum_steps
     while True:
         phase = phases[state.phase_index]
         while state.phase_nimg < phase.num_images:
             metrics: dict[str, float] = {}
             for _ in range(phase.refiner_steps):
-                metrics.update(
-                    refiner_step(refiner, disc, batches.next_synthetic(), cfg, phase.adversarial)
-                )
+                for _ in range(num_micro):
+                    synthetic = batches.next_synthetic()
+                    metrics.update(refiner_step(refiner, disc, synthetic, cfg, phase.adversarial))
                 state.cur_step += 1
                 state.cur_nimg += global_batch
                 state.phase_nimg += global_batch
             for _ in range(phase.disc_steps):
-                synthetic, real = batches.next_synthetic(), batches.next_real()
-                metrics.update(
-                    disc_step(refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction)
-                )
+                for _ in range(num_micro):
+                    synthetic, real = batches.next_synthetic(), batches.next_real()
+                    metrics.update(
+                        disc_step(
+                            refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction
+                        )
+                    )
                 state.cur_step += 1
                 state.cur_nimg += global_batch
                 state.phase_nimg += global_batch

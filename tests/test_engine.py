@@ -66,4 +66,4 @@ def test_deepspeed_steps_touch_only_their_network(process_group) -> None:
 
     state = refiner.optimizer_state_dict()
     refiner.load_optimizer_state_dict(state)
-    assert refiner.optimizer_state_dict()["param_groups"][0]["lr"] == 0.05
+    assert refiner.optimizer_state_dict()["optimizer"]["param_groups"][0]["lr"] == 0.05
