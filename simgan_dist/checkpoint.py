@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
 
+from simgan_dist import storage
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.engine import Updater
 from simgan_dist.global_history import GlobalHistoryBuffer
@@ -133,22 +136,65 @@ def load_training_state(
     return LoopState(**meta["loop"]), data_position
 
 
+def _is_complete(names: set[str], state_text: str | None) -> bool:
+    """Every file a checkpoint of its world size needs is there. Ray Train copies a checkpoint
+    file by file; one cut short by a crash lacks files and is never picked."""
+    if state_text is None or NETWORKS_FILE not in names:
+        return False
+    world_size = json.loads(state_text)["world_size"]
+    return all(rank_file(r) in names for r in range(world_size))
+
+
 def find_latest_checkpoint(location: str | Path) -> Path:
-    """A checkpoint directory itself, or the newest checkpoint-* inside a run directory."""
+    """A checkpoint directory itself, or the newest complete checkpoint-* in a run directory."""
     location = Path(location)
-    if (location / STATE_FILE).exists():
-        return location
-    found = sorted(p for p in location.glob("checkpoint-*") if (p / STATE_FILE).exists())
-    if not found:
-        raise FileNotFoundError(
-            f"{location}: no checkpoint found (expected {STATE_FILE} or checkpoint-*/ inside)"
-        )
-    return found[-1]
+    candidates = (
+        [location]
+        if (location / STATE_FILE).exists()
+        else sorted(location.glob("checkpoint-*"), reverse=True)
+    )
+    for candidate in candidates:
+        state = candidate / STATE_FILE
+        names = {p.name for p in candidate.iterdir()} if candidate.is_dir() else set()
+        if _is_complete(names, state.read_text() if state.exists() else None):
+            return candidate
+    raise FileNotFoundError(
+        f"{location}: no complete checkpoint (expected {STATE_FILE}, {NETWORKS_FILE} and the "
+        "rank files, or checkpoint-*/ holding them)"
+    )
+
+
+def fetch_checkpoint(location: str) -> Path:
+    """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache."""
+    names = storage.list_names(location)
+    candidates = (
+        [location]
+        if STATE_FILE in names
+        else [
+            storage.join(location, n)
+            for n in sorted(names, reverse=True)
+            if n.startswith("checkpoint-")
+        ]
+    )
+    for candidate in candidates:
+        files = set(storage.list_names(candidate))
+        state_location = storage.join(candidate, STATE_FILE)
+        state = storage.read_text(state_location) if STATE_FILE in files else None
+        if _is_complete(files, state):
+            digest = hashlib.sha256(candidate.encode()).hexdigest()[:16]
+            cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
+            local = storage.fetch_dir(candidate, cache / storage.split(candidate)[1])
+            return local
+    raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
 def load_refiner(location: str | Path, device: str = "cpu") -> tuple[Refiner, Config, Path]:
-    """The trained refiner (eval mode), its config and the checkpoint directory it came from."""
-    directory = find_latest_checkpoint(location)
+    """The trained refiner (eval mode), its config and the checkpoint directory it came from.
+    location: a checkpoint or run directory, or the same on an object store (a URI)."""
+    if storage.is_uri(str(location)):
+        directory = fetch_checkpoint(str(location))
+    else:
+        directory = find_latest_checkpoint(location)
     meta = read_state(directory)
     cfg = from_dict(meta["config"], source=str(directory / STATE_FILE))
     refiner = build_refiner(cfg.model)

@@ -92,8 +92,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def run_training(cfg: Config, run_dir: Path) -> ray.train.Result:
-    """Fit a TorchTrainer with cfg.run.num_workers workers; rerunning the same run_dir resumes
-    from its latest checkpoint (Ray Train V2 has no Trainer.restore)."""
+    """Fit a TorchTrainer with cfg.run.num_workers workers, checkpoints under
+    run.storage_path/run.name and outputs in run_dir. Rerunning the same run resumes from its
+    latest checkpoint (Ray Train V2 has no Trainer.restore)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -107,8 +108,8 @@ def run_training(cfg: Config, run_dir: Path) -> ray.train.Result:
             resources_per_worker={"CPU": cfg.run.threads_per_worker},
         ),
         run_config=RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            name=cfg.run.name,
+            storage_path=cfg.run.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
         ),

@@ -9,6 +9,15 @@ import pytest
 
 # Ray workers inherit this; the skip of DeepSpeed's shm op build is in engine.py.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Fake credentials for the loopback S3 server, set before any Ray worker starts so workers
+# inherit them (as in s3fs's own suite); real credentials never reach a test.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_SESSION_TOKEN="testing",
+)
+os.environ.pop("AWS_PROFILE", None)
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +59,31 @@ def debug_overrides(digit_shards: dict[str, Path], tmp_path: Path):
         return [f"{k}={v}" for k, v in base.items()]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP server (moto) on 127.0.0.1, started by the tests; yields its endpoint."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str):
+    """A fresh bucket on the loopback server (the server is reset first)."""
+    import boto3
+    import requests
+
+    requests.post(f"{s3_server}/moto-api/reset", timeout=10)
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket="simgan-test")
+    return client
