@@ -145,3 +145,20 @@ def test_eval_refuses_missing_or_relabeled_samples(digit_shards, tmp_path) -> No
             epochs=1,
             num_seeds=1,
         )
+
+
+def test_incomplete_checkpoint_is_never_picked(checkpoint: Path) -> None:
+    """A checkpoint cut short by a crash (a rank file or the weights missing) does not load."""
+    import shutil
+
+    from simgan_dist.checkpoint import find_latest_checkpoint
+
+    run = checkpoint.parent
+    newer = run / "checkpoint-000000000192"
+    shutil.copytree(checkpoint, newer)
+    assert find_latest_checkpoint(run) == newer
+    (newer / "rank-0000.pt").unlink()
+    assert find_latest_checkpoint(run) == checkpoint
+    (checkpoint / "networks.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        find_latest_checkpoint(run)
