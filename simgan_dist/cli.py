@@ -111,6 +111,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from simgan_dist.bench import bench_train, format_table
+
+    result = bench_train(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        nimg=args.nimg,
+        device=args.device,
+        shards=args.shards,
+        work_dir=args.work_dir,
+        overrides=args.overrides,
+    )
+    print(format_table(result), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"[bench] figures written to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the digits preset",
     )
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    bench_train = bench_sub.add_parser(
+        "train", help="images/s: bare PyTorch loop vs our loop on 1 and 2 Ray workers"
+    )
+    bench_train.add_argument("--preset", default="digits")
+    bench_train.add_argument("--batch-size", type=int, help="global batch (default: the preset's)")
+    bench_train.add_argument(
+        "--nimg", type=int, default=9600, help="adversarial images timed per configuration"
+    )
+    bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench_train.add_argument("--shards", help="shard root holding the preset's corpora")
+    bench_train.add_argument("--work-dir", help="keep the bench runs here (default: temporary)")
+    bench_train.add_argument("--out", help="write the figures as JSON here")
+    bench_train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override the preset (repeatable)",
+    )
+    bench_train.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,490 @@
+"""`simgan bench train`: training throughput of our full loop against a bare PyTorch loop.
+
+Three figures from one run, same model, same global batch, one thread per process:
+
+- bare: a plain single-process loop written out below (not train_loop), images in memory as
+  tensors, plain torch optimizers, the paper's K_g/K_d alternation and a minimal history buffer;
+- ours_1w: `run_training` on Ray Train with 1 worker: shards, DeepSpeed engines, buffer, logging;
+- ours_2w: the same with 2 workers (the global batch split over them).
+
+Only the adversarial phase's steady state is timed. For our loop the time per log interval comes
+from metrics.jsonl (interval images / images_per_s), skipping the first interval(s), which hold
+Ray/worker/DeepSpeed startup and the data loaders' first fill. Grids and periodic checkpoints are
+moved past the end of the run (the final ones happen after the last measured interval), so they
+are not in the figure. The bare loop runs the same number of warm-up iterations untimed, and
+its timed iterations in two halves, before and after the Ray runs, so a change in the machine's
+load during the bench shows as a spread between them. The bare loop's process has glibc's
+malloc trimming turned off (tune_malloc), so the baseline is not slowed by page faults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simgan_dist.config import Config, ConfigError, load_config
+from simgan_dist.engine import make_optimizer
+from simgan_dist.losses import discriminator_loss, refiner_loss
+from simgan_dist.networks import build_discriminator, build_refiner
+from simgan_dist.shardio import MANIFEST_NAME
+
+DEFAULT_NIMG = 9600  # measured images per configuration: ~3-5 min for all three on 2 cores
+MEASURED_INTERVALS = 5  # log intervals timed per Ray run (the figure is their total)
+WARMUP_INTERVALS = 1  # intervals skipped first (startup, loader fill)
+TARGETS = {"ours_1w/bare": 0.9, "ours_2w/ours_1w": 1.8}
+DIGIT_CORPORA = ("digits-synth", "digits-real-train")
+# Built when the chosen shard root lacks the digit corpora and none was named (a temp dir).
+BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD = 4000, 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule: how many iterations are warm-up and how many are timed
+
+
+def plan(cfg: Config, nimg: int) -> dict[str, int]:
+    """Iterations of the adversarial phase: a warm-up part and a timed part of ~nimg images,
+    cut into log intervals of whole iterations (so each metrics row covers the same work)."""
+    s = cfg.schedule
+    iter_nimg = (s.k_g + s.k_d) * s.batch_size  # every R or D step draws one global batch
+    iters = max(1, round(nimg / iter_nimg))
+    intervals = min(MEASURED_INTERVALS, iters)
+    iters_per_interval = math.ceil(iters / intervals)
+    return {
+        "iter_nimg": iter_nimg,
+        "iters_per_interval": iters_per_interval,
+        "interval_nimg": iters_per_interval * iter_nimg,
+        "measured_intervals": intervals,
+        "warmup_intervals": WARMUP_INTERVALS,
+        "warmup_iters": WARMUP_INTERVALS * iters_per_interval,
+        "measured_iters": intervals * iters_per_interval,
+        "measured_nimg": intervals * iters_per_interval * iter_nimg,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the bare loop
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int) -> dict:
+    """Algorithm 1's adversarial phase as a plain loop: K_g R steps then K_d D steps per
+    iteration, one global batch per step, D's fake half from a history buffer (the paper's).
+    Returns images/s over the measured iterations (after warm-up_iters untimed ones)."""
+    s, loss_cfg = cfg.schedule, cfg.loss
+    b = s.batch_size
+    shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+    torch.manual_seed(cfg.run.seed)
+    refiner = build_refiner(cfg.model).to(device)
+    disc = build_discriminator(cfg.model).to(device)
+    opt_r = make_optimizer(refiner.parameters(), cfg.optim, cfg.optim.refiner_lr)
+    opt_d = make_optimizer(disc.parameters(), cfg.optim, cfg.optim.disc_lr)
+
+    # Images already in memory: a few fixed batches in [-1, 1], cycled.
+    pool = 4
+    synthetic = [torch.rand(b, *shape, device=device) * 2 - 1 for _ in range(pool)]
+    real = [torch.rand(b, *shape, device=device) * 2 - 1 for _ in range(pool)]
+    use_buffer = s.history_fraction > 0 and s.buffer_size > 0
+    capacity = max(1, s.buffer_size)
+    n_hist = min(b, math.floor(s.history_fraction * b + 0.5)) if use_buffer else 0
+    buffer = torch.empty((capacity, *shape), device=device) if use_buffer else None
+    filled = 0
+    draw = 0
+
+    def next_pair() -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal draw
+        draw += 1
+        return synthetic[draw % pool], real[draw % pool]
+
+    def iteration() -> None:
+        nonlocal filled
+        for _ in range(s.k_g):
+            x, _ = next_pair()
+            for p in disc.parameters():
+                p.requires_grad_(False)
+            refined = refiner(x)
+            loss, _ = refiner_loss(disc(refined), refined, x, loss_cfg.reg_lambda, loss_cfg.psi)
+            opt_r.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_r.step()
+            for p in disc.parameters():
+                p.requires_grad_(True)
+        for _ in range(s.k_d):
+            x, y = next_pair()
+            with torch.no_grad():
+                refined = refiner(x)
+            fake = refined
+            k = min(n_hist, filled)
+            if k:
+                idx = torch.randint(0, filled, (k,), device=device)
+                fake = torch.cat([refined[: b - k], buffer[idx]])
+            logits = disc(torch.cat([y, fake]))
+            loss, _ = discriminator_loss(logits[:b], logits[b:])
+            opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_d.step()
+            if n_hist:
+                new = refined[:n_hist]
+                free = min(capacity - filled, n_hist)
+                buffer[filled : filled + free] = new[:free]
+                filled += free
+                if free < n_hist:
+                    slots = torch.randperm(capacity, device=device)[: n_hist - free]
+                    buffer[slots] = new[free:]
+
+    for _ in range(warmup_iters):
+        iteration()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(measured_iters):
+        iteration()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    nimg = measured_iters * (s.k_g + s.k_d) * b
+    return {"images_per_s": nimg / seconds, "measured_nimg": nimg, "measured_s": seconds}
+
+
+def tune_malloc() -> bool:
+    """Keep glibc malloc from handing freed activation memory back to the OS after every step.
+
+    With glibc's defaults, a loop in a process's main thread re-faults its multi-MB activation
+    buffers each step (measured here: ~20% of the time in page faults, and 150-190 images/s
+    from run to run for the digits bare loop; 215-225 with this). Raising the trim threshold
+    alone makes it worse (it also freezes the mmap threshold at 128 KiB): both are set.
+    Returns whether it applied (glibc only). Used for the bare baseline, so it is not
+    handicapped by the allocator; our workers run as shipped."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def _bare(cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int) -> dict:
+    """bare_loop with 1 torch thread, restoring the caller's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return bare_loop(cfg, device, warmup_iters, measured_iters)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b), (c) our loop on Ray Train
+
+
+def steady_throughput(rows: list[dict], warmup_rows: int) -> dict:
+    """Images/s of the adversarial phase from metrics.jsonl rows, skipping its first warmup_rows.
+
+    Each row's images_per_s covers the images since the previous row, so its interval lasted
+    (cur_nimg - previous cur_nimg) / images_per_s seconds; the figure is total images over
+    total seconds of the kept rows (not a mean of rates)."""
+    nimg, seconds, kept = 0, 0.0, 0
+    adversarial_seen = 0
+    prev_nimg: int | None = None
+    for row in rows:
+        cur = int(row["cur_nimg"])
+        if row.get("phase") == "adversarial":
+            adversarial_seen += 1
+            # The log's first row has no images_per_s (no interval before it).
+            if adversarial_seen > warmup_rows and prev_nimg is not None and row.get("images_per_s"):
+                delta = cur - prev_nimg
+                nimg += delta
+                seconds += delta / float(row["images_per_s"])
+                kept += 1
+        prev_nimg = cur
+    if kept == 0:
+        raise ValueError(
+            f"no adversarial metrics rows after the first {warmup_rows} to measure "
+            f"(got {len(rows)} rows): raise --nimg"
+        )
+    return {"images_per_s": nimg / seconds, "measured_nimg": nimg, "measured_s": seconds}
+
+
+def ray_loop(cfg: Config, num_workers: int, schedule: dict[str, int], storage: Path) -> dict:
+    from simgan_dist.ray_train import run_training
+    from simgan_dist.runs import new_run_name, start_run
+
+    b = cfg.schedule.batch_size
+    iters = schedule["warmup_iters"] + schedule["measured_iters"]
+    end = 2 * b + iters * schedule["iter_nimg"]
+    run_cfg = cfg.replace(
+        schedule={
+            # One step each: the pretraining phases are not measured.
+            "refiner_pretrain_nimg": b,
+            "disc_pretrain_nimg": b,
+            "adversarial_nimg": iters * schedule["iter_nimg"],
+        },
+        run={
+            "num_workers": num_workers,
+            "threads_per_worker": 1,
+            "storage_path": str(storage),
+            "name": new_run_name(f"bench-{num_workers}w"),
+            "log_every_nimg": schedule["interval_nimg"],
+            # Past the end: the grid and checkpoint of finish() come after the last row.
+            "grid_every_nimg": 10 * end,
+            "checkpoint_every_nimg": 10 * end,
+            "keep_checkpoints": 1,
+        },
+    )
+    run_cfg, run_dir = start_run(run_cfg)
+    started = time.perf_counter()
+    result = run_training(run_cfg, run_dir)
+    wall = time.perf_counter() - started
+    if result.error:
+        raise RuntimeError(f"bench run with {num_workers} worker(s) failed: {result.error}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    figures = steady_throughput(rows, schedule["warmup_intervals"])
+    figures["wall_s"] = wall  # the whole fit: Ray/worker startup, loaders, final checkpoint
+    figures["run_dir"] = str(run_dir)  # removed afterwards unless --work-dir was given
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards
+
+
+def _has(root: Path, name: str) -> bool:
+    return (root / name / MANIFEST_NAME).exists()
+
+
+def resolve_shards(cfg: Config, shards: str | Path | None, scratch: Path) -> tuple[Path, str]:
+    """Where the preset's two corpora are (their directory names looked up under a root).
+
+    shards given: that root; the digit corpora are built there when missing (the same corpus
+    as `simgan demo`, so a later demo reusing the root is unaffected). Not given: ./shards if it
+    holds them, else a small digit corpus built in the scratch directory."""
+    from simgan_dist import shard_build
+    from simgan_dist.demo import ensure_digit_shards
+
+    names = (Path(cfg.data.synthetic).name, Path(cfg.data.real).name)
+    digits = names == DIGIT_CORPORA
+    if shards is not None:
+        root = Path(shards).resolve()
+        if digits and not all(_has(root, n) for n in names):
+            ensure_digit_shards(root, seed=0)
+            return root, "built"
+    else:
+        root = Path("shards").resolve()
+        if not all(_has(root, n) for n in names) and digits:
+            root = scratch / "shards"
+            shard_build.build_synthetic_digits(
+                root / "digits-synth", BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD, seed=0
+            )
+            shard_build.build_real_digits(
+                root / "digits-real-train", root / "digits-real-eval", BENCH_SAMPLES_PER_SHARD
+            )
+            return root, "built (temporary)"
+    missing = [n for n in names if not _has(root, n)]
+    if missing:
+        raise ConfigError(f"--shards: {root} lacks {', '.join(missing)} (no {MANIFEST_NAME})")
+    return root, "existing"
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def bench_train(
+    preset: str = "digits",
+    batch_size: int | None = None,
+    nimg: int = DEFAULT_NIMG,
+    device: str = "cpu",
+    shards: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the three configurations and return the figures (see the module doc).
+
+    With device="cuda" and no CUDA device, nothing is measured: the result has "skipped".
+    """
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: must be cpu or cuda, got {device!r}")
+    sets = list(overrides or [])
+    if batch_size is not None:
+        sets.append(f"schedule.batch_size={batch_size}")
+    # Validated for 2 workers up front: the batch must split into two even halves.
+    cfg = load_config(preset=preset, overrides=[*sets, "run.num_workers=2"])
+    use_gpu = device == "cuda"
+    cfg = cfg.replace(run={"use_gpu": use_gpu, "threads_per_worker": 1})
+    schedule = plan(cfg, nimg)
+    s = cfg.schedule
+    result: dict[str, Any] = {
+        "config": {
+            "preset": preset,
+            "batch_size": s.batch_size,
+            "k_g": s.k_g,
+            "k_d": s.k_d,
+            "image_shape": [
+                cfg.model.image_channels,
+                cfg.model.image_height,
+                cfg.model.image_width,
+            ],
+            "device": device,
+            "overrides": sets,
+            **schedule,
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(),
+            "torch_threads_default": torch.get_num_threads(),
+            "threads_per_loop": 1,
+            "loadavg_before": list(os.getloadavg()),
+        },
+        "results": {},
+        "ratios": {},
+        "notes": [],
+    }
+    if use_gpu and not torch.cuda.is_available():
+        result["skipped"] = (
+            "--device cuda: no CUDA device here (torch.cuda.is_available() is False)"
+        )
+        result["machine"]["loadavg_after"] = list(os.getloadavg())
+        return result
+
+    scratch = Path(tempfile.mkdtemp(prefix="simgan-bench-"))
+    storage = Path(work_dir).resolve() if work_dir else scratch / "runs"
+    try:
+        root, how = resolve_shards(cfg, shards, scratch)
+        cfg = cfg.replace(
+            data={
+                "synthetic": str(root / Path(cfg.data.synthetic).name),
+                "real": str(root / Path(cfg.data.real).name),
+            }
+        )
+        result["config"]["shards"] = f"{root} ({how})"
+        say(
+            f"[bench] preset {preset}, global batch {s.batch_size}, K_g/K_d {s.k_g}/{s.k_d}: "
+            f"{schedule['measured_nimg']} images timed per configuration after "
+            f"{schedule['warmup_iters'] * schedule['iter_nimg']} warm-up images"
+        )
+
+        # The bare loop runs in two halves, before and after the Ray runs: their spread shows
+        # whether the machine's load changed while the bench ran (a shared box is noisy).
+        dev = torch.device("cuda" if use_gpu else "cpu")
+        first = (schedule["measured_iters"] + 1) // 2
+        second = schedule["measured_iters"] - first
+        result["machine"]["bare_malloc_tuned"] = tune_malloc()
+        say("[bench] 1/3 bare PyTorch loop, 1 thread, images in memory (first half)")
+        halves = [_bare(cfg, dev, schedule["warmup_iters"], first)]
+
+        say("[bench] 2/3 our loop on Ray Train, 1 worker x 1 thread")
+        result["results"]["ours_1w"] = ray_loop(cfg, 1, schedule, storage)
+
+        enough_gpus = True
+        if use_gpu:
+            import ray
+
+            enough_gpus = ray.cluster_resources().get("GPU", 0) >= 2
+        if enough_gpus:
+            say("[bench] 3/3 our loop on Ray Train, 2 workers x 1 thread")
+            result["results"]["ours_2w"] = ray_loop(cfg, 2, schedule, storage)
+        else:
+            result["notes"].append("ours_2w skipped: run.use_gpu needs 2 GPUs in the Ray cluster")
+
+        if second:
+            say("[bench] bare PyTorch loop again (second half)")
+            halves.append(_bare(cfg, dev, min(2, schedule["warmup_iters"]), second))
+        nimg = sum(h["measured_nimg"] for h in halves)
+        seconds = sum(h["measured_s"] for h in halves)
+        result["results"] = {
+            "bare": {
+                "images_per_s": nimg / seconds,
+                "measured_nimg": nimg,
+                "measured_s": seconds,
+                "halves_images_per_s": [h["images_per_s"] for h in halves],
+            },
+            **result["results"],
+        }
+        rates = result["results"]["bare"]["halves_images_per_s"]
+        if len(rates) == 2 and abs(rates[0] - rates[1]) > 0.1 * max(rates):
+            result["notes"].append(
+                f"bare loop ran at {rates[0]:.1f} then {rates[1]:.1f} images/s (before/after "
+                "the Ray runs): the machine's load changed during the bench (see the load "
+                "averages); the ratios are noisy"
+            )
+    finally:
+        result["machine"]["loadavg_after"] = list(os.getloadavg())
+        shutil.rmtree(scratch, ignore_errors=True)  # runs under work_dir are kept
+
+    ips = {name: r["images_per_s"] for name, r in result["results"].items()}
+    for key, target in TARGETS.items():
+        num, den = key.split("/")
+        value = _ratio(ips.get(num), ips.get(den))
+        result["ratios"][key] = {
+            "value": value,
+            "target": target,
+            "met": None if value is None else value >= target,
+        }
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    cfg, machine = result["config"], result["machine"]
+    lines = [
+        f"simgan bench train: preset {cfg['preset']}, global batch {cfg['batch_size']}, "
+        f"K_g/K_d {cfg['k_g']}/{cfg['k_d']}, image {'x'.join(map(str, cfg['image_shape']))}, "
+        f"device {cfg['device']}",
+        f"machine: {machine['cpu_count']} CPUs ({machine['cpus_usable']} usable), torch threads "
+        f"{machine['torch_threads_default']} by default, 1 per loop/worker here; load average "
+        f"(1 min) {machine['loadavg_before'][0]:.2f} before, "
+        f"{machine.get('loadavg_after', [float('nan')])[0]:.2f} after",
+    ]
+    if "skipped" in result:
+        return "\n".join([*lines, f"skipped: {result['skipped']}"])
+    lines += [
+        f"timed: {cfg['measured_nimg']} adversarial images per configuration "
+        f"({cfg['measured_intervals']} intervals of {cfg['interval_nimg']}), after "
+        f"{cfg['warmup_iters'] * cfg['iter_nimg']} warm-up images; shards {cfg.get('shards', '')}",
+        "",
+        f"{'name':<10} {'workers':>7} {'images/s':>10} {'timed imgs':>10} {'timed s':>8} "
+        f"{'fit wall s':>10}",
+    ]
+    workers = {"bare": 1, "ours_1w": 1, "ours_2w": 2}
+    for name, r in result["results"].items():
+        wall = f"{r['wall_s']:10.1f}" if "wall_s" in r else f"{'-':>10}"
+        lines.append(
+            f"{name:<10} {workers[name]:>7} {r['images_per_s']:10.1f} {r['measured_nimg']:>10} "
+            f"{r['measured_s']:8.1f} {wall}"
+        )
+    halves = result["results"].get("bare", {}).get("halves_images_per_s", [])
+    if len(halves) == 2:
+        lines.append(
+            f"(bare in two halves, before / after the Ray runs: {halves[0]:.1f} / "
+            f"{halves[1]:.1f} images/s; glibc malloc trimming "
+            f"{'off' if machine.get('bare_malloc_tuned') else 'as default'} for it)"
+        )
+    lines += ["", f"{'ratio':<16} {'value':>6} {'target':>8}"]
+    for key, r in result["ratios"].items():
+        if r["value"] is None:
+            lines.append(f"{key:<16} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
+        else:
+            verdict = "met" if r["met"] else "MISSED"
+            lines.append(f"{key:<16} {r['value']:6.2f} {'>= ' + str(r['target']):>8}  {verdict}")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)
