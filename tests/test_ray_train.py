@@ -141,7 +141,9 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, debug_overrides, tmp_
     thread = threading.Thread(target=lambda: results.append(run_training(cfg, run_dir)))
     thread.start()
     deadline = time.time() + 240
-    while not list(run_dir.glob("checkpoint-*/state.json")) and time.time() < deadline:
+    # Ray writes its snapshot once a reported checkpoint is registered: only then can a restart
+    # resume from it (a kill while the first one is still uploading restarts from scratch).
+    while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.5)
     workers = [
         a
