@@ -131,7 +131,9 @@ def results() -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    manager = mp.Manager()
+    # A spawned (not forked) manager: a fork of this process would copy the live Ray driver
+    # of the session and hang later Ray Train runs.
+    manager = mp.get_context("spawn").Manager()
     out = manager.dict()
     mp.spawn(_worker, args=(port, out), nprocs=2, join=True)
     return dict(out)

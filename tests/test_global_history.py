@@ -51,7 +51,9 @@ def _worker(rank: int, port: int, out: dict) -> None:
 
 
 def _run() -> dict:
-    manager = mp.Manager()
+    # A spawned (not forked) manager: a fork of this process would copy the live Ray driver
+    # of the session and hang later Ray Train runs.
+    manager = mp.get_context("spawn").Manager()
     out = manager.dict()
     mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
     return dict(out)
