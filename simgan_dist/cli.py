@@ -10,17 +10,15 @@ from pathlib import Path
 from simgan_dist.config import ConfigError, load_config
 
 
+def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE", help=help_text)  # fmt: skip
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (may name a `preset:` to start from)")
     parser.add_argument("--preset", help="start from a bundled preset: gaze, hand, digits, debug")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override one field (repeatable)",
-    )
+    _add_set_arg(parser, "override one field (repeatable)")
 
 
 def cmd_shards_build(args: argparse.Namespace) -> None:
@@ -176,14 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--shards", default="shards")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override the digits preset",
-    )
+    _add_set_arg(demo, "override the digits preset")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
@@ -200,14 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--shards", help="shard root holding the preset's corpora")
     bench_train.add_argument("--work-dir", help="keep the bench runs here (default: temporary)")
     bench_train.add_argument("--out", help="write the figures as JSON here")
-    bench_train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override the preset (repeatable)",
-    )
+    _add_set_arg(bench_train, "override the preset (repeatable)")
     bench_train.set_defaults(func=cmd_bench)
     return parser
 
