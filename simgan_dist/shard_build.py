@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,11 +26,7 @@ def build_synthetic_digits(
     """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters."""
     from simgan_dist.sim.digits import DigitSimulator  # fonts and matplotlib: load only when used
 
-    sim = DigitSimulator(seed)
-    samples = (
-        (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
-    )
-    return write_shards(samples, out_dir, "synth", samples_per_shard, name=Path(out_dir).name)
+    return _write_simulated(DigitSimulator(seed), out_dir, num_samples, samples_per_shard)
 
 
 def build_synthetic_eyes(
@@ -38,7 +35,13 @@ def build_synthetic_eyes(
     """num_samples simulated 35x55 eye images; each json holds 'gaze' and the render parameters."""
     from simgan_dist.sim.eyes import EyeSimulator
 
-    sim = EyeSimulator(seed)
+    return _write_simulated(EyeSimulator(seed), out_dir, num_samples, samples_per_shard)
+
+
+def _write_simulated(
+    sim: Any, out_dir: str | Path, num_samples: int, samples_per_shard: int
+) -> Manifest:
+    """A simulator's (image, params) samples as synth-NNNNNNN keys in synth-*.tar shards."""
     samples = (
         (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
     )
