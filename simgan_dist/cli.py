@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from simgan_dist.config import ConfigError, load_config
 
 
@@ -21,24 +23,49 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     _add_set_arg(parser, "override one field (repeatable)")
 
 
+def _add_storage_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="fsspec option for s3:// or gs:// locations, e.g. "
+                             "endpoint_url=http://127.0.0.1:9000 (repeatable; no credentials)")  # fmt: skip
+
+
+def _storage_options(args: argparse.Namespace) -> dict:
+    from simgan_dist.urls import check_storage_options
+
+    options = {}
+    for text in args.storage_options:
+        key, sep, raw = text.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option {text!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(raw)
+    try:
+        check_storage_options(options)
+    except ValueError as err:
+        raise ConfigError(f"--storage-option: {err}") from None
+    return options
+
+
 def cmd_shards_build(args: argparse.Namespace) -> None:
     from simgan_dist import shard_build
+    from simgan_dist.urls import join
 
-    out = Path(args.out)
+    out, options = args.out, _storage_options(args)
     if args.source == "digits":
         synth = shard_build.build_synthetic_digits(
-            out / "digits-synth", args.num_samples, args.samples_per_shard, args.seed
+            join(out, "digits-synth"), args.num_samples, args.samples_per_shard, args.seed, options
         )
         real_train, real_eval = shard_build.build_real_digits(
-            out / "digits-real-train", out / "digits-real-eval", args.samples_per_shard
-        )
+            join(out, "digits-real-train"), join(out, "digits-real-eval"),
+            args.samples_per_shard, storage_options=options,
+        )  # fmt: skip
         for manifest in (synth, real_train, real_eval):
             print(
                 f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards"
             )
     elif args.source == "eyes":
         manifest = shard_build.build_synthetic_eyes(
-            out / "eyes-synth", args.num_samples, args.samples_per_shard, args.seed
+            join(out, "eyes-synth"), args.num_samples, args.samples_per_shard, args.seed, options
         )
         print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
     else:
@@ -46,20 +73,26 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
             raise ConfigError("--folder: required with source 'folder'")
         size = tuple(int(v) for v in args.size.split("x")) if args.size else None
         manifest = shard_build.build_from_folder(
-            args.folder, out, args.samples_per_shard, grayscale=not args.rgb, size=size
+            args.folder, out, args.samples_per_shard, not args.rgb, size, options
         )
         print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
 
 
 def cmd_shards_verify(args: argparse.Namespace) -> None:
-    from simgan_dist.shardio import verify_shards
+    from simgan_dist.shard_check import verify_shards
 
-    problems = verify_shards(args.location)
+    problems = verify_shards(args.location, _storage_options(args))
     for problem in problems:
         print(problem)
     print(f"{args.location}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     if problems:
         sys.exit(1)
+
+
+def cmd_shards_stats(args: argparse.Namespace) -> None:
+    from simgan_dist.shard_check import shard_stats
+
+    print(json.dumps(shard_stats(args.location, _storage_options(args)), indent=1))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -143,10 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
     build.add_argument("--size", help="resize to HxW (source 'folder')")
     build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
+    _add_storage_arg(build)
     build.set_defaults(func=cmd_shards_build)
     verify = shards_sub.add_parser("verify", help="decode every sample, check the manifest")
     verify.add_argument("location")
+    _add_storage_arg(verify)
     verify.set_defaults(func=cmd_shards_verify)
+    stats = shards_sub.add_parser("stats", help="counts, sizes and pixel statistics")
+    stats.add_argument("location")
+    _add_storage_arg(stats)
+    stats.set_defaults(func=cmd_shards_stats)
 
     train = sub.add_parser("train", help="train a refiner on Ray Train + DeepSpeed")
     _add_config_args(train)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import yaml
 
+from simgan_dist.urls import check_storage_options
+
 PRESETS_DIR = Path(__file__).parent / "presets"
 PSI_CHOICES = ("identity", "channel_mean", "gradients")
 DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits")
@@ -169,6 +171,9 @@ class DataConfig:
     # same global batch and keeps its rows (W x decode cost, but identical for any worker count).
     rank_split: Literal["shards", "batch_rows"] = "shards"
     allow_pipe_urls: bool = False  # pipe: URLs run shell commands; off unless asked for
+    # fsspec options for s3:// / gs:// locations, e.g. {endpoint_url: "http://127.0.0.1:9000"}.
+    # Never credentials: those come from the AWS/gcloud environment and config files.
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
@@ -180,6 +185,10 @@ class DataConfig:
             self.num_loader_workers,
         )
         _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", self.shuffle_buffer)
+        try:
+            check_storage_options(self.storage_options)
+        except ValueError as err:
+            raise ValueError(f"data.storage_options: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -276,6 +285,14 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             value,
         )
         return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        _check(
+            isinstance(value, dict) and all(isinstance(k, str) for k in value),
+            name,
+            "must be a mapping with string keys",
+            value,
+        )
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             try:

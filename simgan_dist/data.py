@@ -96,7 +96,13 @@ def _decode(
     return (to_tensor(img) if as_tensor else img), meta
 
 
-def _shard_items(url: str, decode: Any, stride: int = 1, offset: int = 0) -> Iterator[Any]:
+def _shard_items(
+    url: str,
+    decode: Any,
+    stride: int = 1,
+    offset: int = 0,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[Any]:
     """Decoded samples of one shard whose position % stride == offset; _Skip for bad ones.
 
     A damaged tar ends the shard (a tar stream cannot resync) with one _Skip naming the last
@@ -104,7 +110,7 @@ def _shard_items(url: str, decode: Any, stride: int = 1, offset: int = 0) -> Ite
     """
     last_key = "<start of shard>"
     try:
-        for pos, raw in enumerate(iter_tar_samples(url)):
+        for pos, raw in enumerate(iter_tar_samples(url, storage_options)):
             last_key = raw["__key__"]
             if pos % stride != offset:
                 continue
@@ -126,10 +132,18 @@ class _ReaderSource(IterableDataset):
     worker split, so all loader workers of a rank agree on the order and stay disjoint.
     """
 
-    def __init__(self, urls: list[str], seed: int, rank: int, world_size: int, decode: Any):
+    def __init__(
+        self,
+        urls: list[str],
+        seed: int,
+        rank: int,
+        world_size: int,
+        decode: Any,
+        storage_options: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.urls, self.seed, self.rank, self.world_size = urls, seed, rank, world_size
-        self.decode = decode
+        self.decode, self.storage_options = decode, storage_options
 
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
@@ -147,7 +161,8 @@ class _ReaderSource(IterableDataset):
             mine = order[worker::num_workers] if by_shard else order
             good = 0
             for url in mine:
-                for item in _shard_items(url, self.decode, stride, offset):
+                items = _shard_items(url, self.decode, stride, offset, self.storage_options)
+                for item in items:
                     good += not isinstance(item, _Skip)
                     yield item
             if good == 0:  # without this, an all-bad share would spin forever without a batch
@@ -212,6 +227,7 @@ def batch_stream(
     on_bad_sample: str = "skip",
     with_meta: bool = True,
     stats: StreamStats | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[torch.Tensor, list[dict]]]:
     """Endless (images (N,C,H,W) float in [-1,1], metas) batches for one data-parallel rank.
 
@@ -235,7 +251,7 @@ def batch_stream(
     decode = functools.partial(
         _decode, image_shape=tuple(image_shape), with_meta=with_meta, as_tensor=True
     )
-    source = _ReaderSource(list(urls), seed, rank, world_size, decode)
+    source = _ReaderSource(list(urls), seed, rank, world_size, decode, storage_options)
     pipeline = wds.DataPipeline(
         source,
         # Seeded per loader worker: each shuffles its own disjoint stream.
@@ -283,6 +299,7 @@ def read_samples(
     stats: StreamStats | None = None,
     *,
     image_shape: tuple[int, int, int] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict, str]]:
     """Every sample of every shard, in order, once: (key, image array, json dict or {}, url).
 
@@ -296,7 +313,7 @@ def read_samples(
     stats = stats if stats is not None else StreamStats()
     decode = functools.partial(_decode, image_shape=image_shape, with_meta=True, as_tensor=False)
     for url in urls:
-        for item in _shard_items(url, decode):
+        for item in _shard_items(url, decode, storage_options=storage_options):
             if isinstance(item, _Skip):
                 if on_bad_sample == "stop":
                     raise BadSampleError(f"bad sample {item.describe()}")
@@ -316,13 +333,13 @@ def load_arrays(
     on_bad_sample: str = "skip",
     limit: int | None = None,
     stats: StreamStats | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """All images of a (small) corpus stacked as uint8/uint16 (N,H,W[,C]), and their metas
     (json plus "__key__" and "__url__"), in shard order; at most limit samples."""
     images, metas = [], []
-    samples = read_samples(
-        resolve_shard_urls(location, allow_pipe=allow_pipe), on_bad_sample, stats
-    )
+    shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
+    samples = read_samples(shard_urls, on_bad_sample, stats, storage_options=storage_options)
     for key, img, meta, url in itertools.islice(samples, limit):
         images.append(img)
         metas.append({**meta, "__key__": key, "__url__": url})

@@ -1,4 +1,8 @@
-"""Corpus builders behind `simgan shards build`: digit and eye simulators, real digits, image folders."""
+"""Corpus builders behind `simgan shards build`: digit and eye simulators, real digits, image folders.
+
+Every out_dir may be a local directory or an object-store prefix (s3://bucket/corpus); shards are
+uploaded as they are written, never staged on local disk.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from simgan_dist import urls
 from simgan_dist.shardio import Manifest, write_shards
 from simgan_dist.sim.real_digits import split_real_digits
 
@@ -21,35 +26,54 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def build_synthetic_digits(
-    out_dir: str | Path, num_samples: int, samples_per_shard: int, seed: int
+    out_dir: str | Path,
+    num_samples: int,
+    samples_per_shard: int,
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters."""
     from simgan_dist.sim.digits import DigitSimulator  # fonts and matplotlib: load only when used
 
-    return _write_simulated(DigitSimulator(seed), out_dir, num_samples, samples_per_shard)
+    sim = DigitSimulator(seed)
+    return _write_simulated(sim, out_dir, num_samples, samples_per_shard, storage_options)
 
 
 def build_synthetic_eyes(
-    out_dir: str | Path, num_samples: int, samples_per_shard: int, seed: int
+    out_dir: str | Path,
+    num_samples: int,
+    samples_per_shard: int,
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """num_samples simulated 35x55 eye images; each json holds 'gaze' and the render parameters."""
     from simgan_dist.sim.eyes import EyeSimulator
 
-    return _write_simulated(EyeSimulator(seed), out_dir, num_samples, samples_per_shard)
+    sim = EyeSimulator(seed)
+    return _write_simulated(sim, out_dir, num_samples, samples_per_shard, storage_options)
 
 
 def _write_simulated(
-    sim: Any, out_dir: str | Path, num_samples: int, samples_per_shard: int
+    sim: Any,
+    out_dir: str | Path,
+    num_samples: int,
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """A simulator's (image, params) samples as synth-NNNNNNN keys in synth-*.tar shards."""
     samples = (
         (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
     )
-    return write_shards(samples, out_dir, "synth", samples_per_shard, name=Path(out_dir).name)
+    name = urls.basename(str(out_dir))
+    return write_shards(samples, out_dir, "synth", samples_per_shard, name, storage_options)
 
 
 def build_real_digits(
-    train_dir: str | Path, eval_dir: str | Path, samples_per_shard: int, seed: int = 0
+    train_dir: str | Path,
+    eval_dir: str | Path,
+    samples_per_shard: int,
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[Manifest, Manifest]:
     """The bundled MNIST-5k split into two corpora (see sim/real_digits.py for the rules).
 
@@ -63,7 +87,8 @@ def build_real_digits(
         train_dir,
         "real",
         samples_per_shard,
-        name=Path(train_dir).name,
+        urls.basename(str(train_dir)),
+        storage_options,
     )
     evaluation = write_shards(
         (
@@ -73,7 +98,8 @@ def build_real_digits(
         eval_dir,
         "real-eval",
         samples_per_shard,
-        name=Path(eval_dir).name,
+        urls.basename(str(eval_dir)),
+        storage_options,
     )
     return train, evaluation
 
@@ -116,6 +142,7 @@ def build_from_folder(
     samples_per_shard: int,
     grayscale: bool = True,
     size: tuple[int, int] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Shards from every .png/.jpg under folder (sorted by relative path), for bring-your-own data.
 
@@ -127,4 +154,4 @@ def build_from_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory")
     samples = _folder_samples(folder, grayscale, size)
-    return write_shards(samples, out_dir, "images", samples_per_shard, name=folder.name)
+    return write_shards(samples, out_dir, "images", samples_per_shard, folder.name, storage_options)

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import itertools
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import braceexpand
 import numpy as np
 import webdataset
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from simgan_dist import urls
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "simgan-dist-shards/1"
@@ -169,51 +167,50 @@ class _SampleCheck:
 
 
 def _write_shard(
-    path: Path, samples: Iterable[tuple[str, np.ndarray, dict | None]], check: _SampleCheck
+    url: str,
+    samples: Iterable[tuple[str, np.ndarray, dict | None]],
+    check: _SampleCheck,
+    storage_options: dict[str, Any] | None = None,
 ) -> ShardInfo:
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
-        with open(tmp, "wb") as raw:
-            hashed = _HashingFile(raw)
-            writer = webdataset.TarWriter(hashed, mtime=_TAR_MTIME, encoder=False)
-            try:
-                for key, img, meta in samples:
-                    check(key, img, meta)
-                    record = {"__key__": key, "png": encode_png(img)}
-                    if meta is not None:
-                        record["json"] = json.dumps(meta, default=_json_default).encode()
-                    writer.write(record)
-                    count += 1
-            finally:
-                writer.close()  # before the file closes, or tarfile's __del__ writes to it late
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)  # a crash leaves a .tmp, never a truncated shard under the real name
-    return ShardInfo(path.name, count, hashed.sha.hexdigest(), hashed.num_bytes)
+    # A crash leaves at most a temporary, never a truncated shard under the real name.
+    with urls.atomic_write(url, storage_options) as raw:
+        hashed = _HashingFile(raw)
+        writer = webdataset.TarWriter(hashed, mtime=_TAR_MTIME, encoder=False)
+        try:
+            for key, img, meta in samples:
+                check(key, img, meta)
+                record = {"__key__": key, "png": encode_png(img)}
+                if meta is not None:
+                    record["json"] = json.dumps(meta, default=_json_default).encode()
+                writer.write(record)
+                count += 1
+        finally:
+            writer.close()  # before the file closes, or tarfile's __del__ writes to it late
+    return ShardInfo(urls.basename(url), count, hashed.sha.hexdigest(), hashed.num_bytes)
 
 
 def write_shard(
-    path: str | Path, samples: Iterable[tuple[str, np.ndarray, dict | None]]
+    url: str | Path,
+    samples: Iterable[tuple[str, np.ndarray, dict | None]],
+    storage_options: dict[str, Any] | None = None,
 ) -> ShardInfo:
     """Write one WebDataset tar of (key, image, json-or-None) samples, atomically.
 
     The shard appears under its name only once complete, so "the file exists" means "done":
-    resumable jobs (refinement) rely on that.
+    resumable jobs (refinement) rely on that. url may be a local path or an fsspec URL.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_shard(path, samples, _SampleCheck())
+    return _write_shard(str(url), samples, _SampleCheck(), storage_options)
 
 
-def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
+def write_manifest(
+    out_dir: str | Path, manifest: Manifest, storage_options: dict[str, Any] | None = None
+) -> str:
     """Write out_dir/manifest.json atomically: readers see the old one or the new one."""
-    path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, path)
-    return path
+    url = urls.join(str(out_dir), MANIFEST_NAME)
+    with urls.atomic_write(url, storage_options) as f:
+        f.write(manifest.to_json().encode())
+    return url
 
 
 def write_shards(
@@ -222,51 +219,43 @@ def write_shards(
     prefix: str,
     samples_per_shard: int,
     name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Stream (key, image, json-or-None) into out_dir/{prefix}-NNNNNN.tar and write the manifest.
 
-    Keys must be unique and dot-free, all images one shape. has_labels is True when every
-    sample carried a json dict. The manifest is written last, after every shard is complete.
+    out_dir is a local directory or a bucket prefix (s3://bucket/corpus). Keys must be unique and
+    dot-free, all images one shape. has_labels is True when every sample carried a json dict.
+    The manifest is written last, after every shard is complete.
     """
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = str(out_dir)
     check = _SampleCheck()
     shards: list[ShardInfo] = []
     it = iter(samples)
     for first in it:  # each pass of the loop writes one shard, starting with `first`
         chunk = itertools.chain([first], itertools.islice(it, samples_per_shard - 1))
-        shards.append(_write_shard(out / f"{prefix}-{len(shards):06d}.tar", chunk, check))
+        shard_url = urls.join(out, f"{prefix}-{len(shards):06d}.tar")
+        shards.append(_write_shard(shard_url, chunk, check, storage_options))
     if check.shape is None:
         raise ValueError(f"write_shards: no samples for {out}/{prefix}-*.tar")
     manifest = Manifest(name or prefix, tuple(shards), check.shape, check.all_json)
-    write_manifest(out, manifest)
+    write_manifest(out, manifest, storage_options)
     return manifest
 
 
 # ---------------------------------------------------------------------------------------------
-# Locations and URLs. Only local paths and file:// for now; an fsspec protocol (s3://) plugs in
-# at _local_path's callers: list/glob/open through the filesystem instead of the os module.
+# Locations: a directory or bucket prefix (with or without manifest), a manifest.json, a single
+# .tar, a glob, or a brace range; local paths, file:// and any fsspec protocol (s3://, gs://).
 
 
-def _local_path(location: str | Path) -> Path:
-    text = str(location)
-    scheme = urlparse(text).scheme
-    if scheme == "file":
-        return Path(url2pathname(urlparse(text).path))
-    if scheme == "":
-        return Path(text)
-    raise ValueError(f"{text}: unsupported URL scheme {scheme!r} (local paths and file:// only)")
-
-
-def read_manifest(location: str | Path) -> Manifest:
-    """The Manifest in a shard directory, or at a manifest.json path (file:// allowed)."""
-    path = _local_path(location)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+def read_manifest(location: str | Path, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """The Manifest in a shard directory or prefix, or at a manifest.json URL."""
+    location = str(location)
+    if urls.basename(location) != MANIFEST_NAME:
+        location = urls.join(location, MANIFEST_NAME)
     try:
-        return Manifest.from_json(path.read_text())
+        return Manifest.from_json(urls.read_bytes(location, storage_options).decode())
     except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no {MANIFEST_NAME}") from None
 
@@ -275,11 +264,30 @@ def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def resolve_shard_urls(location: str, allow_pipe: bool = False) -> list[str]:
-    """Shard URLs for a directory, manifest, brace pattern, glob, single .tar, or file:// URL.
+def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[str]:
+    fs, path = urls.filesystem(pattern, storage_options)
+    if _has_glob(path):
+        return sorted(urls.to_url(fs, p) for p in fs.glob(path))
+    manifest_path = path if urls.basename(path) == MANIFEST_NAME else f"{path}/{MANIFEST_NAME}"
+    if fs.exists(manifest_path):
+        base = manifest_path.rsplit("/", 1)[0]
+        manifest = read_manifest(urls.to_url(fs, manifest_path), storage_options)
+        return [urls.to_url(fs, f"{base}/{s.name}") for s in manifest.shards]
+    if fs.isdir(path):
+        return sorted(urls.to_url(fs, p) for p in fs.glob(f"{path.rstrip('/')}/*.tar"))
+    if fs.exists(path):
+        return [urls.to_url(fs, path)]
+    return []
+
+
+def resolve_shard_urls(
+    location: str, allow_pipe: bool = False, storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """Shard URLs for a directory or prefix, manifest, brace pattern, glob, or single .tar.
 
     A directory with a manifest gives its shards in manifest order; one without gives its sorted
     *.tar files. pipe: URLs run shell commands, so they are refused unless allow_pipe is set.
+    An unreachable store raises OSError naming the location and the endpoint.
     """
     location = str(location)
     if location.startswith("pipe:"):
@@ -288,24 +296,20 @@ def resolve_shard_urls(location: str, allow_pipe: bool = False) -> list[str]:
                 f"{location}: pipe: URLs run shell commands; set allow_pipe to use them"
             )
         return list(braceexpand.braceexpand(location))
-    urls: list[str] = []
+    found: list[str] = []
     for pattern in braceexpand.braceexpand(location):
-        path = _local_path(pattern)
-        if _has_glob(str(path)):
-            urls.extend(sorted(os.path.abspath(p) for p in glob.glob(str(path))))
-        elif (path.is_dir() and (path / MANIFEST_NAME).exists()) or path.name == MANIFEST_NAME:
-            manifest = read_manifest(path)
-            base = path if path.is_dir() else path.parent
-            urls.extend(str((base / s.name).absolute()) for s in manifest.shards)
-        elif path.is_dir():
-            urls.extend(sorted(str(p.absolute()) for p in path.glob("*.tar")))
-        elif path.exists():
-            urls.append(str(path.absolute()))
-        elif "{" in location:
+        try:
+            expanded = _expand_one(pattern, storage_options)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as err:  # connection refused, access denied, bad endpoint...
+            raise OSError(urls.describe_failure(pattern, err, storage_options)) from err
+        if not expanded and "{" in location:
             raise FileNotFoundError(f"{location}: expands to {pattern}, which does not exist")
-    if not urls:
+        found.extend(expanded)
+    if not found:
         raise FileNotFoundError(f"{location}: no shards found")
-    return urls
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,66 +326,35 @@ class _CountingReader:
         return data
 
 
-def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard, in order: {"__key__", "__url__", ext: bytes, ...}.
 
-    Opens through webdataset.gopen, so schemes registered in webdataset.gopen_schemes work.
+    Opens local and fsspec URLs (s3://...) through urls.open_url, pipe: through webdataset.gopen.
     A truncated or corrupt tar raises tarfile.ReadError after the samples before the damage.
     """
-    stream = webdataset.gopen(url, "rb")
-    counted = _CountingReader(stream)
+    if url.startswith("pipe:"):
+        stream = webdataset.gopen(url, "rb")
+    else:
+        stream = urls.open_url(url, "rb", storage_options)
     try:
-        files = ({**f, "__url__": url} for f in tar_file_iterator(counted))
-        yield from group_by_keys(files)
-        # tarfile's stream mode takes a header cut short for the end of the archive and stops
-        # without an error. Every whole tar is a multiple of 512 bytes, so read the trailing
-        # padding (at most one 10 KiB record) and check the length.
-        while counted.read(1 << 16):
-            pass
-        if counted.num_bytes % 512:
-            raise tarfile.ReadError(
-                f"truncated tar: {counted.num_bytes} bytes is not a whole number of 512-byte blocks"
-            )
+        yield from iter_tar_stream(stream, url)
     finally:
         stream.close()
 
 
-def verify_shards(location: str) -> list[str]:
-    """Check every shard of a manifest: size, sha256, sample count, and that each PNG decodes
-    to the manifest's image shape. Returns the problems found; an empty list means all is well."""
-    manifest = read_manifest(location)
-    path = _local_path(location)
-    base = path if path.is_dir() else path.parent
-    problems: list[str] = []
-    for info in manifest.shards:
-        shard = base / info.name
-        if not shard.exists():
-            problems.append(f"{info.name}: missing")
-            continue
-        sha, num_bytes = hashlib.sha256(), 0
-        with open(shard, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                sha.update(block)
-                num_bytes += len(block)
-        if num_bytes != info.num_bytes or sha.hexdigest() != info.sha256:
-            problems.append(
-                f"{info.name}: checksum mismatch ({num_bytes} bytes, manifest says "
-                f"{info.num_bytes}; sha256 differs)"
-            )
-        count = 0
-        try:
-            for sample in iter_tar_samples(str(shard)):
-                count += 1
-                try:
-                    shape = image_chw(decode_png(sample["png"]))
-                    if shape != manifest.image_shape:
-                        raise ValueError(f"shape {shape}, manifest says {manifest.image_shape}")
-                    if manifest.has_labels:
-                        json.loads(sample["json"])
-                except Exception as err:  # every bad sample is reported, not raised
-                    problems.append(f"{info.name}: sample {sample['__key__']}: {err!r}")
-        except Exception as err:
-            problems.append(f"{info.name}: unreadable after {count} samples: {err!r}")
-        if count != info.num_samples:
-            problems.append(f"{info.name}: {count} samples, manifest says {info.num_samples}")
-    return problems
+def iter_tar_stream(stream: Any, url: str) -> Iterator[dict[str, Any]]:
+    """Samples of a tar read from an open binary stream (anything with read(n)), to its end."""
+    counted = _CountingReader(stream)
+    files = ({**f, "__url__": url} for f in tar_file_iterator(counted))
+    yield from group_by_keys(files)
+    # tarfile's stream mode takes a header cut short for the end of the archive and stops
+    # without an error. Every whole tar is a multiple of 512 bytes, so read the trailing
+    # padding (at most one 10 KiB record) and check the length.
+    while counted.read(1 << 16):
+        pass
+    if counted.num_bytes % 512:
+        raise tarfile.ReadError(
+            f"truncated tar: {counted.num_bytes} bytes is not a whole number of 512-byte blocks"
+        )

@@ -49,12 +49,12 @@ def make_batches(
     batch = global_micro if by_rows else global_micro // world_size
 
     def stream(location: str, offset: int) -> Any:
-        urls = resolve_shard_urls(location, allow_pipe=cfg.data.allow_pipe_urls)
+        urls = resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
         it = batch_stream(
             urls, batch, image_shape(cfg), seed=seed + offset, rank=stream_rank,
             world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
-            with_meta=False, stats=stats,
+            with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
 
@@ -64,8 +64,10 @@ def make_batches(
 def grid_images(location: str, cfg: Config) -> torch.Tensor:
     """The first NUM_GRID_IMAGES good samples of a corpus as a batch in [-1, 1]. Read apart from
     the training streams, so grids compare the same images and the data position stays put."""
-    urls = resolve_shard_urls(location, allow_pipe=cfg.data.allow_pipe_urls)
-    samples = read_samples(urls, on_bad_sample="skip", image_shape=image_shape(cfg))
+    urls = resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
+    samples = read_samples(
+        urls, "skip", image_shape=image_shape(cfg), storage_options=cfg.data.storage_options
+    )
     return torch.stack(
         [to_tensor(image) for _, image, _, _ in itertools.islice(samples, NUM_GRID_IMAGES)]
     )

@@ -18,7 +18,8 @@ from simgan_dist.shard_build import (
     build_synthetic_digits,
     build_synthetic_eyes,
 )
-from simgan_dist.shardio import resolve_shard_urls, verify_shards
+from simgan_dist.shard_check import verify_shards
+from simgan_dist.shardio import resolve_shard_urls
 from simgan_dist.sim.real_digits import load_real_digits, split_indices, split_real_digits
 
 

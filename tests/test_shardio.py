@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
+from simgan_dist.shard_check import verify_shards
 from simgan_dist.shardio import (
     MANIFEST_NAME,
     Manifest,
@@ -18,7 +19,6 @@ from simgan_dist.shardio import (
     encode_png,
     read_manifest,
     resolve_shard_urls,
-    verify_shards,
     write_shard,
     write_shards,
 )
@@ -180,5 +180,8 @@ def test_resolve_refuses_pipe_and_empty(tmp_path: Path) -> None:
         resolve_shard_urls(f"{tmp_path}/nothing-*.tar")
     with pytest.raises(FileNotFoundError, match="missing-000000"):
         resolve_shard_urls(f"{tmp_path}/missing-{{000000..000001}}.tar")
-    with pytest.raises(ValueError, match="scheme"):
-        resolve_shard_urls("ftp://host/x.tar")
+    with pytest.raises(ValueError, match="nosuchproto"):
+        resolve_shard_urls("nosuchproto://host/x.tar")
+    # fsspec protocols are all accepted; a host that does not resolve is an OSError naming it.
+    with pytest.raises(OSError, match="ftp://no-such-host.invalid/x.tar"):
+        resolve_shard_urls("ftp://no-such-host.invalid/x.tar")
