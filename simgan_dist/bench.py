@@ -177,7 +177,9 @@ def tune_malloc() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
-def _bare(cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int) -> dict:
+def bare_loop_one_thread(
+    cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int
+) -> dict:
     """bare_loop with 1 torch thread, restoring the caller's thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -391,7 +393,7 @@ def bench_train(
         second = schedule["measured_iters"] - first
         result["machine"]["bare_malloc_tuned"] = tune_malloc()
         say("[bench] 1/3 bare PyTorch loop, 1 thread, images in memory (first half)")
-        halves = [_bare(cfg, dev, schedule["warmup_iters"], first)]
+        halves = [bare_loop_one_thread(cfg, dev, schedule["warmup_iters"], first)]
 
         say("[bench] 2/3 our loop on Ray Train, 1 worker x 1 thread")
         result["results"]["ours_1w"] = ray_loop(cfg, 1, schedule, storage)
@@ -409,7 +411,7 @@ def bench_train(
 
         if second:
             say("[bench] bare PyTorch loop again (second half)")
-            halves.append(_bare(cfg, dev, min(2, schedule["warmup_iters"]), second))
+            halves.append(bare_loop_one_thread(cfg, dev, min(2, schedule["warmup_iters"]), second))
         nimg = sum(h["measured_nimg"] for h in halves)
         seconds = sum(h["measured_s"] for h in halves)
         result["results"] = {

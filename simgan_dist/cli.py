@@ -142,6 +142,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench_data(args: argparse.Namespace) -> None:
+    from simgan_dist.bench_data import bench_data, format_table
+
+    result = bench_data(
+        num_samples=args.num_samples,
+        num_batches=args.num_batches,
+        num_loader_workers=args.num_loader_workers,
+        preset=args.preset,
+        endpoint_url=args.endpoint_url,
+    )
+    print(format_table(result), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from simgan_dist.bench import bench_train, format_table
 
@@ -232,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--out", help="write the figures as JSON here")
     _add_set_arg(bench_train, "override the preset (repeatable)")
     bench_train.set_defaults(func=cmd_bench)
+    bench_data = bench_sub.add_parser(
+        "data", help="decoded images/s: local S3 server vs local disk vs training's appetite"
+    )
+    bench_data.add_argument(
+        "--preset", default="digits", help="model and batch of the train figure"
+    )
+    bench_data.add_argument("--num-samples", type=int, default=8000, help="digits in the corpus")
+    bench_data.add_argument("--num-batches", type=int, default=200, help="batches timed per source")
+    bench_data.add_argument("--num-loader-workers", type=int, default=1)
+    bench_data.add_argument("--endpoint-url", help="an S3-compatible store instead of local moto")
+    bench_data.add_argument("--out", help="write the figures as JSON here")
+    bench_data.set_defaults(func=cmd_bench_data)
     return parser
 
 

@@ -174,6 +174,9 @@ class DataConfig:
     # fsspec options for s3:// / gs:// locations, e.g. {endpoint_url: "http://127.0.0.1:9000"}.
     # Never credentials: those come from the AWS/gcloud environment and config files.
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # Audit: append the synthetic keys each rank draws to <run dir>/keys/rank-NNNN.jsonl (a line
+    # per batch), to check that an epoch used every sample exactly once, across resumes too.
+    record_keys: bool = False
 
     def __post_init__(self) -> None:
         _check(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)

@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from simgan_dist.catalog import EpochPlan
 from simgan_dist.shardio import decode_png, image_chw, iter_tar_samples, resolve_shard_urls
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,16 @@ class _Skip:
 
 
 def _decode(
-    raw: dict[str, Any], image_shape: tuple[int, int, int] | None, with_meta: bool, as_tensor: bool
+    raw: dict[str, Any],
+    image_shape: tuple[int, int, int] | None,
+    with_meta: bool,
+    as_tensor: bool,
+    require_json: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     if "png" not in raw:
         raise ValueError(f"no png in sample (has {sorted(k for k in raw if k[0] != '_')})")
+    if require_json and "json" not in raw:
+        raise ValueError("no json annotation in sample")
     img = decode_png(raw["png"])
     if image_shape is not None and image_chw(img) != tuple(image_shape):
         raise ValueError(f"image shape {image_chw(img)} is not {tuple(image_shape)}")
@@ -123,49 +130,55 @@ def _shard_items(
         yield _Skip(url, f"after {last_key}", f"unreadable tar: {type(err).__name__}: {err}")
 
 
-class _ReaderSource(IterableDataset):
-    """Endless epochs over this reader's share: rank share of the shards, then loader-worker share.
+@dataclass(frozen=True)
+class _ShardEnd:
+    """Marker: this reader has read a shard to its end (reported to the shard catalog)."""
 
-    The rule at both levels: whole shards when there are at least as many shards as readers
-    (shards[i::n]), otherwise every reader reads all of them and keeps sample positions
-    pos % n == i. Each epoch reshuffles the rank's shards with (seed, epoch, rank) before the
-    worker split, so all loader workers of a rank agree on the order and stay disjoint.
+    epoch: int
+    url: str
+
+
+class _ReaderSource(IterableDataset):
+    """Endless epochs over this reader's share: the rank's shards from the catalog's plan, then
+    the loader-worker share of those.
+
+    The worker split follows the plan's rule one level down: whole shards when the rank has at
+    least as many shards as loader workers (shards[i::n]), otherwise every worker reads all of
+    them and keeps sample positions pos % n == i.
     """
 
     def __init__(
         self,
-        urls: list[str],
-        seed: int,
+        plan: EpochPlan,
         rank: int,
-        world_size: int,
         decode: Any,
         storage_options: dict[str, Any] | None = None,
     ):
         super().__init__()
-        self.urls, self.seed, self.rank, self.world_size = urls, seed, rank, world_size
+        self.plan, self.rank = plan, rank
         self.decode, self.storage_options = decode, storage_options
 
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if len(self.urls) >= self.world_size:
-            rank_urls, stride, offset = self.urls[self.rank :: self.world_size], 1, 0
-        else:
-            rank_urls, stride, offset = self.urls, self.world_size, self.rank
-        by_shard = len(rank_urls) >= num_workers
-        if not by_shard:
-            offset, stride = offset + stride * worker, stride * num_workers
-        for epoch in itertools.count():
-            order = list(rank_urls)
-            random.Random(f"{self.seed}/{epoch}/{self.rank}").shuffle(order)
-            mine = order[worker::num_workers] if by_shard else order
+        for epoch in itertools.count(self.plan.start_epoch):
+            share = self.plan.for_rank(epoch, self.rank)
+            stride, offset = share.stride, share.offset
+            by_shard = len(share.urls) >= num_workers
+            if not by_shard:
+                offset, stride = offset + stride * worker, stride * num_workers
+            mine = share.urls[worker::num_workers] if by_shard else share.urls
             good = 0
             for url in mine:
                 items = _shard_items(url, self.decode, stride, offset, self.storage_options)
                 for item in items:
-                    good += not isinstance(item, _Skip)
+                    if not isinstance(item, _Skip):
+                        good += 1
+                        item[1]["__epoch__"] = epoch
                     yield item
-            if good == 0:  # without this, an all-bad share would spin forever without a batch
+                yield _ShardEnd(epoch, url)
+            if good == 0 and mine and epoch not in self.plan.redealt:
+                # Without this, an all-bad share would spin forever without a batch.
                 raise ValueError(
                     f"rank {self.rank} loader worker {worker}: a whole epoch over "
                     f"{len(mine)} shard(s) gave no usable samples (first: {mine[:1]})"
@@ -179,7 +192,7 @@ def _shuffle(items: Iterator[Any], bufsize: int, seed: str) -> Iterator[Any]:
     rng = random.Random(seed)
     buf: list[Any] = []
     for item in items:
-        if isinstance(item, _Skip):
+        if isinstance(item, (_Skip, _ShardEnd)):
             yield item
             continue
         buf.append(item)
@@ -190,11 +203,14 @@ def _shuffle(items: Iterator[Any], bufsize: int, seed: str) -> Iterator[Any]:
 
 
 def _batches(items: Iterator[Any], batch_size: int, stop_on_bad: bool) -> Iterator[tuple]:
-    """("batch", images, metas, skips) with exactly batch_size samples; ends with one ("bad", msg)
-    when stopping on a bad sample, or ("error", msg) when the reader failed."""
+    """("batch", images, metas, skips, shard_ends) with exactly batch_size samples; ends with one
+    ("bad", msg) when stopping on a bad sample, or ("error", msg) when the reader failed."""
     try:
-        images, metas, skips = [], [], []
+        images, metas, skips, ends = [], [], [], []
         for item in items:
+            if isinstance(item, _ShardEnd):
+                ends.append(item)
+                continue
             if isinstance(item, _Skip):
                 if stop_on_bad:
                     yield ("bad", f"bad sample {item.describe()}")
@@ -204,8 +220,8 @@ def _batches(items: Iterator[Any], batch_size: int, stop_on_bad: bool) -> Iterat
             images.append(item[0])
             metas.append(item[1])
             if len(images) == batch_size:
-                yield ("batch", torch.stack(images), metas, skips)
-                images, metas, skips = [], [], []
+                yield ("batch", torch.stack(images), metas, skips, ends)
+                images, metas, skips, ends = [], [], [], []
     except Exception as err:  # reported in the caller's process as a ValueError, not a worker crash
         yield ("error", f"{type(err).__name__}: {err}")
 
@@ -215,7 +231,7 @@ def _identity(item: Any) -> Any:
 
 
 def batch_stream(
-    urls: list[str],
+    shards: list[str] | EpochPlan,
     batch_size: int,
     image_shape: tuple[int, int, int],
     *,
@@ -228,17 +244,22 @@ def batch_stream(
     with_meta: bool = True,
     stats: StreamStats | None = None,
     storage_options: dict[str, Any] | None = None,
+    on_shard_end: Callable[[int, str], None] | None = None,
+    require_json: bool = False,
 ) -> Iterator[tuple[torch.Tensor, list[dict]]]:
     """Endless (images (N,C,H,W) float in [-1,1], metas) batches for one data-parallel rank.
 
-    Ranks read disjoint shares (see _ReaderSource); the split is explicit, so RANK/WORLD_SIZE in
-    the environment do not matter. Each meta is the sample's json ({} when it has none, or when
-    with_meta is False) plus "__key__" and "__url__". Deterministic for a seed, also with loader
-    workers (the DataLoader returns their batches round-robin). Bad samples are skipped (logged
+    shards is a list of URLs or a shard catalog's EpochPlan (catalog.py), which says what each
+    rank reads in each epoch; the split is explicit, so RANK/WORLD_SIZE in the environment do not
+    matter. Each meta is the sample's json ({} when it has none, or when with_meta is False) plus
+    "__key__", "__url__" and "__epoch__". on_shard_end(epoch, url) is called in this process for
+    each shard a loader has read to its end. Deterministic for a seed, also with loader
+    workers (the DataLoader returns their batches round-robin). Bad samples (unreadable tar,
+    undecodable PNG, wrong image shape, no json when require_json) are skipped (logged
     and counted in stats) or, with on_bad_sample="stop", raise BadSampleError naming url and key.
     """
-    if isinstance(urls, str) or not urls:
-        raise ValueError(f"batch_stream: need a non-empty list of shard URLs, got {urls!r}")
+    if isinstance(shards, str) or not shards:
+        raise ValueError(f"batch_stream: need a non-empty list of shard URLs, got {shards!r}")
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
         raise ValueError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
@@ -249,9 +270,16 @@ def batch_stream(
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     stats = stats if stats is not None else StreamStats()
     decode = functools.partial(
-        _decode, image_shape=tuple(image_shape), with_meta=with_meta, as_tensor=True
-    )
-    source = _ReaderSource(list(urls), seed, rank, world_size, decode, storage_options)
+        _decode, image_shape=tuple(image_shape), with_meta=with_meta, as_tensor=True,
+        require_json=require_json,
+    )  # fmt: skip
+    if isinstance(shards, EpochPlan):
+        if shards.world_size != world_size:
+            raise ValueError(f"plan is for {shards.world_size} ranks, stream for {world_size}")
+        plan = shards
+    else:
+        plan = EpochPlan(tuple(shards), (1,) * len(shards), seed, world_size)
+    source = _ReaderSource(plan, rank, decode, storage_options)
     pipeline = wds.DataPipeline(
         source,
         # Seeded per loader worker: each shuffles its own disjoint stream.
@@ -273,7 +301,9 @@ def batch_stream(
     for kind, *rest in items:
         if kind != "batch":
             raise BadSampleError(rest[0]) if kind == "bad" else ValueError(rest[0])
-        images, metas, skips = rest
+        images, metas, skips, ends = rest
+        for end in ends if on_shard_end is not None else ():
+            on_shard_end(end.epoch, end.url)
         for what in skips:
             log.warning("skipping bad sample %s", what)
             stats.record_skip(what)
@@ -300,18 +330,23 @@ def read_samples(
     *,
     image_shape: tuple[int, int, int] | None = None,
     storage_options: dict[str, Any] | None = None,
+    require_json: bool = False,
 ) -> Iterator[tuple[str, np.ndarray, dict, str]]:
     """Every sample of every shard, in order, once: (key, image array, json dict or {}, url).
 
     For refinement and evaluation. Bad samples are skipped or raise as in batch_stream; with
-    image_shape set, images of another (C,H,W) count as bad.
+    image_shape set, images of another (C,H,W) count as bad; with require_json, samples without
+    a json annotation do.
     """
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
         raise ValueError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
         )
     stats = stats if stats is not None else StreamStats()
-    decode = functools.partial(_decode, image_shape=image_shape, with_meta=True, as_tensor=False)
+    decode = functools.partial(
+        _decode, image_shape=image_shape, with_meta=True, as_tensor=False,
+        require_json=require_json,
+    )  # fmt: skip
     for url in urls:
         for item in _shard_items(url, decode, storage_options=storage_options):
             if isinstance(item, _Skip):

@@ -18,7 +18,8 @@ from simgan_dist.engine import DeepSpeedUpdater, make_lr_schedule, make_optimize
 from simgan_dist.global_history import GlobalHistoryBuffer
 from simgan_dist.history import HistoryBuffer
 from simgan_dist.networks import build_discriminator, build_refiner
-from simgan_dist.streams import image_shape, make_batches
+from simgan_dist.ray_catalog import connect_catalogs, restore_catalogs, start_catalogs
+from simgan_dist.streams import KeyLog, image_shape, make_batches
 from simgan_dist.train_hooks import TrainingHooks
 from simgan_dist.train_loop import LoopState, optimizer_steps, train
 
@@ -65,22 +66,32 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     )  # fmt: skip
     buffer = make_buffer(cfg, rank, world_size)
     stats = StreamStats()
-    batches = make_batches(cfg, rank, world_size, stats, device)
+    catalogs = connect_catalogs(loop_config.get("catalogs"), cfg, world_size)
 
-    state = LoopState()
+    state, data_position = LoopState(), {}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is None:
+        batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
+    else:
         with checkpoint.as_directory() as directory:
+            # The catalogs' record first (the streams are dealt from it), then the streams,
+            # then the training state: it restores the RNG the streams' creation consumed.
+            restore_catalogs(directory, catalogs, cfg, rank, world_size)
+            batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
             state, data_position = load_training_state(
                 directory, rank=rank, world_size=world_size, refiner=refiner, disc=disc,
                 buffer=buffer,
             )  # fmt: skip
-        if data_position:
-            batches.fast_forward(data_position)
+    if data_position:
+        batches.fast_forward(data_position)
+    if cfg.data.record_keys:
+        path = run_dir / "keys" / f"rank-{rank:04d}.jsonl"
+        batches.synthetic = KeyLog(batches.synthetic, path, start=batches.num_synthetic)
 
     hooks = TrainingHooks(
-        cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg
-    )
+        cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg,
+        catalogs,
+    )  # fmt: skip
     state = train(refiner, disc, batches, cfg, state, buffer, after_iteration=hooks)
     hooks.finish(state)
 
@@ -91,17 +102,24 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus)
 
 
-def run_training(cfg: Config, run_dir: Path) -> ray.train.Result:
+def run_training(
+    cfg: Config, run_dir: Path, callbacks: list[Any] | None = None
+) -> ray.train.Result:
     """Fit a TorchTrainer with cfg.run.num_workers workers, checkpoints under
     run.storage_path/run.name and outputs in run_dir. Rerunning the same run resumes from its
-    latest checkpoint (Ray Train V2 has no Trainer.restore)."""
+    latest checkpoint (Ray Train V2 has no Trainer.restore). callbacks: Ray Train callbacks,
+    e.g. Tune's TuneReportCallback when this run is a Tune trial."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir)},
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "run_dir": str(run_dir),
+            "catalogs": start_catalogs(cfg),
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.run.num_workers,
             use_gpu=cfg.run.use_gpu,
@@ -112,6 +130,7 @@ def run_training(cfg: Config, run_dir: Path) -> ray.train.Result:
             storage_path=cfg.run.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=callbacks,
         ),
     )
     return trainer.fit()

@@ -268,6 +268,8 @@ def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[st
     fs, path = urls.filesystem(pattern, storage_options)
     if _has_glob(path):
         return sorted(urls.to_url(fs, p) for p in fs.glob(path))
+    if path.endswith(".tar"):  # one HEAD request: brace ranges may name thousands of shards
+        return [urls.to_url(fs, path)] if fs.exists(path) else []
     manifest_path = path if urls.basename(path) == MANIFEST_NAME else f"{path}/{MANIFEST_NAME}"
     if fs.exists(manifest_path):
         base = manifest_path.rsplit("/", 1)[0]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from simgan_dist.config import Config
 from simgan_dist.data import StreamStats, batch_stream, read_samples, to_tensor
+from simgan_dist.ray_catalog import CatalogClient, stream_seed
 from simgan_dist.shardio import resolve_shard_urls
 from simgan_dist.train_loop import IteratorBatches
 
@@ -37,28 +40,70 @@ class RowSlices:
 
 
 def make_batches(
-    cfg: Config, rank: int, world_size: int, stats: StreamStats, device: torch.device
+    cfg: Config,
+    rank: int,
+    world_size: int,
+    stats: StreamStats,
+    device: torch.device,
+    catalogs: dict[str, CatalogClient],
 ) -> IteratorBatches:
-    """Endless synthetic and real streams for this rank, seeded by run.seed alone: a resumed run
-    rebuilds them and fast-forwards to its saved position."""
-    seed = cfg.run.seed * 1_000_003
+    """Endless synthetic and real streams for this rank, dealt by the corpora's shard catalogs
+    and seeded by run.seed alone: a resumed run rebuilds them and fast-forwards to its saved
+    position. A synthetic sample without its json annotation counts as bad: its refined copy
+    could not keep the label."""
     by_rows = cfg.data.rank_split == "batch_rows"
     stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
     # Micro-batches: with gradient accumulation each optimizer step takes grad_accum_steps.
     global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
     batch = global_micro if by_rows else global_micro // world_size
 
-    def stream(location: str, offset: int) -> Any:
-        urls = resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
+    def stream(corpus: str) -> Any:
+        catalog = catalogs[corpus]
+
+        def on_end(epoch: int, url: str) -> None:
+            # In batch_rows mode every rank reads the same stream: rank 0 alone reports it.
+            if rank == 0 or not by_rows:
+                catalog.record_finished(epoch, stream_rank, url)
+
         it = batch_stream(
-            urls, batch, image_shape(cfg), seed=seed + offset, rank=stream_rank,
-            world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
+            catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
+            rank=stream_rank, world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
             with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
+            on_shard_end=on_end, require_json=corpus == "synthetic",
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
 
-    return IteratorBatches(stream(cfg.data.synthetic, 0), stream(cfg.data.real, 1), device)
+    return IteratorBatches(stream("synthetic"), stream("real"), device)
+
+
+class KeyLog:
+    """Passes batches through and appends {"batch": n, "keys": [...], "epochs": [...]} per batch
+    to a JSONL file, n counting on from start (the stream's position when it is wrapped).
+
+    Wrapped after a resume's fast-forward, so only batches that train are logged. A resumed
+    run logs from its checkpoint's position again: a line whose n is not above the previous
+    line's marks a rewind, and the lines it supersedes are those with n at or above it. What is
+    left is exactly what the final weights were trained on (audits exactly-once per epoch)."""
+
+    def __init__(self, stream: Any, path: Path, start: int = 0) -> None:
+        self.stream, self.path, self.num_batches = stream, path, start
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __iter__(self) -> KeyLog:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[dict]]:
+        images, metas = next(self.stream)
+        self.num_batches += 1
+        line = {
+            "batch": self.num_batches,
+            "keys": [m["__key__"] for m in metas],
+            "epochs": [m["__epoch__"] for m in metas],
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        return images, metas
 
 
 def grid_images(location: str, cfg: Config) -> torch.Tensor:

@@ -16,6 +16,7 @@ from simgan_dist.engine import Updater
 from simgan_dist.global_history import GlobalHistoryBuffer
 from simgan_dist.grids import save_grid
 from simgan_dist.history import HistoryBuffer
+from simgan_dist.ray_catalog import CatalogClient, save_catalogs
 from simgan_dist.run_log import MetricAverager, RunLog
 from simgan_dist.streams import grid_images
 from simgan_dist.train_loop import IteratorBatches, LoopState, Phase
@@ -41,10 +42,11 @@ class TrainingHooks:
         batches: IteratorBatches,
         stats: StreamStats,
         start_nimg: int,
+        catalogs: dict[str, CatalogClient] | None = None,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.refiner, self.disc, self.buffer, self.batches = refiner, disc, buffer, batches
-        self.stats = stats
+        self.stats, self.catalogs = stats, catalogs
         self.run_dir = run_dir
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.averager = MetricAverager()
@@ -92,7 +94,9 @@ class TrainingHooks:
                 disc=self.disc, buffer=self.buffer, state=state, cfg=self.cfg,
                 data_position=self.batches.position(),
             )  # fmt: skip
-            dist.barrier()
+            dist.barrier()  # every rank's finished shards are recorded by now
+            if self.rank == 0 and self.catalogs:
+                save_catalogs(tmp, self.catalogs)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),

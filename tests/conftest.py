@@ -41,8 +41,12 @@ def ray_local():
     import ray
 
     ray.init(num_cpus=2)
+    # State-API calls in the tests (list_actors) would otherwise look for "the" local instance
+    # and fail when another Ray runs on the machine.
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
     ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
 
 
 @pytest.fixture

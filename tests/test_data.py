@@ -69,7 +69,7 @@ def test_batches_shape_range_meta(urls: list[str]) -> None:
         assert images.shape == (8, *SHAPE) and images.dtype == torch.float32
         assert images.min() >= -1.0 and images.max() <= 1.0
         assert len(metas) == 8
-        assert all(set(m) == {"label", "__key__", "__url__"} for m in metas)
+        assert all(set(m) == {"label", "__key__", "__url__", "__epoch__"} for m in metas)
         assert all(m["label"] == int(m["__key__"][-4:]) % 10 for m in metas)
     assert stats.num_samples == 96 and stats.num_skipped == 0
 
@@ -98,11 +98,19 @@ def test_two_ranks_disjoint_and_complete(urls: list[str]) -> None:
     ]
     assert not set(first[0]) & set(first[1])
     assert sorted(first[0] + first[1]) == [f"s-{i:04d}" for i in range(40)]
-    # With a shuffle buffer, over several epochs the shares stay disjoint.
-    many = [
-        set(_keys(batch_stream(urls, 8, SHAPE, seed=0, rank=r, world_size=2), 30)) for r in range(2)
-    ]
-    assert not many[0] & many[1] and len(many[0] | many[1]) == 40
+    # With a shuffle buffer, the shares of each epoch stay disjoint and complete, while the
+    # catalog deals the shards anew each epoch.
+    by_epoch: dict[int, list[list[str]]] = {}
+    for r in range(2):
+        stream = batch_stream(urls, 8, SHAPE, seed=0, rank=r, world_size=2, shuffle_buffer=16)
+        for _, metas in itertools.islice(stream, 30):
+            for m in metas:
+                by_epoch.setdefault(m["__epoch__"], [[], []])[r].append(m["__key__"])
+    for epoch in range(3):  # epochs that every rank has finished
+        keys = by_epoch[epoch]
+        assert not set(keys[0]) & set(keys[1]), epoch
+        assert sorted(keys[0] + keys[1]) == [f"s-{i:04d}" for i in range(40)], epoch
+    assert len({tuple(sorted(by_epoch[e][0])) for e in range(3)}) > 1  # dealt anew
 
 
 def test_fewer_shards_than_ranks(tmp_path: Path) -> None:
@@ -144,7 +152,7 @@ def test_real_shards_without_json(tmp_path: Path) -> None:
     urls = _corpus(tmp_path, 10, 5, labels=False)
     images, metas = next(batch_stream(urls, 4, SHAPE, seed=0))
     assert images.shape == (4, *SHAPE)
-    assert all(set(m) == {"__key__", "__url__"} for m in metas)
+    assert all(set(m) == {"__key__", "__url__", "__epoch__"} for m in metas)
 
 
 def _bad_corpus(root: Path) -> tuple[list[str], str]:
