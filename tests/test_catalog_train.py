@@ -91,3 +91,37 @@ def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
     # The two ranks read disjoint halves of that epoch, balanced to within one shard (40).
     ranks0 = [{k for k, e in keys if e == 0} for keys in per_rank]
     assert not ranks0[0] & ranks0[1] and abs(len(ranks0[0]) - len(ranks0[1])) <= 40
+
+
+def test_resume_with_fewer_workers_redeals_the_unfinished_shards(
+    ray_local, debug_overrides, tmp_path: Path
+) -> None:
+    """2 workers stop mid-epoch; the run resumes on 1 worker (one was lost for good): the epoch's
+    shards that nobody finished go to the remaining worker, and none is read twice."""
+    from simgan_dist.cli import main
+
+    args = ["train", "--preset", "debug"]
+    # 400 digits in 4 shards of 100: at 240 images each rank has finished its first shard.
+    fields = {
+        "run.name": "shrink",
+        "schedule.adversarial_nimg": 192,
+        "run.checkpoint_every_nimg": 10_000,
+    }
+    for item in debug_overrides(**fields):
+        args += ["--set", item]
+    main(args)
+    run_dir = tmp_path / "shrink"
+    first = json.loads(next(run_dir.glob("checkpoint-*/catalog.json")).read_text())["synthetic"]
+    done_before = [u for urls in first["finished"]["0"].values() for u in urls]
+    assert 1 <= len(done_before) < 4, first["finished"]
+
+    main(["train", "--resume", str(run_dir), "--set", "run.num_workers=1",
+          "--set", "schedule.adversarial_nimg=800"])  # fmt: skip
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["cur_nimg"] for r in rows if r.get("event") == "resumed"] == [240]
+    final = sorted(run_dir.glob("checkpoint-*"))[-1]
+    record = json.loads((final / "catalog.json").read_text())["synthetic"]
+    epoch0 = [u for urls in record["finished"]["0"].values() for u in urls]
+    assert len(epoch0) == 4 and len(set(epoch0)) == 4, record["finished"]["0"]
+    assert epoch0[: len(done_before)] == done_before  # the finished ones were not read again
+    assert record["world_size"] == 1 and "1" in record["finished"]  # and epoch 1 went on
