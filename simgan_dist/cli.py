@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"simgan: config error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # unreachable store, missing shards: the message names URL and endpoint
+        print(f"simgan: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -221,3 +221,23 @@ def test_storage_options_refuse_credentials(tmp_path: Path) -> None:
         load_config(preset="debug", overrides=["data.storage_options={secret: abc}"])
     with pytest.raises(SystemExit):
         main(["shards", "stats", str(tmp_path), "--storage-option", "key=abc"])
+
+
+@pytest.mark.ray
+def test_training_with_a_wrong_endpoint_stops_before_it_starts(
+    ray_local, debug_overrides, capsys
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    options = json.dumps({"endpoint_url": f"http://127.0.0.1:{closed_port}"})
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides(
+        **{"data.synthetic": "s3://nowhere/synth", "data.storage_options": options}
+    ):
+        args += ["--set", item]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert f"simgan: error: s3://nowhere/synth (endpoint http://127.0.0.1:{closed_port})" in err
