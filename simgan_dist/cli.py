@@ -112,16 +112,41 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"[simgan] final checkpoint: {result.checkpoint.path}")
 
 
-def cmd_refine(args: argparse.Namespace) -> None:
-    from simgan_dist.refine import refine_shards
+def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="refiner actors (default: one per GPU, or per threads-per-worker CPUs)")  # fmt: skip
+    parser.add_argument("--threads-per-worker", type=int, default=2, help="torch threads per actor")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per actor")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast on GPU, fp32 on CPU")  # fmt: skip
 
-    summary = refine_shards(
-        args.checkpoint,
-        args.input,
-        args.output,
-        batch_size=args.batch_size,
-        on_bad_sample=args.on_bad_sample,
-    )
+
+def _refine_settings(args: argparse.Namespace, **fields: object):
+    from simgan_dist.refine import RefineSettings
+
+    try:
+        return RefineSettings(
+            batch_size=args.batch_size, num_workers=args.num_workers,
+            threads_per_worker=args.threads_per_worker, use_gpu=args.gpu,
+            precision=args.precision, **fields,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def cmd_refine(args: argparse.Namespace) -> None:
+    from simgan_dist.data import BadSampleError
+    from simgan_dist.refine_ray import RefineError, refine_shards
+
+    settings = _refine_settings(args, on_bad_sample=args.on_bad_sample)
+    options = _storage_options(args)
+    try:
+        summary = refine_shards(args.checkpoint, args.input, args.output, settings,
+                                storage_options=options, progress=not args.no_progress)  # fmt: skip
+    except (RefineError, BadSampleError, OSError, ValueError) as err:
+        print(f"simgan refine: {err}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(summary, indent=1))
 
 
@@ -177,6 +202,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"[bench] figures written to {args.out}")
 
 
+def cmd_bench_refine(args: argparse.Namespace) -> None:
+    from simgan_dist.bench_refine import bench_refine, format_refine_table
+
+    result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
+                          _refine_settings(args), args.shards, args.work_dir)  # fmt: skip
+    print(format_refine_table(result), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,12 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
     train.set_defaults(func=cmd_train)
 
-    refine = sub.add_parser("refine", help="write refined shards from a checkpoint")
-    refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")
+    refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory (or URI)")
     refine.add_argument("--input", required=True, help="synthetic shards (dir, manifest, pattern)")
-    refine.add_argument("--output", required=True, help="output directory")
-    refine.add_argument("--batch-size", type=int, default=256)
+    refine.add_argument("--output", required=True, help="output directory or bucket prefix")
+    _add_refine_settings_args(refine)
     refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip")
+    refine.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_arg(refine)
     refine.set_defaults(func=cmd_refine)
 
     evaluate = sub.add_parser("eval", help="downstream digit classifier: synthetic vs refined")
@@ -248,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--out", help="write the figures as JSON here")
     _add_set_arg(bench_train, "override the preset (repeatable)")
     bench_train.set_defaults(func=cmd_bench)
+    bench_refine = bench_sub.add_parser(
+        "refine", help="images/s: bare refiner forward vs shards in, shards out on Ray"
+    )
+    bench_refine.add_argument("--preset", default="gaze")
+    bench_refine.add_argument("--num-images", type=int, default=4096)
+    bench_refine.add_argument("--samples-per-shard", type=int, default=512)
+    bench_refine.add_argument("--shards", help="refine these shards instead of simulated ones")
+    bench_refine.add_argument("--work-dir", help="keep the bench files here (default: temporary)")
+    bench_refine.add_argument("--out", help="write the figures as JSON here")
+    _add_refine_settings_args(bench_refine)
+    bench_refine.set_defaults(func=cmd_bench_refine)
     bench_data = bench_sub.add_parser(
         "data", help="decoded images/s: local S3 server vs local disk vs training's appetite"
     )

@@ -31,7 +31,7 @@ def run_demo(
 ) -> dict:
     from simgan_dist.evaluate import evaluate_digits
     from simgan_dist.ray_train import run_training
-    from simgan_dist.refine import refine_shards
+    from simgan_dist.refine_ray import refine_shards
     from simgan_dist.runs import new_run_name, start_run
 
     started = time.perf_counter()

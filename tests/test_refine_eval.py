@@ -6,43 +6,29 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from simgan_dist.checkpoint import save_training_state
+from simgan_dist.bench_refine import save_initial_checkpoint
 from simgan_dist.cli import main
 from simgan_dist.config import load_config
 from simgan_dist.data import read_samples
-from simgan_dist.engine import TorchUpdater, make_optimizer
-from simgan_dist.networks import build_discriminator, build_refiner
 from simgan_dist.shardio import read_manifest, resolve_shard_urls
-from simgan_dist.train_loop import LoopState
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     """A debug-preset checkpoint written the way training writes one (rank 0 of 1)."""
     cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
-    torch.manual_seed(0)
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    directory = tmp_path / "run" / "checkpoint-000000000096"
-    save_training_state(
-        directory,
-        rank=0,
-        world_size=1,
-        refiner=TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.1)),
-        disc=TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.1)),
-        buffer=None,
-        state=LoopState(cur_nimg=96),
-        cfg=cfg,
-    )
-    return directory
+    return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096")
 
 
 def _samples(location: Path) -> dict[str, dict]:
     return {key: meta for key, _, meta, _ in read_samples(resolve_shard_urls(str(location)))}
 
 
-def test_refine_keeps_keys_and_annotations(checkpoint, digit_shards, tmp_path, capsys) -> None:
+@pytest.mark.ray
+def test_refine_keeps_keys_and_annotations(
+    ray_local, checkpoint, digit_shards, tmp_path, capsys
+) -> None:
     out = tmp_path / "refined"
     main(
         [
@@ -75,7 +61,10 @@ def test_refine_keeps_keys_and_annotations(checkpoint, digit_shards, tmp_path, c
     assert main(["shards", "verify", str(out)]) is None
 
 
-def test_refine_rerun_skips_published_shards(checkpoint, digit_shards, tmp_path, capsys) -> None:
+@pytest.mark.ray
+def test_refine_rerun_skips_published_shards(
+    ray_local, checkpoint, digit_shards, tmp_path, capsys
+) -> None:
     out = tmp_path / "refined"
     args = [
         "refine",
@@ -98,12 +87,13 @@ def test_refine_rerun_skips_published_shards(checkpoint, digit_shards, tmp_path,
     assert len(_samples(out)) == 400
 
 
-def test_eval_reports_both_accuracies(checkpoint, digit_shards, tmp_path) -> None:
+@pytest.mark.ray
+def test_eval_reports_both_accuracies(ray_local, checkpoint, digit_shards, tmp_path) -> None:
     from simgan_dist.evaluate import evaluate_digits
-    from simgan_dist.refine import refine_shards
+    from simgan_dist.refine_ray import refine_shards
 
     refined = tmp_path / "refined"
-    refine_shards(checkpoint, str(digit_shards["synthetic"]), refined)
+    refine_shards(checkpoint, str(digit_shards["synthetic"]), refined, progress=False)
     report = evaluate_digits(
         str(digit_shards["synthetic"]),
         str(refined),
