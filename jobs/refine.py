@@ -1,4 +1,4 @@
-"""Entry point for `ray job submit ... -- python jobs/refine.py --checkpoint C --input I --output O`."""
+"""Entry point for `ray job submit ... -- python jobs/refine.py --checkpoint C --input I --output O [--gpu ...]`."""
 
 import sys
 
