@@ -229,6 +229,49 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Label-free scores on held-out images during training (scores.py); `simgan tune` maximizes
+    their `objective`. Computed on rank 0 and reported by every rank at each interval."""
+
+    every_nimg: int = 0  # 0 = off; else a multiple of run.log_every_nimg (scores join that row)
+    num_images: int = 256  # per domain; half train the two-sample classifier, half test it
+    synthetic: str = ""  # held-out synthetic corpus ("" = the first images of data.synthetic)
+    real: str = ""  # held-out real corpus ("" = the first images of data.real)
+    classifier_steps: int = 200  # Adam steps of the refined-vs-real classifier, batch 64
+    fidelity_weight: float = 1.0  # objective = realism - fidelity_weight * fidelity_l1
+    # "downstream": objective = accuracy on real_labeled of a digit classifier trained on the
+    # refined held-out synthetic images with their synthetic labels (digits-shaped data only).
+    objective: Literal["realism_fidelity", "downstream"] = "realism_fidelity"
+    real_labeled: str = ""  # labeled real validation split, for objective "downstream"
+    downstream_epochs: int = 4
+
+    def __post_init__(self) -> None:
+        _check(self.every_nimg >= 0, "score.every_nimg", "must be >= 0", self.every_nimg)
+        _check(self.num_images >= 4, "score.num_images", "must be >= 4", self.num_images)
+        _check(
+            self.classifier_steps >= 1,
+            "score.classifier_steps",
+            "must be >= 1",
+            self.classifier_steps,
+        )
+        _check(
+            self.fidelity_weight >= 0, "score.fidelity_weight", "must be >= 0", self.fidelity_weight
+        )
+        _check(
+            self.objective != "downstream" or bool(self.real_labeled),
+            "score.real_labeled",
+            "must name a labeled real split when score.objective is downstream",
+            self.real_labeled,
+        )
+        _check(
+            self.downstream_epochs >= 1,
+            "score.downstream_epochs",
+            "must be >= 1",
+            self.downstream_epochs,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -237,6 +280,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def __post_init__(self) -> None:
         b, w, a = self.schedule.batch_size, self.run.num_workers, self.engine.grad_accum_steps
@@ -252,6 +296,19 @@ class Config:
             "engine.precision",
             "fp16 needs run.use_gpu: true (DeepSpeed's fp16 path is GPU-only)",
             self.engine.precision,
+        )
+        _check(
+            self.score.every_nimg % self.run.log_every_nimg == 0,
+            "score.every_nimg",
+            f"must be a multiple of run.log_every_nimg={self.run.log_every_nimg}",
+            self.score.every_nimg,
+        )
+        digits_shape = (self.model.image_channels, self.model.image_height, self.model.image_width)
+        _check(
+            self.score.objective != "downstream" or digits_shape == (1, 28, 28),
+            "score.objective",
+            f"downstream needs 1x28x28 images (the digit classifier), model has {digits_shape}",
+            self.score.objective,
         )
 
     def to_dict(self) -> dict[str, Any]:

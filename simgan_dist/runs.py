@@ -23,9 +23,14 @@ def absolutize(cfg: Config, base: Path | None = None) -> Config:
     def fix(location: str) -> str:
         return location if _is_url(location) else str((base / location).resolve())
 
+    # Empty score locations mean "use data.*": they stay empty.
+    score = {
+        k: fix(v) for k in ("synthetic", "real", "real_labeled") if (v := getattr(cfg.score, k))
+    }
     return cfg.replace(
         data={"synthetic": fix(cfg.data.synthetic), "real": fix(cfg.data.real)},
         run={"storage_path": fix(cfg.run.storage_path)},
+        score=score,
     )
 
 

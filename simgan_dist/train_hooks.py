@@ -18,6 +18,7 @@ from simgan_dist.grids import save_grid
 from simgan_dist.history import HistoryBuffer
 from simgan_dist.ray_catalog import CatalogClient, save_catalogs
 from simgan_dist.run_log import MetricAverager, RunLog
+from simgan_dist.scores import Scorer
 from simgan_dist.streams import grid_images
 from simgan_dist.train_loop import IteratorBatches, LoopState, Phase
 
@@ -59,24 +60,51 @@ class TrainingHooks:
         if rank == 0:
             self.grid_synthetic = grid_images(cfg.data.synthetic, cfg).to(batches.device)
             self.grid_real = grid_images(cfg.data.real, cfg).to(batches.device)
+        # Label-free scores (score.every_nimg > 0): held-out images live on rank 0 only.
+        self.scorer = None
+        if rank == 0 and cfg.score.every_nimg:
+            self.scorer = Scorer.from_config(cfg, batches.device)
+        self.scored_nimg = -1
 
     def __call__(self, state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
         self.averager.add(metrics)
         run = self.cfg.run
+        scores = {}
+        # score.every_nimg is a multiple of log_every_nimg: a score always joins a metrics row.
+        if self.cfg.score.every_nimg and _crossed(
+            self.prev_nimg, state.cur_nimg, self.cfg.score.every_nimg
+        ):
+            scores = self.score(state)
         if _crossed(self.prev_nimg, state.cur_nimg, run.log_every_nimg):
-            self.write_metrics(state, phase.name)
+            self.write_metrics(state, phase.name, scores)
         if _crossed(self.prev_nimg, state.cur_nimg, run.grid_every_nimg):
             self.save_grid(state)
         if _crossed(self.prev_nimg, state.cur_nimg, run.checkpoint_every_nimg):
             self.checkpoint(state)
+        elif scores:
+            self.report_scores(state)
         self.prev_nimg = state.cur_nimg
 
-    def write_metrics(self, state: LoopState, phase_name: str) -> None:
+    def write_metrics(
+        self, state: LoopState, phase_name: str, scores: dict[str, float] | None = None
+    ) -> None:
         means = self.averager.pop()
         means["num_skipped_samples"] = float(self.stats.num_skipped)
         means = dist.mean_over_ranks(means)
         means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
-        self.last_metrics = self.log.write(state.cur_nimg, phase_name, means)
+        self.last_metrics = self.log.write(state.cur_nimg, phase_name, {**means, **(scores or {})})
+
+    def score(self, state: LoopState) -> dict[str, float]:
+        """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values
+        (a collective: every rank calls this at the same iterations)."""
+        scores = self.scorer(self.refiner.frozen_forward) if self.scorer is not None else None
+        self.scored_nimg = state.cur_nimg
+        return dist.broadcast_object(scores)
+
+    def report_scores(self, state: LoopState) -> None:
+        """Scores with no checkpoint due: Ray Train keeps no metrics without a checkpoint, but
+        Tune's TuneReportCallback sees every report. A barrier: every rank reports."""
+        ray.train.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
 
     def save_grid(self, state: LoopState) -> None:
         if self.rank != 0:
@@ -105,9 +133,14 @@ class TrainingHooks:
         self.last_checkpoint_nimg = state.cur_nimg
 
     def finish(self, state: LoopState) -> None:
-        if self.averager.sums:
-            self.write_metrics(state, "done")
+        scores = {}
+        if self.cfg.score.every_nimg and self.scored_nimg != state.cur_nimg:
+            scores = self.score(state)  # the final scores: what a search compares trials on
+        if self.averager.sums or scores:
+            self.write_metrics(state, "done", scores)
         self.save_grid(state)
         if state.cur_nimg != self.last_checkpoint_nimg:
             self.checkpoint(state)
+        elif scores:
+            self.report_scores(state)
         self.log.close()
