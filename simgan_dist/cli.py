@@ -112,6 +112,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"[simgan] final checkpoint: {result.checkpoint.path}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from simgan_dist.tune import resume_search, run_and_report, start_search
+    from simgan_dist.tune_space import load_search
+
+    if args.resume:
+        exp = resume_search(args.resume)
+    else:
+        if not (args.search and (args.config or args.preset)):
+            raise ConfigError(
+                "tune: give --search FILE and --config FILE or --preset NAME "
+                "(or --resume EXPERIMENT_DIR)"
+            )
+        cfg = load_config(args.config, args.preset, args.overrides)
+        exp = start_search(cfg, load_search(args.search, cfg))
+    print(f"[simgan] search: {exp.location}", flush=True)
+    summary = run_and_report(exp, resume=bool(args.resume))
+    print(Path(summary["table"]).read_text())
+    print(json.dumps(summary, indent=1))
+
+
 def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-workers", type=int, default=0,
@@ -243,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
     train.set_defaults(func=cmd_train)
+
+    tune = sub.add_parser("tune", help="hyperparameter search: one Ray Train run per trial")
+    _add_config_args(tune)
+    tune.add_argument("--search", help="search YAML (space: and tune:) or a bundled name: digits")
+    tune.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
+    tune.set_defaults(func=cmd_tune)
 
     refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")
     refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory (or URI)")
