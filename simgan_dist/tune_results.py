@@ -29,7 +29,7 @@ class TrialRow:
 def trial_rows(
     results: Any, search: Search, schedule_nimg: int, interrupted: bool = False
 ) -> list[TrialRow]:
-    """Rows from Tune's ResultGrid, in trial order. A trial without error that stopped short
+    """Rows from Tune's ResultGrid, by trial id. A trial without error that stopped short
     of the schedule was stopped by the scheduler, unless the search was interrupted: then it
     may also be unfinished, which --resume settles."""
     rows = []
@@ -58,7 +58,7 @@ def trial_rows(
         params = {name: config.get(name) for name in search.searched()}
         trial = str(metrics.get("trial_id") or Path(result.path).name)
         rows.append(TrialRow(trial, status, cur_nimg, params, scores, curve))
-    return rows
+    return sorted(rows, key=lambda row: row.trial)  # a restored grid lists them in any order
 
 
 def best_row(rows: list[TrialRow]) -> TrialRow | None:
@@ -127,6 +127,8 @@ def plot(rows: list[TrialRow], search: Search, path: Path) -> None:
     curves.set_xlabel("kimg")
     curves.set_ylabel("objective")
     curves.set_title("objective per trial (dashed: stopped early)", fontsize=9)
+    if any(row.curve for row in rows):
+        curves.legend(fontsize=6)
     for ax, name in zip(flat[1:], searched, strict=False):
         domain = search.space[name]
         scored = [r for r in rows if "objective" in r.scores]
@@ -139,7 +141,13 @@ def plot(rows: list[TrialRow], search: Search, path: Path) -> None:
         if categorical:
             ax.set_xticks(range(len(labels)), labels, fontsize=8)
         elif domain.kind == "loguniform":
+            # Ticks at the bounds and their geometric middle: a range within one decade would
+            # get no labelled tick, and minor labels overlap.
+            low, high = domain.values
+            ticks = [low, (low * high) ** 0.5, high]
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks], fontsize=8)
         ax.set_xlabel(name)
         ax.set_ylabel("final objective")
     for ax in flat[1 + len(searched) :]:
