@@ -187,6 +187,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def _print_figures(table: str, result: dict, out: str | None) -> None:
+    """A bench's table on stdout and, with --out, its figures as JSON."""
+    print(table, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"[bench] figures written to {out}")
+
+
 def cmd_bench_data(args: argparse.Namespace) -> None:
     from simgan_dist.bench_data import bench_data, format_table
 
@@ -197,10 +206,7 @@ def cmd_bench_data(args: argparse.Namespace) -> None:
         preset=args.preset,
         endpoint_url=args.endpoint_url,
     )
-    print(format_table(result), flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    _print_figures(format_table(result), result, args.out)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -215,11 +221,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         work_dir=args.work_dir,
         overrides=args.overrides,
     )
-    print(format_table(result), flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"[bench] figures written to {args.out}")
+    _print_figures(format_table(result), result, args.out)
 
 
 def cmd_bench_refine(args: argparse.Namespace) -> None:
@@ -227,10 +229,7 @@ def cmd_bench_refine(args: argparse.Namespace) -> None:
 
     result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
                           _refine_settings(args), args.shards, args.work_dir)  # fmt: skip
-    print(format_refine_table(result), flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    _print_figures(format_refine_table(result), result, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
