@@ -13,6 +13,7 @@ A lost actor is replaced and its shards requeued; a published shard is never red
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -33,7 +34,7 @@ from simgan_dist.shardio import read_manifest, resolve_shard_urls
 
 log = logging.getLogger(__name__)
 
-POLL_S = 1.0  # progress refresh; also how long a finished shard may wait to be noticed
+POLL_S = 1.0  # progress refresh when no shard finishes
 MAX_REPLACEMENTS = 3  # lost worker processes replaced per job before it gives up
 
 
@@ -110,13 +111,14 @@ def refine_shards(
             bar = tqdm(total=total, unit="img", desc="refine", disable=not progress,
                        file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
             with bar:
-                results = _run_pool(
-                    todo, output, weights, cfg.model, settings, lineage, options, bar
+                _run_pool(
+                    todo, output, weights, cfg.model, settings, lineage, options, bar, results
                 )
     except BaseException as err:
         summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
         summary["error"] = f"{type(err).__name__}: {err}"
-        refine_ledger.write_report(output, summary, options)
+        with contextlib.suppress(Exception):  # the output may be what failed; err says more
+            refine_ledger.write_report(output, summary, options)
         raise
 
     records.update({r["name"]: r for r in results})
@@ -138,9 +140,11 @@ def _run_pool(
     lineage: dict[str, str],
     options: dict[str, Any],
     bar: tqdm,
-) -> list[dict[str, Any]]:
-    """Feed shards to the actors, shards_per_worker in flight each, until all are done. A lost
-    actor is replaced (at most MAX_REPLACEMENTS times) and its shards go back in the queue."""
+    results: list[dict[str, Any]],
+) -> None:
+    """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
+    each shard's result to results. A lost actor is replaced (at most MAX_REPLACEMENTS times)
+    and its shards go back in the queue."""
     num_workers = min(settings.num_workers or _auto_workers(settings), len(todo))
     # A worker asking for more CPUs than the cluster has would never start.
     cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -160,7 +164,7 @@ def _run_pool(
         return worker.remote(weights_ref, model, settings, lineage, options)
 
     actors = [start() for _ in range(num_workers)]
-    queue, in_flight, results = deque(todo), {}, []
+    queue, in_flight = deque(todo), {}
     images_done = replacements = 0
 
     def feed(actor: Any) -> None:
@@ -174,7 +178,7 @@ def _run_pool(
         while in_flight or queue:
             for actor in actors:
                 feed(actor)
-            ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=POLL_S)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 source, actor = in_flight.pop(ref)
                 try:
@@ -201,7 +205,6 @@ def _run_pool(
     finally:
         for actor in actors:
             ray.kill(actor)
-    return results
 
 
 def _auto_workers(settings: RefineSettings) -> int:
