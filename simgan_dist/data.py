@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import json
 import logging
@@ -16,8 +17,15 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from simgan_dist import urls as urlmod
 from simgan_dist.catalog import EpochPlan
-from simgan_dist.shardio import decode_png, image_chw, iter_tar_samples, resolve_shard_urls
+from simgan_dist.shardio import (
+    decode_png,
+    image_chw,
+    iter_tar_samples,
+    iter_tar_stream,
+    resolve_shard_urls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +117,23 @@ def _shard_items(
     stride: int = 1,
     offset: int = 0,
     storage_options: dict[str, Any] | None = None,
+    fetched: bytes | BaseException | None = None,
 ) -> Iterator[Any]:
     """Decoded samples of one shard whose position % stride == offset; _Skip for bad ones.
+    fetched: the shard's bytes (or download error) from urlmod.prefetch; None opens the URL.
 
     A damaged tar ends the shard (a tar stream cannot resync) with one _Skip naming the last
     good key, so the samples before the damage are still used.
     """
     last_key = "<start of shard>"
     try:
-        for pos, raw in enumerate(iter_tar_samples(url, storage_options)):
+        if isinstance(fetched, BaseException):
+            raise fetched
+        if fetched is None:
+            raws = iter_tar_samples(url, storage_options)
+        else:
+            raws = iter_tar_stream(io.BytesIO(fetched), url)
+        for pos, raw in enumerate(raws):
             last_key = raw["__key__"]
             if pos % stride != offset:
                 continue
@@ -169,8 +185,9 @@ class _ReaderSource(IterableDataset):
                 offset, stride = offset + stride * worker, stride * num_workers
             mine = share.urls[worker::num_workers] if by_shard else share.urls
             good = 0
-            for url in mine:
-                items = _shard_items(url, self.decode, stride, offset, self.storage_options)
+            fetched = urlmod.prefetch(mine, self.storage_options)
+            for url, data in zip(mine, fetched, strict=True):
+                items = _shard_items(url, self.decode, stride, offset, self.storage_options, data)
                 for item in items:
                     if not isinstance(item, _Skip):
                         good += 1

@@ -101,8 +101,14 @@ def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None 
 
 
 def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    with open_url(url, "rb", storage_options) as f:
-        return f.read()
+    """A whole object in one request (no size lookup first, no file object)."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url}: not found") from None
+    except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
+        raise OSError(describe_failure(url, err, storage_options)) from err
 
 
 @contextlib.contextmanager
@@ -134,6 +140,36 @@ def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Ite
 def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     fs, path = filesystem(url, storage_options)
     return fs.exists(path)
+
+
+def prefetch(
+    shard_urls: list[str] | tuple[str, ...], storage_options: dict[str, Any] | None = None
+) -> Iterator[bytes | BaseException | None]:
+    """For each URL in order: its bytes, downloaded one shard ahead in a thread, or the error
+    that stopped the download; None for local files (the OS reads ahead on its own).
+
+    Hides an object store's latency behind decoding the current shard. Costs memory for two
+    shards per reader (keep shards at a few hundred MB at most).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(url: str) -> bytes | BaseException | None:
+        if is_local(url):
+            return None
+        try:
+            return read_bytes(url, storage_options)
+        except Exception as err:  # handed to the reader, which reports it with the URL
+            return err
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch")
+    try:
+        pending = pool.submit(fetch, shard_urls[0]) if shard_urls else None
+        for i in range(len(shard_urls)):
+            current = pending
+            pending = pool.submit(fetch, shard_urls[i + 1]) if i + 1 < len(shard_urls) else None
+            yield current.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _open_for_webdataset(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO:
