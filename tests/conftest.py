@@ -41,12 +41,23 @@ def ray_local():
     import ray
 
     ray.init(num_cpus=2)
-    # State-API calls in the tests (list_actors) would otherwise look for "the" local instance
-    # and fail when another Ray runs on the machine.
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
     ray.shutdown()
-    os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture
+def live_train_workers(ray_local):
+    """A function listing the Ray Train worker actors alive now. The address is explicit: without
+    it the state API looks for "the" local Ray and fails when another one runs on the machine."""
+    from ray.util.state import list_actors
+
+    def workers() -> list:
+        return list_actors(
+            address=ray_local.get_runtime_context().gcs_address,
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        )
+
+    return workers
 
 
 @pytest.fixture

@@ -46,10 +46,8 @@ def test_trained_keys_drops_what_a_resume_replaced(tmp_path: Path) -> None:
 
 
 def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
-    ray_local, s3_server, s3_bucket, tmp_path: Path
+    ray_local, s3_server, s3_bucket, live_train_workers, tmp_path: Path
 ) -> None:
-    from ray.util.state import list_actors
-
     options = {"endpoint_url": s3_server}
     root = "s3://simgan-test/corpora"
     build_synthetic_digits(f"{root}/synth", NUM_SYNTHETIC, 40, seed=1, storage_options=options)
@@ -75,7 +73,7 @@ def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
     deadline = time.time() + 300
     while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.2)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    workers = live_train_workers()
     assert workers, "no live training workers found"
     os.kill(workers[0].pid, signal.SIGKILL)
     thread.join(timeout=600)

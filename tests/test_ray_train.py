@@ -115,15 +115,15 @@ def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: P
         assert torch.equal(buf_a["slice"]["storage"], buf_b["slice"]["storage"])
 
 
-def test_killed_worker_restarts_from_checkpoint(ray_local, debug_overrides, tmp_path) -> None:
+def test_killed_worker_restarts_from_checkpoint(
+    ray_local, debug_overrides, live_train_workers, tmp_path
+) -> None:
     """A training worker process killed mid-run: Ray Train restarts the group from the latest
     checkpoint (run.max_failures=1) and the run still finishes."""
     import os
     import signal
     import threading
     import time
-
-    from ray.util.state import list_actors
 
     cfg = load_config(
         preset="debug",
@@ -145,12 +145,7 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, debug_overrides, tmp_
     # resume from it (a kill while the first one is still uploading restarts from scratch).
     while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.5)
-    workers = [
-        a
-        for a in list_actors(
-            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
-        )
-    ]
+    workers = live_train_workers()
     assert workers, "no live training workers found"
     os.kill(workers[0].pid, signal.SIGKILL)
     killed_at = time.time()
