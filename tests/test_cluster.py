@@ -184,9 +184,19 @@ def test_ray_job_submit_to_local_head(ray_local, digit_shards, tmp_path: Path) -
     )
     with local_head() as head:
         client = JobSubmissionClient(head.url, headers=head.headers)
-        job_id = client.submit_job(
-            entrypoint=f"{PROBE} && {entrypoint}", runtime_env=_job_runtime_env()
-        )
+        # The dashboard answers before its job agent has registered; on a loaded machine that
+        # takes a while ("No available agent to submit job"): retry that one answer.
+        agent_deadline = time.monotonic() + HEAD_START_TIMEOUT_S
+        while True:
+            try:
+                job_id = client.submit_job(
+                    entrypoint=f"{PROBE} && {entrypoint}", runtime_env=_job_runtime_env()
+                )
+                break
+            except RuntimeError as err:
+                if "No available agent" not in str(err) or time.monotonic() > agent_deadline:
+                    raise
+                time.sleep(1.0)
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while not (status := client.get_job_status(job_id)).is_terminal():
             if time.monotonic() > deadline:
