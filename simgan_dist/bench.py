@@ -114,8 +114,12 @@ def bare_loop(cfg: Config, device: torch.device, warmup_iters: int, measured_ite
             x, _ = next_pair()
             for p in disc.parameters():
                 p.requires_grad_(False)
-            refined = refiner(x)
-            loss, _ = refiner_loss(disc(refined), refined, x, loss_cfg.reg_lambda, loss_cfg.psi)
+            pre_tanh = refiner(x, pre_tanh=True)
+            refined = torch.tanh(pre_tanh)
+            loss, _ = refiner_loss(
+                disc(refined), refined, x, loss_cfg.reg_lambda, loss_cfg.psi,
+                pre_tanh=pre_tanh, saturation_margin=loss_cfg.saturation_margin,
+            )  # fmt: skip
             opt_r.zero_grad(set_to_none=True)
             loss.backward()
             opt_r.step()

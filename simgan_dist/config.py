@@ -66,9 +66,19 @@ class LossConfig:
 
     reg_lambda: float = 0.5
     psi: Literal["identity", "channel_mean", "gradients"] = "identity"
+    # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off),
+    # so R never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every
+    # pixel black) stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor).
+    saturation_margin: float = 4.0
 
     def __post_init__(self) -> None:
         _check(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
+        _check(
+            self.saturation_margin == 0 or self.saturation_margin >= 3.2,
+            "loss.saturation_margin",
+            "must be 0 (off) or >= 3.2 (tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255)",
+            self.saturation_margin,
+        )
 
 
 @dataclass(frozen=True)

@@ -38,26 +38,34 @@ class BadSampleError(ValueError):
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H,W) / (H,W,C), or uint16 (H,W) depth -> float32 (C,H,W) in [-1, 1]."""
+    """uint8 (H,W) / (H,W,C), or uint16 (H,W) depth -> float32 (C,H,W) inside (-1, 1).
+
+    A level v stands for the interval [v, v + 1) and maps to its centre, (v + 0.5) / 2**(bits-1) - 1,
+    so 0 and 255 land at -+0.996, inside tanh's open range. With 0 at exactly -1, a real corpus
+    whose background is 0 (MNIST) sits where R's tanh only gets asymptotically: D keeps pushing
+    R's pre-activations towards -inf until one bad step saturates every pixel and R collapses to
+    an all-black output it cannot leave (tanh' ~ 0).
+    """
     if img.dtype == np.uint8:
-        scale = 255.0
+        half_levels = 128.0
     elif img.dtype == np.uint16:
-        scale = 65535.0
+        half_levels = 32768.0
     else:
         raise ValueError(f"to_tensor: need uint8 or uint16, got {img.dtype}")
     x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32)
     x = x.unsqueeze(0) if img.ndim == 2 else x.permute(2, 0, 1)
-    return x.mul_(2.0 / scale).sub_(1.0)
+    return x.add_(0.5).div_(half_levels).sub_(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Float (C,H,W) or (N,C,H,W) in [-1, 1] -> uint8 (H,W[,C]) or (N,H,W[,C]), clipped.
 
-    The inverse of to_tensor for 8-bit images; 16-bit depth comes back quantised to 8 bits.
+    The inverse of to_tensor for 8-bit images (each level's interval maps back to it, so the
+    round trip is exact); 16-bit depth comes back quantised to 8 bits.
     """
     if x.ndim not in (3, 4):
         raise ValueError(f"to_uint8: need (C,H,W) or (N,C,H,W), got shape {tuple(x.shape)}")
-    y = ((x.detach().float().cpu() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    y = ((x.detach().float().cpu() + 1.0) * 128.0).floor_().clamp_(0, 255).to(torch.uint8)
     y = y.movedim(-3, -1)  # channels last
     if y.shape[-1] == 1:
         y = y.squeeze(-1)

@@ -17,7 +17,9 @@ class Updater(Protocol):
 
     module: nn.Module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The module's forward through the engine; kwargs go to the module."""
+        ...
 
     def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The module alone, outside the engine (no engine bookkeeping), in its precision: for
@@ -70,8 +72,8 @@ class TorchUpdater:
         self.module = module
         self.optimizer = optimizer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.module(x, **kwargs)
 
     def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
@@ -150,10 +152,10 @@ class DeepSpeedUpdater:
         )
         self.module = self.engine.module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.engine(x)
+        return self.engine(x, **kwargs)
 
     def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

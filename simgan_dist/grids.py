@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from simgan_dist.data import to_uint8
+
 PAD = 2  # pixels of mid-gray between tiles and rows
 
 
@@ -21,10 +23,10 @@ def grid_array(rows: list[torch.Tensor], scale: int = 2) -> np.ndarray:
     out_w = num_cols * (width + PAD) + PAD
     canvas = np.full((out_h, out_w, channels), 128, dtype=np.uint8)
     for i, row in enumerate(rows):
-        tiles = ((row.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+        tiles = to_uint8(row)
         for j, tile in enumerate(tiles):
             y, x = PAD + i * (height + PAD), PAD + j * (width + PAD)
-            canvas[y : y + height, x : x + width] = tile.permute(1, 2, 0).numpy()
+            canvas[y : y + height, x : x + width] = tile.reshape(height, width, channels)
     canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     return canvas[..., 0] if channels == 1 else canvas
 

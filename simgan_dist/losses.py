@@ -75,24 +75,41 @@ def refiner_loss(
     reg_lambda: float,
     psi_kind: str,
     adversarial_weight: float = 1.0,
+    pre_tanh: Tensor | None = None,
+    saturation_margin: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """L_R = adversarial_weight * CE(D(R(x)) -> REAL) + reg_lambda * self_reg(R(x), x).
+    """L_R = adversarial_weight * CE(D(R(x)) -> REAL) + reg_lambda * self_reg(R(x), x)
+    [+ saturation_penalty(pre_tanh, saturation_margin), when pre_tanh is given].
 
     adversarial_weight=0 is the refiner pretraining phase (self-regularization only); then the
     logits may be None and D need not be run at all. Returns the loss and float metrics
-    "loss_r", "loss_r_adv", "loss_r_reg".
+    "loss_r", "loss_r_adv", "loss_r_reg" and "loss_r_sat".
     """
     reg = self_regularization_loss(refined, synthetic, psi_kind)
+    zero = torch.zeros((), device=refined.device, dtype=reg.dtype)
     if disc_logits_on_refined is None:
         if adversarial_weight != 0:
             raise ValueError("adversarial_weight != 0 needs the discriminator's logits")
-        adv = torch.zeros((), device=refined.device, dtype=reg.dtype)
+        adv = zero
     else:
         adv = local_adversarial_loss(disc_logits_on_refined, REAL)
-    loss = adversarial_weight * adv + reg_lambda * reg
-    # One stacked .tolist() = one host sync per step on GPU instead of three.
-    values = torch.stack([loss, adv, reg]).detach().tolist()
-    return loss, dict(zip(("loss_r", "loss_r_adv", "loss_r_reg"), values, strict=True))
+    sat = zero if pre_tanh is None else saturation_penalty(pre_tanh, saturation_margin)
+    loss = adversarial_weight * adv + reg_lambda * reg + sat
+    # One stacked .tolist() = one host sync per step on GPU instead of four.
+    values = torch.stack([loss, adv, reg, sat.to(reg.dtype)]).detach().tolist()
+    names = ("loss_r", "loss_r_adv", "loss_r_reg", "loss_r_sat")
+    return loss, dict(zip(names, values, strict=True))
+
+
+def saturation_penalty(pre_tanh: Tensor, margin: float) -> Tensor:
+    """mean(relu(|z| - margin)^2) over R's pre-tanh values z; 0 when margin is 0 (off).
+
+    Zero while every |z| <= margin, so it leaves the paper's loss alone wherever R's output can
+    still move; past the margin it pulls z back, where tanh passes gradients again.
+    """
+    if margin == 0:
+        return torch.zeros((), device=pre_tanh.device, dtype=pre_tanh.dtype)
+    return F.relu(pre_tanh.abs() - margin).square().mean()
 
 
 def _patch_accuracy(logits: Tensor, target: int) -> Tensor:

@@ -47,8 +47,12 @@ class Refiner(nn.Module):
         self.blocks = nn.Sequential(*[ResnetBlock(features, kernel) for _ in range(num_blocks)])
         self.head = nn.Conv2d(features, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.head(self.blocks(self.stem(x))))
+    def forward(self, x: Tensor, pre_tanh: bool = False) -> Tensor:
+        """R(x); with pre_tanh=True the values before the tanh instead (for the saturation
+        penalty, which needs a gradient where tanh has none). A keyword, so a DeepSpeed
+        engine passes it through."""
+        z = self.head(self.blocks(self.stem(x)))
+        return z if pre_tanh else torch.tanh(z)
 
 
 @dataclass(frozen=True)

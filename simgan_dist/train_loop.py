@@ -114,7 +114,8 @@ def refiner_step(
     they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
     set_requires_grad(disc.module, False)
     try:
-        refined = refiner.forward(synthetic)
+        pre_tanh = refiner.forward(synthetic, pre_tanh=True)
+        refined = torch.tanh(pre_tanh)
         logits = disc.frozen_forward(refined) if adversarial else None
         loss, metrics = refiner_loss(
             logits,
@@ -123,6 +124,8 @@ def refiner_step(
             cfg.loss.reg_lambda,
             cfg.loss.psi,
             adversarial_weight=1.0 if adversarial else 0.0,
+            pre_tanh=pre_tanh,
+            saturation_margin=cfg.loss.saturation_margin,
         )
         refiner.step(loss)
     finally:

@@ -59,6 +59,8 @@ def test_bool_is_not_an_int(tmp_path) -> None:
 def test_out_of_range(tmp_path) -> None:
     message = _error_for(tmp_path, "preset: debug\nloss:\n  reg_lambda: -1\n")
     assert "loss.reg_lambda" in message and ">= 0" in message
+    message = _error_for(tmp_path, "preset: debug\nloss:\n  saturation_margin: 1.5\n")
+    assert "loss.saturation_margin" in message and "0 (off)" in message
 
 
 def test_bad_choice(tmp_path) -> None:

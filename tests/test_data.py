@@ -52,14 +52,18 @@ def test_tensor_conversion_roundtrip() -> None:
     gray = np.random.default_rng(0).integers(0, 256, (5, 7), dtype=np.uint8)
     x = to_tensor(gray)
     assert x.shape == (1, 5, 7) and x.dtype == torch.float32
-    assert to_tensor(np.array([[0, 255]], np.uint8)).tolist() == [[[-1.0, 1.0]]]
+    # Levels map to their intervals' centres, inside tanh's open range (-1, 1).
+    assert to_tensor(np.array([[0, 255]], np.uint8)).tolist() == [[[-255 / 256, 255 / 256]]]
     np.testing.assert_array_equal(to_uint8(x), gray)
     rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     assert to_tensor(rgb).shape == (3, 5, 7)
     np.testing.assert_array_equal(to_uint8(torch.stack([to_tensor(rgb)] * 2)), np.stack([rgb] * 2))
     depth = np.array([[0, 65535, 32768]], np.uint16)
     assert torch.allclose(to_tensor(depth), torch.tensor([[[-1.0, 1.0, 0.0]]]), atol=1e-4)
-    assert to_uint8(torch.tensor([[[-3.0, 3.0]]])).tolist() == [[0, 255]]
+    assert to_uint8(torch.tensor([[[-3.0, -1.0, 1.0, 3.0]]])).tolist() == [[0, 0, 255, 255]]
+    # Each level's whole interval comes back to it, so R's output need not hit centres exactly.
+    edges = torch.tensor([[[-1.0 + 1e-6, -1.0 + 2 / 256 - 1e-6, -1.0 + 2 / 256]]])
+    assert to_uint8(edges).tolist() == [[0, 0, 1]]
 
 
 def test_batches_shape_range_meta(urls: list[str]) -> None:

@@ -15,6 +15,7 @@ from simgan_dist.losses import (
     patch_accuracy,
     psi,
     refiner_loss,
+    saturation_penalty,
     self_regularization_loss,
 )
 
@@ -116,7 +117,34 @@ def test_refiner_loss_combination() -> None:
     assert metrics["loss_r"] == pytest.approx(loss.item())
     assert metrics["loss_r_adv"] == pytest.approx(adv, rel=1e-6)
     assert metrics["loss_r_reg"] == pytest.approx(0.5)
-    assert set(metrics) == {"loss_r", "loss_r_adv", "loss_r_reg"}
+    assert set(metrics) == {"loss_r", "loss_r_adv", "loss_r_reg", "loss_r_sat"}
+    assert metrics["loss_r_sat"] == 0.0  # no pre-tanh values given: no penalty
+
+
+def test_saturation_penalty_is_a_hinge_past_the_margin() -> None:
+    z = torch.tensor([[[[0.0, -3.9], [5.0, -7.0]]]])
+    # (5 - 4)^2 and (7 - 4)^2 over 4 values; the two inside the margin cost nothing.
+    assert saturation_penalty(z, 4.0).item() == pytest.approx((1 + 9) / 4)
+    assert saturation_penalty(z, 0.0).item() == 0.0  # off
+    assert saturation_penalty(z.clamp(-4, 4), 4.0).item() == 0.0
+
+
+def test_saturation_penalty_revives_a_collapsed_refiner() -> None:
+    """An all-black R (pre-tanh -40 everywhere) gets no gradient from the paper's loss, since
+    tanh' underflows to 0 there; the penalty's gradient pulls every value back to the margin."""
+    synthetic = torch.ones(1, 1, 2, 2)
+    pre_tanh = torch.full((1, 1, 2, 2), -40.0, requires_grad=True)
+    loss, _ = refiner_loss(None, torch.tanh(pre_tanh), synthetic, 1.0, "identity", 0.0)
+    loss.backward()
+    assert torch.count_nonzero(pre_tanh.grad) == 0
+    pre_tanh.grad = None
+    loss, metrics = refiner_loss(
+        None, torch.tanh(pre_tanh), synthetic, 1.0, "identity", 0.0,
+        pre_tanh=pre_tanh, saturation_margin=4.0,
+    )  # fmt: skip
+    loss.backward()
+    assert metrics["loss_r_sat"] == pytest.approx(36.0**2)
+    assert (pre_tanh.grad < 0).all()  # descending raises every value towards -4
 
 
 def test_refiner_pretraining_needs_no_logits() -> None:

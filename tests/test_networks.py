@@ -62,8 +62,12 @@ def test_refiner_output_is_tanh_bounded() -> None:
     r = Refiner(channels=1, features=4, num_blocks=1, kernel=3)
     with torch.no_grad():
         r.head.bias.fill_(10.0)  # pre-activation ~10: tanh saturates just below 1
-    y = r(torch.rand(1, 1, 6, 6) * 2 - 1)
+    x = torch.rand(1, 1, 6, 6) * 2 - 1
+    y = r(x)
     assert y.max() <= 1 and y.min() > 0.99
+    # pre_tanh=True gives the values before the tanh (the saturation penalty's input).
+    z = r(x, pre_tanh=True)
+    assert z.min() > 5 and torch.allclose(torch.tanh(z), y)
 
 
 def test_resnet_block_skip_and_relu() -> None:
