@@ -1,11 +1,14 @@
 """`simgan bench train`: training throughput of our full loop against a bare PyTorch loop.
 
-Three figures from one run, same model, same global batch, one thread per process:
+Four figures from one run (three on GPU), same model, same global batch, one thread per process:
 
 - bare: a plain single-process loop written out below (not train_loop), images in memory as
   tensors, plain torch optimizers, the paper's K_g/K_d alternation and a minimal history buffer;
 - ours_1w: `run_training` on Ray Train with 1 worker: shards, DeepSpeed engines, buffer, logging;
-- ours_2w: the same with 2 workers (the global batch split over them).
+- ours_2w: the same with 2 workers (the global batch split over them);
+- bare_2p (CPU only): two bare loops at once, one process each on half the global batch: the
+  ceiling for 2 workers on this machine (no communication, data loading or Ray). On a 2-core
+  box bare_2p/ours_1w tells whether the 1.8 scaling target is reachable at all there.
 
 Only the adversarial phase's steady state is timed. For our loop the time per log interval comes
 from metrics.jsonl (interval images / images_per_s), skipping the first interval(s), which hold
@@ -13,8 +16,8 @@ Ray/worker/DeepSpeed startup and the data loaders' first fill. Grids and periodi
 moved past the end of the run (the final ones happen after the last measured interval), so they
 are not in the figure. The bare loop runs the same number of warm-up iterations untimed, and
 its timed iterations in two halves, before and after the Ray runs, so a change in the machine's
-load during the bench shows as a spread between them. The bare loop's process has glibc's
-malloc trimming turned off (tune_malloc), so the baseline is not slowed by page faults.
+load during the bench shows as a spread between them. Every loop, bare or ours, runs with glibc's
+malloc trimming turned off (malloc_tuning.py), so none is slowed by page faults.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from typing import Any
 
 import torch
 
-from simgan_dist.config import Config, ConfigError, load_config
+from simgan_dist.config import Config, ConfigError, from_dict, load_config
 from simgan_dist.engine import make_optimizer
 from simgan_dist.losses import discriminator_loss, refiner_loss
+from simgan_dist.malloc_tuning import tune_malloc
 from simgan_dist.networks import build_discriminator, build_refiner
 from simgan_dist.shardio import MANIFEST_NAME
 
@@ -41,6 +45,8 @@ DEFAULT_NIMG = 9600  # measured images per configuration: ~3-5 min for all three
 MEASURED_INTERVALS = 5  # log intervals timed per Ray run (the figure is their total)
 WARMUP_INTERVALS = 1  # intervals skipped first (startup, loader fill)
 TARGETS = {"ours_1w/bare": 0.9, "ours_2w/ours_1w": 1.8}
+# Ratios without a target, against the 2-process ceiling (CPU runs only).
+CEILING_RATIOS = ("bare_2p/ours_1w", "ours_2w/bare_2p")
 DIGIT_CORPORA = ("digits-synth", "digits-real-train")
 # Built when the chosen shard root lacks the digit corpora and none was named (a temp dir).
 BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD = 4000, 1000
@@ -79,10 +85,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int) -> dict:
+def bare_loop(
+    cfg: Config,
+    device: torch.device,
+    warmup_iters: int,
+    measured_iters: int,
+    before_timing: Callable[[], object] | None = None,
+) -> dict:
     """Algorithm 1's adversarial phase as a plain loop: K_g R steps then K_d D steps per
     iteration, one global batch per step, D's fake half from a history buffer (the paper's).
-    Returns images/s over the measured iterations (after warm-up_iters untimed ones)."""
+    Returns images/s over the measured iterations (after warm-up_iters untimed ones);
+    before_timing runs between the two (bare_pair lines its processes up there)."""
     s, loss_cfg = cfg.schedule, cfg.loss
     b = s.batch_size
     shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
@@ -151,6 +164,8 @@ def bare_loop(cfg: Config, device: torch.device, warmup_iters: int, measured_ite
     for _ in range(warmup_iters):
         iteration()
     _sync(device)
+    if before_timing is not None:
+        before_timing()
     start = time.perf_counter()
     for _ in range(measured_iters):
         iteration()
@@ -158,27 +173,6 @@ def bare_loop(cfg: Config, device: torch.device, warmup_iters: int, measured_ite
     seconds = time.perf_counter() - start
     nimg = measured_iters * (s.k_g + s.k_d) * b
     return {"images_per_s": nimg / seconds, "measured_nimg": nimg, "measured_s": seconds}
-
-
-def tune_malloc() -> bool:
-    """Keep glibc malloc from handing freed activation memory back to the OS after every step.
-
-    With glibc's defaults, a loop in a process's main thread re-faults its multi-MB activation
-    buffers each step (measured here: ~20% of the time in page faults, and 150-190 images/s
-    from run to run for the digits bare loop; 215-225 with this). Raising the trim threshold
-    alone makes it worse (it also freezes the mmap threshold at 128 KiB): both are set.
-    Returns whether it applied (glibc only). Used for the bare baseline, so it is not
-    handicapped by the allocator; our workers run as shipped."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def bare_loop_one_thread(
@@ -191,6 +185,42 @@ def bare_loop_one_thread(
         return bare_loop(cfg, device, warmup_iters, measured_iters)
     finally:
         torch.set_num_threads(threads)
+
+
+def _bare_pair_process(config: dict, warmup_iters: int, measured_iters: int, sync, results) -> None:
+    tune_malloc()
+    torch.set_num_threads(1)
+    cfg = from_dict(config, source="<bench>")
+    figures = bare_loop(cfg, torch.device("cpu"), warmup_iters, measured_iters, sync.wait)
+    results.put(figures)
+
+
+def bare_pair(cfg: Config, warmup_iters: int, measured_iters: int) -> dict:
+    """Two bare loops at once in two processes (1 thread each, CPU), each on half the global
+    batch, timed together: what 2 workers could reach on this machine with no communication,
+    no data loading and no Ray. Images/s is the sum of the two."""
+    import multiprocessing
+
+    half = cfg.replace(schedule={"batch_size": cfg.schedule.batch_size // 2}).to_dict()
+    ctx = multiprocessing.get_context("spawn")  # a fork would copy this process's threads
+    sync, results = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_bare_pair_process, args=(half, warmup_iters, measured_iters, sync, results)
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    figures = [results.get(timeout=1800) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return {
+        "images_per_s": sum(f["images_per_s"] for f in figures),
+        "measured_nimg": sum(f["measured_nimg"] for f in figures),
+        "measured_s": max(f["measured_s"] for f in figures),
+        "processes_images_per_s": [f["images_per_s"] for f in figures],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +446,11 @@ def bench_train(
         if second:
             say("[bench] bare PyTorch loop again (second half)")
             halves.append(bare_loop_one_thread(cfg, dev, min(2, schedule["warmup_iters"]), second))
+        if not use_gpu:
+            say("[bench] 2 bare loops at once, 1 process each on half the batch (the ceiling)")
+            result["results"]["bare_2p"] = bare_pair(
+                cfg, schedule["warmup_iters"], schedule["measured_iters"]
+            )
         nimg = sum(h["measured_nimg"] for h in halves)
         seconds = sum(h["measured_s"] for h in halves)
         result["results"] = {
@@ -447,6 +482,10 @@ def bench_train(
             "target": target,
             "met": None if value is None else value >= target,
         }
+    for key in CEILING_RATIOS:
+        num, den = key.split("/")
+        if num in ips and den in ips:
+            result["ratios"][key] = {"value": ips[num] / ips[den], "target": None, "met": None}
     return result
 
 
@@ -471,7 +510,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'name':<10} {'workers':>7} {'images/s':>10} {'timed imgs':>10} {'timed s':>8} "
         f"{'fit wall s':>10}",
     ]
-    workers = {"bare": 1, "ours_1w": 1, "ours_2w": 2}
+    workers = {"bare": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2}
     for name, r in result["results"].items():
         wall = f"{r['wall_s']:10.1f}" if "wall_s" in r else f"{'-':>10}"
         lines.append(
@@ -487,7 +526,10 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines += ["", f"{'ratio':<16} {'value':>6} {'target':>8}"]
     for key, r in result["ratios"].items():
-        if r["value"] is None:
+        if r["target"] is None:
+            what = "best 2w/1w here" if key == "bare_2p/ours_1w" else "share of the ceiling"
+            lines.append(f"{key:<16} {r['value']:6.2f} {'':>8}  ({what})")
+        elif r["value"] is None:
             lines.append(f"{key:<16} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
         else:
             verdict = "met" if r["met"] else "MISSED"
