@@ -24,7 +24,7 @@ import torch
 from simgan_dist import refine_ledger
 from simgan_dist.checkpoint import save_training_state
 from simgan_dist.config import Config, ConfigError, load_config
-from simgan_dist.data import read_samples, to_tensor
+from simgan_dist.data import read_samples, to_batch
 from simgan_dist.engine import TorchUpdater, make_optimizer
 from simgan_dist.networks import build_discriminator, build_refiner
 from simgan_dist.refine import RefineSettings, ShardRefiner
@@ -98,7 +98,7 @@ def bench_refine(
         build_bench_shards(cfg, preset, Path(shards), num_images, samples_per_shard)
     first = resolve_shard_urls(shards)[0]
     images = [img for _, img, _, _ in read_samples([first])][: settings.batch_size]
-    batch = torch.stack([to_tensor(img) for img in images])
+    batch = to_batch(images)
     weights = build_refiner(cfg.model).state_dict()  # speed does not depend on the values
     bare = ShardRefiner(weights, cfg.model, settings, lineage={})
     threads = torch.get_num_threads()

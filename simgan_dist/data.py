@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,14 @@ class BadSampleError(ValueError):
     """A sample that cannot be used (unreadable tar, undecodable PNG, wrong shape), by url and key."""
 
 
+def _half_levels(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
+        return 128.0
+    if dtype == np.uint16:
+        return 32768.0
+    raise ValueError(f"to_tensor: need uint8 or uint16, got {dtype}")
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 (H,W) / (H,W,C), or uint16 (H,W) depth -> float32 (C,H,W) inside (-1, 1).
 
@@ -46,14 +54,23 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     R's pre-activations towards -inf until one bad step saturates every pixel and R collapses to
     an all-black output it cannot leave (tanh' ~ 0).
     """
-    if img.dtype == np.uint8:
-        half_levels = 128.0
-    elif img.dtype == np.uint16:
-        half_levels = 32768.0
-    else:
-        raise ValueError(f"to_tensor: need uint8 or uint16, got {img.dtype}")
+    half_levels = _half_levels(img.dtype)
     x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32)
     x = x.unsqueeze(0) if img.ndim == 2 else x.permute(2, 0, 1)
+    return x.add_(0.5).div_(half_levels).sub_(1.0)
+
+
+def to_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Images of one shape -> float32 (N,C,H,W), each mapped as to_tensor maps it.
+
+    One conversion for the whole batch: per image, the four torch ops cost ~20 us, a fifth of a
+    data loader's time for a 28x28 digit."""
+    dtypes = {img.dtype for img in images}
+    if len(dtypes) != 1:  # np.stack would promote uint8 to uint16 and shift its levels
+        return torch.stack([to_tensor(img) for img in images])
+    half_levels = _half_levels(dtypes.pop())
+    x = torch.from_numpy(np.stack(images)).to(torch.float32)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     return x.add_(0.5).div_(half_levels).sub_(1.0)
 
 
@@ -102,9 +119,8 @@ def _decode(
     raw: dict[str, Any],
     image_shape: tuple[int, int, int] | None,
     with_meta: bool,
-    as_tensor: bool,
     require_json: bool = False,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     if "png" not in raw:
         raise ValueError(f"no png in sample (has {sorted(k for k in raw if k[0] != '_')})")
     if require_json and "json" not in raw:
@@ -116,7 +132,7 @@ def _decode(
     if not isinstance(meta, dict):
         raise ValueError(f"json is a {type(meta).__name__}, not an object")
     meta["__key__"], meta["__url__"] = raw["__key__"], raw["__url__"]
-    return (to_tensor(img) if as_tensor else img), meta
+    return img, meta
 
 
 def _shard_items(
@@ -245,7 +261,7 @@ def _batches(items: Iterator[Any], batch_size: int, stop_on_bad: bool) -> Iterat
             images.append(item[0])
             metas.append(item[1])
             if len(images) == batch_size:
-                yield ("batch", torch.stack(images), metas, skips, ends)
+                yield ("batch", to_batch(images), metas, skips, ends)
                 images, metas, skips, ends = [], [], [], []
     except Exception as err:  # reported in the caller's process as a ValueError, not a worker crash
         yield ("error", f"{type(err).__name__}: {err}")
@@ -295,9 +311,8 @@ def batch_stream(
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     stats = stats if stats is not None else StreamStats()
     decode = functools.partial(
-        _decode, image_shape=tuple(image_shape), with_meta=with_meta, as_tensor=True,
-        require_json=require_json,
-    )  # fmt: skip
+        _decode, image_shape=tuple(image_shape), with_meta=with_meta, require_json=require_json
+    )
     if isinstance(shards, EpochPlan):
         if shards.world_size != world_size:
             raise ValueError(f"plan is for {shards.world_size} ranks, stream for {world_size}")
@@ -369,9 +384,8 @@ def read_samples(
         )
     stats = stats if stats is not None else StreamStats()
     decode = functools.partial(
-        _decode, image_shape=image_shape, with_meta=True, as_tensor=False,
-        require_json=require_json,
-    )  # fmt: skip
+        _decode, image_shape=image_shape, with_meta=True, require_json=require_json
+    )
     for url in urls:
         for item in _shard_items(url, decode, storage_options=storage_options):
             if isinstance(item, _Skip):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simgan_dist.data import load_arrays, to_tensor
+from simgan_dist.data import load_arrays, to_batch
 from simgan_dist.grids import save_grid
 
 NUM_CLASSES = 10
@@ -47,7 +47,7 @@ def labeled_tensors(location: str) -> tuple[torch.Tensor, torch.Tensor, list[str
         raise ValueError(
             f"{location}: {len(missing)} samples have no 'label' (first: {missing[0]})"
         )
-    x = torch.stack([to_tensor(img) for img in images])
+    x = to_batch(images)
     y = torch.tensor([int(m["label"]) for m in metas])
     return x, y, [m.get("__key__", "") for m in metas]
 

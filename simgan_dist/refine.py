@@ -25,7 +25,7 @@ import torch
 
 from simgan_dist import refine_ledger, urls
 from simgan_dist.config import Config, ModelConfig
-from simgan_dist.data import BAD_SAMPLE_CHOICES, StreamStats, read_samples, to_tensor, to_uint8
+from simgan_dist.data import BAD_SAMPLE_CHOICES, StreamStats, read_samples, to_batch, to_uint8
 from simgan_dist.networks import build_refiner
 from simgan_dist.shardio import write_shard
 
@@ -203,13 +203,13 @@ class ShardRefiner:
             keys, images, metas = [], [], []
             for key, img, meta, _ in samples:
                 keys.append(key)
-                images.append(to_tensor(img))
+                images.append(img)
                 metas.append(meta)
                 if len(keys) == self.settings.batch_size:
-                    if not _put(out, (keys, torch.stack(images), metas), stop):
+                    if not _put(out, (keys, to_batch(images), metas), stop):
                         return
                     keys, images, metas = [], [], []
-            if keys and not _put(out, (keys, torch.stack(images), metas), stop):
+            if keys and not _put(out, (keys, to_batch(images), metas), stop):
                 return
             _put(out, _END, stop)
         except BaseException as err:  # handed to the consumer, which raises it in its thread

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from simgan_dist.config import Config
-from simgan_dist.data import load_arrays, to_tensor
+from simgan_dist.data import load_arrays, to_batch
 from simgan_dist.evaluate import accuracy, labeled_tensors, train_classifier
 
 REFINE_CHUNK = 256  # images per refiner forward while scoring: bounds memory on big images
@@ -87,7 +87,7 @@ def _tensors(location: str, limit: int, cfg: Config) -> tuple[torch.Tensor, list
         limit=limit,
         storage_options=cfg.data.storage_options,
     )
-    return torch.stack([to_tensor(img) for img in images]), metas
+    return to_batch(images), metas
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from simgan_dist.config import Config
-from simgan_dist.data import StreamStats, batch_stream, read_samples, to_tensor
+from simgan_dist.data import StreamStats, batch_stream, read_samples, to_batch
 from simgan_dist.ray_catalog import CatalogClient, stream_seed
 from simgan_dist.shardio import resolve_shard_urls
 from simgan_dist.train_loop import IteratorBatches
@@ -113,6 +113,4 @@ def grid_images(location: str, cfg: Config) -> torch.Tensor:
     samples = read_samples(
         urls, "skip", image_shape=image_shape(cfg), storage_options=cfg.data.storage_options
     )
-    return torch.stack(
-        [to_tensor(image) for _, image, _, _ in itertools.islice(samples, NUM_GRID_IMAGES)]
-    )
+    return to_batch([image for _, image, _, _ in itertools.islice(samples, NUM_GRID_IMAGES)])

@@ -1,0 +1,154 @@
+"""A streaming reader for shard tars: ustar, pax and GNU long names, every header's checksum checked.
+
+tarfile's stream mode spends ~40 us of Python bookkeeping per member (header objects, member
+lists, file wrappers): for 28x28 digits that was half of a data loader's time (`simgan bench
+data`). This reader does the same work on the raw 512-byte blocks in ~5 us per member. It is
+also stricter at the end: tarfile's stream mode stops without an error at a damaged header
+after the first one, silently dropping the rest of the shard; here that is a tarfile.ReadError
+naming the byte offset, so the loss is reported (data.on_bad_sample) instead of hidden.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tarfile
+from collections.abc import Iterator
+from typing import Any
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_REGULAR = (b"0", b"\0", b"7")  # what tarfile's isreg() accepts: regular and contiguous files
+# WebDataset's skip_meta: names like __index__ or __meta__/x are shard metadata, not samples.
+_META_NAME = re.compile(r"__[^/]*__($|/)")
+_NAME_ENCODING = ("utf-8", "surrogateescape")  # tarfile's default for ustar names on Linux
+
+
+def _read_exact(stream: Any, size: int) -> bytes:
+    """Up to size bytes; fewer only at the stream's end (network streams return short reads)."""
+    data = stream.read(size)
+    if len(data) in (0, size):
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = stream.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _number(field: bytes, what: str, offset: int) -> int:
+    """A header number: NUL/space-terminated octal, or GNU base-256 when the top bit is set."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise tarfile.ReadError(f"corrupt tar header at byte {offset}: {what} {text!r}") from None
+
+
+def _check_header(header: bytes, offset: int) -> None:
+    # The checksum field counts as 8 spaces (8 * 32 = 256). Old tars summed signed bytes.
+    stored = _number(header[148:156], "checksum", offset)
+    unsigned = sum(header) - sum(header[148:156]) + 256
+    if stored == unsigned:
+        return
+    signed = sum(struct.unpack_from("512b", header)) - sum(struct.unpack_from("8b", header, 148))
+    if stored != signed + 256:
+        raise tarfile.ReadError(f"corrupt tar header at byte {offset}: bad checksum")
+
+
+def _pax_records(payload: bytes, offset: int) -> dict[str, str]:
+    """'<length> <key>=<value>\\n' records of a pax extended header."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(payload):
+        space = payload.find(b" ", pos)
+        try:
+            length = int(payload[pos:space])
+        except ValueError:
+            raise tarfile.ReadError(f"corrupt pax header at byte {offset}") from None
+        if space < 0 or length <= 0:
+            raise tarfile.ReadError(f"corrupt pax header at byte {offset}")
+        key, _, value = payload[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _ustar_name(header: bytes) -> str:
+    name = header[:100].split(b"\0", 1)[0]
+    if header[257:262] == b"ustar":  # ustar (and pax) split long paths into prefix/name
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode(*_NAME_ENCODING)
+
+
+def iter_tar_files(stream: Any) -> Iterator[dict[str, Any]]:
+    """{"fname", "data"} of each regular, non-metadata file of a tar read from stream, in order.
+
+    Raises tarfile.ReadError after the files before the damage when the tar is empty, cut short
+    (inside a header, inside a file, or not a whole number of 512-byte blocks) or has a header
+    whose checksum or numbers do not parse. Bytes after the end-of-archive block are read (to
+    check the length) and otherwise ignored, as tar does."""
+    offset = 0
+    pending_name: str | None = None  # from a GNU long-name member or a pax header
+    pending_size: int | None = None  # from a pax header (files over 8 GiB)
+    cut_at: int | None = None  # where the tar ended inside a file's padding
+    while True:
+        if cut_at is not None:
+            raise tarfile.ReadError(
+                f"truncated tar: {cut_at} bytes is not a whole number of 512-byte blocks"
+            )
+        header = _read_exact(stream, BLOCK)
+        if not header:
+            if offset == 0:
+                raise tarfile.ReadError("empty file: not a tar")
+            return  # no end-of-archive block: tar accepts this too
+        if len(header) < BLOCK:
+            raise tarfile.ReadError(f"truncated tar: {len(header)}-byte header at byte {offset}")
+        if header == _ZERO_BLOCK:
+            break
+        start = offset
+        _check_header(header, start)
+        typeflag = header[156:157]
+        size = _number(header[124:136], "size", start)
+        if pending_size is not None and typeflag not in (b"x", b"L", b"g"):
+            size = pending_size
+        padded = -(-size // BLOCK) * BLOCK
+        data = _read_exact(stream, padded)
+        if len(data) < size:
+            raise tarfile.ReadError(
+                f"truncated tar: member at byte {start} has {len(data)} of {size} bytes"
+            )
+        if len(data) < padded:  # the file is whole, its padding is not: use it, then stop
+            cut_at = start + BLOCK + len(data)
+        offset += BLOCK + padded
+        if typeflag == b"x":
+            records = _pax_records(data[:size], start)
+            pending_name = records.get("path", pending_name)
+            pending_size = int(records["size"]) if "size" in records else None
+            continue
+        if typeflag == b"L":
+            pending_name = data[:size].split(b"\0", 1)[0].decode(*_NAME_ENCODING)
+            continue
+        if typeflag == b"g":  # pax global header: nothing in it changes how files are read
+            continue
+        name = pending_name if pending_name is not None else _ustar_name(header)
+        pending_name = pending_size = None
+        if typeflag in _REGULAR and not _META_NAME.match(name):
+            yield {"fname": name, "data": data[:size]}
+    # Past the end-of-archive block: tar pads to a 10 KiB record; a tar cut inside that padding
+    # is whole, one cut elsewhere is not.
+    offset += BLOCK
+    while tail := stream.read(1 << 16):
+        offset += len(tail)
+    if offset % BLOCK:
+        raise tarfile.ReadError(
+            f"truncated tar: {offset} bytes is not a whole number of 512-byte blocks"
+        )
