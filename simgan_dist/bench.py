@@ -14,10 +14,11 @@ Only the adversarial phase's steady state is timed. For our loop the time per lo
 from metrics.jsonl (interval images / images_per_s), skipping the first interval(s), which hold
 Ray/worker/DeepSpeed startup and the data loaders' first fill. Grids and periodic checkpoints are
 moved past the end of the run (the final ones happen after the last measured interval), so they
-are not in the figure. The bare loop runs the same number of warm-up iterations untimed, and
-its timed iterations in two halves, before and after the Ray runs, so a change in the machine's
-load during the bench shows as a spread between them. Every loop, bare or ours, runs with glibc's
-malloc trimming turned off (malloc_tuning.py), so none is slowed by page faults.
+are not in the figure. The bare loop runs the same number of warm-up iterations untimed. The
+configurations run in alternating rounds (bare part, 1 worker, 2 workers; then a last bare part),
+so a drift in the machine's speed weighs on all of them alike; the table shows each part's figure.
+Every loop, bare or ours, runs with glibc's malloc trimming turned off (malloc_tuning.py), so
+none is slowed by page faults. The table is bench_table.py's.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.malloc_tuning import tune_malloc
 from simgan_dist.shardio import MANIFEST_NAME
 
-DEFAULT_NIMG = 9600  # measured images per configuration: ~3-5 min for all three on 2 cores
+DEFAULT_NIMG = 9600  # timed images per configuration: ~7 min for the whole bench on 2 cores
+DEFAULT_ROUNDS = 2  # Ray runs per configuration, alternating (see bench_train)
 MEASURED_INTERVALS = 5  # log intervals timed per Ray run (the figure is their total)
 WARMUP_INTERVALS = 1  # intervals skipped first (startup, loader fill)
 TARGETS = {"ours_1w/bare": 0.9, "ours_2w/ours_1w": 1.8}
@@ -194,6 +196,36 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
+def _split(total: int, num_parts: int) -> list[int]:
+    """total iterations in num_parts near-equal parts, larger ones first."""
+    return [total // num_parts + (i < total % num_parts) for i in range(num_parts)]
+
+
+def _combine(parts: list[dict]) -> dict:
+    """One configuration's figure from its timed parts: their images over their seconds."""
+    nimg = sum(p["measured_nimg"] for p in parts)
+    seconds = sum(p["measured_s"] for p in parts)
+    combined = {
+        "images_per_s": nimg / seconds,
+        "measured_nimg": nimg,
+        "measured_s": seconds,
+        "parts_images_per_s": [p["images_per_s"] for p in parts],
+    }
+    if all("wall_s" in p for p in parts):
+        combined["wall_s"] = sum(p["wall_s"] for p in parts)
+        combined["run_dirs"] = [p["run_dir"] for p in parts]
+    return combined
+
+
+def _has_two_gpus() -> bool:
+    import ray
+
+    from simgan_dist.ray_train import ensure_ray
+
+    ensure_ray()
+    return ray.cluster_resources().get("GPU", 0) >= 2
+
+
 def bench_train(
     preset: str = "digits",
     batch_size: int | None = None,
@@ -203,13 +235,17 @@ def bench_train(
     work_dir: str | Path | None = None,
     overrides: list[str] | None = None,
     say: Callable[[str], None] = print,
+    rounds: int = DEFAULT_ROUNDS,
 ) -> dict[str, Any]:
-    """Run the three configurations and return the figures (see the module doc).
+    """Run the configurations and return the figures (see the module doc). nimg images are
+    timed per configuration in all, nimg / rounds in each of its Ray runs.
 
     With device="cuda" and no CUDA device, nothing is measured: the result has "skipped".
     """
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device: must be cpu or cuda, got {device!r}")
+    if rounds < 1:
+        raise ConfigError(f"--rounds: must be >= 1, got {rounds}")
     sets = list(overrides or [])
     if batch_size is not None:
         sets.append(f"schedule.batch_size={batch_size}")
@@ -217,7 +253,7 @@ def bench_train(
     cfg = load_config(preset=preset, overrides=[*sets, "run.num_workers=2"])
     use_gpu = device == "cuda"
     cfg = cfg.replace(run={"use_gpu": use_gpu, "threads_per_worker": 1})
-    schedule = plan(cfg, nimg)
+    schedule = plan(cfg, nimg / rounds)  # one Ray run's
     s = cfg.schedule
     result: dict[str, Any] = {
         "config": {
@@ -233,6 +269,9 @@ def bench_train(
             "device": device,
             "overrides": sets,
             **schedule,
+            "rounds": rounds,
+            "measured_nimg_per_run": schedule["measured_nimg"],
+            "measured_nimg": rounds * schedule["measured_nimg"],
         },
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -267,58 +306,47 @@ def bench_train(
         result["config"]["shards"] = f"{root} ({how})"
         say(
             f"[bench] preset {preset}, global batch {s.batch_size}, K_g/K_d {s.k_g}/{s.k_d}: "
-            f"{schedule['measured_nimg']} images timed per configuration after "
+            f"{rounds * schedule['measured_nimg']} images timed per configuration, in {rounds} "
+            f"alternating round(s) of Ray runs, each after "
             f"{schedule['warmup_iters'] * schedule['iter_nimg']} warm-up images"
         )
 
-        # The bare loop runs in two halves, before and after the Ray runs: their spread shows
-        # whether the machine's load changed while the bench ran (a shared box is noisy).
+        # Rounds alternate the configurations (bare part, 1 worker, 2 workers), and the bare loop
+        # has one more part at the end: a drift in the machine's speed during the bench (a shared
+        # box drifts by 10-20% over minutes) then weighs on every figure alike instead of on
+        # whichever ran while it lasted. Each figure is its rounds' images over their seconds.
         dev = torch.device("cuda" if use_gpu else "cpu")
-        first = (schedule["measured_iters"] + 1) // 2
-        second = schedule["measured_iters"] - first
         result["machine"]["bare_malloc_tuned"] = tune_malloc()
-        say("[bench] 1/3 bare PyTorch loop, 1 thread, images in memory (first half)")
-        halves = [bare_loop_one_thread(cfg, dev, schedule["warmup_iters"], first)]
-
-        say("[bench] 2/3 our loop on Ray Train, 1 worker x 1 thread")
-        result["results"]["ours_1w"] = ray_loop(cfg, 1, schedule, storage)
-
-        enough_gpus = True
-        if use_gpu:
-            import ray
-
-            enough_gpus = ray.cluster_resources().get("GPU", 0) >= 2
-        if enough_gpus:
-            say("[bench] 3/3 our loop on Ray Train, 2 workers x 1 thread")
-            result["results"]["ours_2w"] = ray_loop(cfg, 2, schedule, storage)
-        else:
+        workers = {"ours_1w": 1, "ours_2w": 2}
+        if use_gpu and not _has_two_gpus():
+            del workers["ours_2w"]
             result["notes"].append("ours_2w skipped: run.use_gpu needs 2 GPUs in the Ray cluster")
-
-        if second:
-            say("[bench] bare PyTorch loop again (second half)")
-            halves.append(bare_loop_one_thread(cfg, dev, min(2, schedule["warmup_iters"]), second))
+        measured = {name: [] for name in ("bare", *workers)}
+        bare_iters = _split(rounds * schedule["measured_iters"], rounds + 1)
+        for r in range(rounds + 1):
+            if bare_iters[r]:
+                say(f"[bench] bare PyTorch loop, 1 thread, images in memory (part {r + 1})")
+                warmup = schedule["warmup_iters"] if r == 0 else min(2, schedule["warmup_iters"])
+                measured["bare"].append(bare_loop_one_thread(cfg, dev, warmup, bare_iters[r]))
+            if r == rounds:
+                break
+            for name, num_workers in workers.items():
+                say(
+                    f"[bench] round {r + 1}/{rounds}: our loop on Ray Train, {num_workers} x 1 thread"
+                )
+                measured[name].append(ray_loop(cfg, num_workers, schedule, storage))
+        result["results"] = {name: _combine(parts) for name, parts in measured.items()}
         if not use_gpu:
             say("[bench] 2 bare loops at once, 1 process each on half the batch (the ceiling)")
             result["results"]["bare_2p"] = bare_pair(
-                cfg, schedule["warmup_iters"], schedule["measured_iters"]
+                cfg, schedule["warmup_iters"], rounds * schedule["measured_iters"]
             )
-        nimg = sum(h["measured_nimg"] for h in halves)
-        seconds = sum(h["measured_s"] for h in halves)
-        result["results"] = {
-            "bare": {
-                "images_per_s": nimg / seconds,
-                "measured_nimg": nimg,
-                "measured_s": seconds,
-                "halves_images_per_s": [h["images_per_s"] for h in halves],
-            },
-            **result["results"],
-        }
-        rates = result["results"]["bare"]["halves_images_per_s"]
-        if len(rates) == 2 and abs(rates[0] - rates[1]) > 0.1 * max(rates):
+        rates = result["results"]["bare"]["parts_images_per_s"]
+        if max(rates) - min(rates) > 0.1 * max(rates):
             result["notes"].append(
-                f"bare loop ran at {rates[0]:.1f} then {rates[1]:.1f} images/s (before/after "
-                "the Ray runs): the machine's load changed during the bench (see the load "
-                "averages); the ratios are noisy"
+                f"the bare loop's parts ran at {', '.join(f'{x:.1f}' for x in rates)} images/s: "
+                "the machine's speed changed during the bench (see the load averages); the "
+                "ratios are noisy"
             )
     finally:
         result["machine"]["loadavg_after"] = list(os.getloadavg())
@@ -338,52 +366,3 @@ def bench_train(
         if num in ips and den in ips:
             result["ratios"][key] = {"value": ips[num] / ips[den], "target": None, "met": None}
     return result
-
-
-def format_table(result: dict[str, Any]) -> str:
-    cfg, machine = result["config"], result["machine"]
-    lines = [
-        f"simgan bench train: preset {cfg['preset']}, global batch {cfg['batch_size']}, "
-        f"K_g/K_d {cfg['k_g']}/{cfg['k_d']}, image {'x'.join(map(str, cfg['image_shape']))}, "
-        f"device {cfg['device']}",
-        f"machine: {machine['cpu_count']} CPUs ({machine['cpus_usable']} usable), torch threads "
-        f"{machine['torch_threads_default']} by default, 1 per loop/worker here; load average "
-        f"(1 min) {machine['loadavg_before'][0]:.2f} before, "
-        f"{machine.get('loadavg_after', [float('nan')])[0]:.2f} after",
-    ]
-    if "skipped" in result:
-        return "\n".join([*lines, f"skipped: {result['skipped']}"])
-    lines += [
-        f"timed: {cfg['measured_nimg']} adversarial images per configuration "
-        f"({cfg['measured_intervals']} intervals of {cfg['interval_nimg']}), after "
-        f"{cfg['warmup_iters'] * cfg['iter_nimg']} warm-up images; shards {cfg.get('shards', '')}",
-        "",
-        f"{'name':<10} {'workers':>7} {'images/s':>10} {'timed imgs':>10} {'timed s':>8} "
-        f"{'fit wall s':>10}",
-    ]
-    workers = {"bare": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2}
-    for name, r in result["results"].items():
-        wall = f"{r['wall_s']:10.1f}" if "wall_s" in r else f"{'-':>10}"
-        lines.append(
-            f"{name:<10} {workers[name]:>7} {r['images_per_s']:10.1f} {r['measured_nimg']:>10} "
-            f"{r['measured_s']:8.1f} {wall}"
-        )
-    halves = result["results"].get("bare", {}).get("halves_images_per_s", [])
-    if len(halves) == 2:
-        lines.append(
-            f"(bare in two halves, before / after the Ray runs: {halves[0]:.1f} / "
-            f"{halves[1]:.1f} images/s; glibc malloc trimming "
-            f"{'off' if machine.get('bare_malloc_tuned') else 'as default'} for it)"
-        )
-    lines += ["", f"{'ratio':<16} {'value':>6} {'target':>8}"]
-    for key, r in result["ratios"].items():
-        if r["target"] is None:
-            what = "best 2w/1w here" if key == "bare_2p/ours_1w" else "share of the ceiling"
-            lines.append(f"{key:<16} {r['value']:6.2f} {'':>8}  ({what})")
-        elif r["value"] is None:
-            lines.append(f"{key:<16} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
-        else:
-            verdict = "met" if r["met"] else "MISSED"
-            lines.append(f"{key:<16} {r['value']:6.2f} {'>= ' + str(r['target']):>8}  {verdict}")
-    lines += [f"note: {n}" for n in result["notes"]]
-    return "\n".join(lines)

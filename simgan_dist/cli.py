@@ -210,7 +210,8 @@ def cmd_bench_data(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from simgan_dist.bench import bench_train, format_table
+    from simgan_dist.bench import bench_train
+    from simgan_dist.bench_table import format_table
 
     result = bench_train(
         preset=args.preset,
@@ -220,6 +221,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         shards=args.shards,
         work_dir=args.work_dir,
         overrides=args.overrides,
+        rounds=args.rounds,
     )
     _print_figures(format_table(result), result, args.out)
 
@@ -304,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--batch-size", type=int, help="global batch (default: the preset's)")
     bench_train.add_argument(
         "--nimg", type=int, default=9600, help="adversarial images timed per configuration"
+    )
+    bench_train.add_argument(
+        "--rounds", type=int, default=2, help="alternating Ray runs per configuration"
     )
     bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench_train.add_argument("--shards", help="shard root holding the preset's corpora")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from simgan_dist.bench import bench_train, format_table, plan, steady_throughput
-from simgan_dist.config import load_config
+from simgan_dist.bench import bench_train, plan, steady_throughput
+from simgan_dist.bench_table import format_table
+from simgan_dist.config import ConfigError, load_config
 
 
 def test_plan_cuts_whole_iterations() -> None:
@@ -34,6 +35,11 @@ def test_steady_throughput_skips_warmup_and_weights_by_time() -> None:
     assert got["images_per_s"] == pytest.approx(12.0)  # 48 images / 4 s, not mean(24, 8)
     with pytest.raises(ValueError, match="--nimg"):
         steady_throughput(rows[:2], warmup_rows=1)
+
+
+def test_rounds_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="--rounds"):
+        bench_train(preset="debug", nimg=24, rounds=0, say=lambda _: None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -69,9 +75,21 @@ def test_bench_train_debug_reports_three_figures(
     for key, r in ratios.items():
         if r["target"] is not None:
             assert r["met"] == (r["value"] >= r["target"]), key
-    # The Ray runs timed the adversarial rows after warm-up: as many images as the bare loop.
-    assert result["results"]["ours_1w"]["measured_nimg"] == result["config"]["measured_nimg"]
-    assert result["results"]["ours_2w"]["measured_nimg"] == result["config"]["measured_nimg"]
+    # The Ray runs timed the adversarial rows after warm-up: as many images as the bare loop,
+    # in two alternating rounds (the default); the bare loop in one more part than rounds.
+    cfg = result["config"]
+    assert cfg["rounds"] == 2
+    assert cfg["measured_nimg"] == 2 * cfg["measured_nimg_per_run"]
+    for name in ("bare", "ours_1w", "ours_2w"):
+        figure = result["results"][name]
+        assert figure["measured_nimg"] == cfg["measured_nimg"], name
+        assert figure["images_per_s"] == pytest.approx(
+            figure["measured_nimg"] / figure["measured_s"]
+        )
+    assert len(result["results"]["ours_1w"]["parts_images_per_s"]) == 2
+    assert len(result["results"]["ours_2w"]["run_dirs"]) == 2
+    assert len(result["results"]["bare"]["parts_images_per_s"]) == min(3, 2 * cfg["measured_iters"])
     table = format_table(result)
     assert "ours_2w/ours_1w" in table and "images/s" in table and "bare_2p/ours_1w" in table
+    assert "ours_2w/ours_1w per round: " in table
     json.dumps(result)  # what --out writes
