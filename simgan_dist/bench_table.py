@@ -45,11 +45,11 @@ def format_table(result: dict[str, Any]) -> str:
     for key, r in result["ratios"].items():
         if r["target"] is None:
             what = "best 2w/1w here" if key == "bare_2p/ours_1w" else "share of the ceiling"
-            lines.append(f"{key:<16} {r['value']:6.2f} {'':>8}  ({what})")
+            lines.append(f"{key:<16} {r['value']:6.3f} {'':>8}  ({what})")
         elif r["value"] is None:
             lines.append(f"{key:<16} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
         else:
             verdict = "met" if r["met"] else "MISSED"
-            lines.append(f"{key:<16} {r['value']:6.2f} {'>= ' + str(r['target']):>8}  {verdict}")
+            lines.append(f"{key:<16} {r['value']:6.3f} {'>= ' + str(r['target']):>8}  {verdict}")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
