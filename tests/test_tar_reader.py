@@ -58,6 +58,65 @@ def test_skips_directories_and_webdataset_metadata() -> None:
     assert _read(data) == [("k.png", b"z")]
 
 
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_compressed_tars_are_read_as_tarfile_reads_them(compression: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}") as tar:
+        for name, data in MEMBERS:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert _read(buf.getvalue()) == MEMBERS
+    assert [(f["fname"], f["data"]) for f in iter_tar_files(_Trickle(buf.getvalue()))] == MEMBERS
+
+
+def _with_header_field(data: bytes, at: int, value: bytes) -> bytes:
+    """data with its first header's bytes at `at` replaced, and the checksum made right again."""
+    header = bytearray(data[:512])
+    header[at : at + len(value)] = value
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + data[512:]
+
+
+def test_members_without_data_and_metadata_names() -> None:
+    # A directory or link header with a size: tar reads no data for it (tarfile neither).
+    dir_info = tarfile.TarInfo("d")
+    dir_info.type, dir_info.size = tarfile.DIRTYPE, 600
+    v7_dir = tarfile.TarInfo("v7dir/")  # V7 tars mark directories by the slash alone
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(dir_info)
+        tar.addfile(v7_dir)
+        for name in ("__key__", "k.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"z"))
+    assert _read(buf.getvalue()) == [("k.txt", b"z")]
+
+
+def test_sparse_files_are_refused() -> None:
+    data = _tar([("a.bin", b"x" * 10)], tarfile.GNU_FORMAT)
+    with pytest.raises(tarfile.ReadError, match="sparse"):
+        _read(_with_header_field(data, 156, b"S"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.bin")
+        info.size, info.pax_headers = 1, {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(tarfile.ReadError, match="sparse"):
+        _read(buf.getvalue())
+
+
+def test_a_pax_header_with_no_member_after_it_is_truncation() -> None:
+    data = _tar([("a.png", b"1"), ("ü.png", b"2")], tarfile.PAX_FORMAT)
+    # a.png (header + 1 block), then ü.png's pax header (header + 1 block): cut right there.
+    with pytest.raises(tarfile.ReadError, match="describes a member that is not there"):
+        _read(data[:2048])
+    with pytest.raises(tarfile.ReadError, match="describes a member that is not there"):
+        _read(data[:2048] + bytes(1024))
+
+
 def test_end_of_archive_and_record_padding() -> None:
     data = _tar(MEMBERS)
     files_end = -(-len(data.rstrip(b"\0")) // 512) * 512
