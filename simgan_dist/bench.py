@@ -18,7 +18,10 @@ are not in the figure. The bare loop runs the same number of warm-up iterations 
 configurations run in alternating rounds (bare part, 1 worker, 2 workers; then a last bare part),
 so a drift in the machine's speed weighs on all of them alike; the table shows each part's figure.
 Every loop, bare or ours, runs with glibc's malloc trimming turned off (malloc_tuning.py), so
-none is slowed by page faults. The table is bench_table.py's.
+none is slowed by page faults. During each Ray run bench_cpu.py samples where the machine's CPU
+goes (workers, loaders, Ray and the driver, other, idle) and accounts the same timed intervals:
+on a box with few cores, what Ray's own processes take is what a 2-worker run loses against the
+1-worker run, which gets them from an idle core. The table is bench_table.py's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 import torch
 
 from simgan_dist.bench_bare import bare_loop_one_thread, bare_pair
+from simgan_dist.bench_cpu import CpuSampler, combine_cores
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.malloc_tuning import tune_malloc
 from simgan_dist.shardio import MANIFEST_NAME
@@ -88,24 +92,33 @@ def steady_throughput(rows: list[dict], warmup_rows: int) -> dict:
     total seconds of the kept rows (not a mean of rates)."""
     nimg, seconds, kept = 0, 0.0, 0
     adversarial_seen = 0
-    prev_nimg: int | None = None
+    prev: dict | None = None
+    window: list[float | None] = [None, None]  # "time" of the kept rows' first start and last end
     for row in rows:
         cur = int(row["cur_nimg"])
         if row.get("phase") == "adversarial":
             adversarial_seen += 1
             # The log's first row has no images_per_s (no interval before it).
-            if adversarial_seen > warmup_rows and prev_nimg is not None and row.get("images_per_s"):
-                delta = cur - prev_nimg
+            if adversarial_seen > warmup_rows and prev is not None and row.get("images_per_s"):
+                delta = cur - int(prev["cur_nimg"])
                 nimg += delta
                 seconds += delta / float(row["images_per_s"])
                 kept += 1
-        prev_nimg = cur
+                if kept == 1:
+                    window[0] = prev.get("time")
+                window[1] = row.get("time")
+        prev = row
     if kept == 0:
         raise ValueError(
             f"no adversarial metrics rows after the first {warmup_rows} to measure "
             f"(got {len(rows)} rows): raise --nimg"
         )
-    return {"images_per_s": nimg / seconds, "measured_nimg": nimg, "measured_s": seconds}
+    return {
+        "images_per_s": nimg / seconds,
+        "measured_nimg": nimg,
+        "measured_s": seconds,
+        "window": window,
+    }
 
 
 def ray_loop(cfg: Config, num_workers: int, schedule: dict[str, int], storage: Path) -> dict:
@@ -136,12 +149,15 @@ def ray_loop(cfg: Config, num_workers: int, schedule: dict[str, int], storage: P
     )
     run_cfg, run_dir = start_run(run_cfg)
     started = time.perf_counter()
-    result = run_training(run_cfg, run_dir)
+    with CpuSampler() as sampler:
+        result = run_training(run_cfg, run_dir)
     wall = time.perf_counter() - started
     if result.error:
         raise RuntimeError(f"bench run with {num_workers} worker(s) failed: {result.error}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     figures = steady_throughput(rows, schedule["warmup_intervals"])
+    start, end = figures.pop("window")
+    figures["cpu_cores"] = sampler.cores(start, end) if start and end else None
     figures["wall_s"] = wall  # the whole fit: Ray/worker startup, loaders, final checkpoint
     figures["run_dir"] = str(run_dir)  # removed afterwards unless --work-dir was given
     return figures
@@ -214,6 +230,10 @@ def _combine(parts: list[dict]) -> dict:
     if all("wall_s" in p for p in parts):
         combined["wall_s"] = sum(p["wall_s"] for p in parts)
         combined["run_dirs"] = [p["run_dir"] for p in parts]
+    accounted = [p["cpu_cores"] for p in parts if p.get("cpu_cores")]
+    if "cpu_cores" in parts[0]:
+        combined["cpu_cores"] = combine_cores(accounted) if accounted else None
+        combined["parts_cpu_cores"] = [p["cpu_cores"] for p in parts]
     return combined
 
 

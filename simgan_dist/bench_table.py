@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from simgan_dist.bench_cpu import ROLES
+
 RATIO_PAIR = ("ours_1w", "ours_2w")  # their ratio is also shown per round
 
 
@@ -41,6 +43,7 @@ def format_table(result: dict[str, Any]) -> str:
     if one and two:
         per_round = ", ".join(f"{b / a:.2f}" for a, b in zip(one, two, strict=True))
         lines.append(f"ours_2w/ours_1w per round: {per_round}")
+    lines += _cpu_lines(result["results"])
     lines += ["", f"{'ratio':<16} {'value':>6} {'target':>8}"]
     for key, r in result["ratios"].items():
         if r["target"] is None:
@@ -53,3 +56,32 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"{key:<16} {r['value']:6.3f} {'>= ' + str(r['target']):>8}  {verdict}")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
+
+
+def _cpu_lines(results: dict[str, Any]) -> list[str]:
+    """Where the CPU went in the Ray runs' timed intervals (bench_cpu.py), one line each."""
+    accounted = {name: r["cpu_cores"] for name, r in results.items() if "cpu_cores" in r}
+    if not accounted:
+        return []
+    num_cpus = next((c["num_cpus"] for c in accounted.values() if c), None)
+    lines = [
+        "",
+        f"CPU in the timed intervals, cores{f' of {num_cpus:.0f}' if num_cpus else ''}: training "
+        "workers / their loaders / Ray and this driver / other / idle;",
+        "images/s per core the workers used",
+    ]
+    for name, cores in accounted.items():
+        per_core = ""
+        if cores and cores["workers"] > 0:
+            per_core = f"; {results[name]['images_per_s'] / cores['workers']:.1f}"
+        lines.append(f"{name:<10} {_cores(cores)}{per_core}")
+        parts = results[name].get("parts_cpu_cores", [])
+        if len(parts) > 1:
+            lines += [f"  round {i + 1:<2} {_cores(c)}" for i, c in enumerate(parts)]
+    return lines
+
+
+def _cores(cores: dict[str, float] | None) -> str:
+    if cores is None:
+        return "-  (intervals shorter than the sampler's; raise --nimg)"
+    return " / ".join(f"{cores[role]:.2f}" for role in ROLES)

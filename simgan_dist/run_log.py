@@ -50,7 +50,9 @@ class RunLog:
         self.last_time, self.last_nimg = now, cur_nimg
         if not self.enabled:
             return row
-        self.jsonl.write(json.dumps({"cur_nimg": cur_nimg, "phase": phase, **row}) + "\n")
+        # "time" (Unix seconds) lines rows up with other records, such as the bench's CPU samples.
+        stamped = {"cur_nimg": cur_nimg, "phase": phase, "time": round(time.time(), 3), **row}
+        self.jsonl.write(json.dumps(stamped) + "\n")
         for key, value in row.items():
             self.tb.add_scalar(key, value, global_step=cur_nimg)
         parts = [f"{k} {v:.4g}" for k, v in sorted(row.items())]

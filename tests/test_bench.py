@@ -24,15 +24,16 @@ def test_plan_cuts_whole_iterations() -> None:
 
 def test_steady_throughput_skips_warmup_and_weights_by_time() -> None:
     rows = [
-        {"cur_nimg": 16, "phase": "pretrain_disc", "images_per_s": 1.0},
-        {"cur_nimg": 40, "phase": "adversarial", "images_per_s": 2.0},  # warm-up: skipped
-        {"cur_nimg": 64, "phase": "adversarial", "images_per_s": 24.0},  # 1 s
-        {"cur_nimg": 88, "phase": "adversarial", "images_per_s": 8.0},  # 3 s
+        {"cur_nimg": 16, "phase": "pretrain_disc", "images_per_s": 1.0, "time": 5.0},
+        {"cur_nimg": 40, "phase": "adversarial", "images_per_s": 2.0, "time": 17.0},  # warm-up
+        {"cur_nimg": 64, "phase": "adversarial", "images_per_s": 24.0, "time": 18.0},  # 1 s
+        {"cur_nimg": 88, "phase": "adversarial", "images_per_s": 8.0, "time": 21.0},  # 3 s
     ]
     got = steady_throughput(rows, warmup_rows=1)
     assert got["measured_nimg"] == 48
     assert got["measured_s"] == pytest.approx(4.0)
     assert got["images_per_s"] == pytest.approx(12.0)  # 48 images / 4 s, not mean(24, 8)
+    assert got["window"] == [17.0, 21.0]  # from the warm-up row's end to the last row's
     with pytest.raises(ValueError, match="--nimg"):
         steady_throughput(rows[:2], warmup_rows=1)
 
@@ -89,7 +90,15 @@ def test_bench_train_debug_reports_three_figures(
     assert len(result["results"]["ours_1w"]["parts_images_per_s"]) == 2
     assert len(result["results"]["ours_2w"]["run_dirs"]) == 2
     assert len(result["results"]["bare"]["parts_images_per_s"]) == min(3, 2 * cfg["measured_iters"])
+    # CPU accounting of each Ray configuration's timed intervals: None when they were shorter
+    # than two sampler intervals (likely at this tiny size), else the roles fill the machine.
+    for name in ("ours_1w", "ours_2w"):
+        cores = result["results"][name]["cpu_cores"]
+        if cores is not None:
+            roles = ("workers", "loaders", "ray_and_driver", "other", "idle")
+            assert sum(cores[r] for r in roles) == pytest.approx(cores["num_cpus"], rel=0.1)
     table = format_table(result)
+    assert "CPU in the timed intervals" in table
     assert "ours_2w/ours_1w" in table and "images/s" in table and "bare_2p/ours_1w" in table
     assert "ours_2w/ours_1w per round: " in table
     json.dumps(result)  # what --out writes
