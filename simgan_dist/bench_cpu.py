@@ -1,8 +1,8 @@
 """Where this machine's CPU went during a timed window: training workers, their loaders, Ray and the
 driver, everything else, idle. Explains a 2-worker figure on a box with few cores.
 
-A thread samples every process's CPU time (psutil) and the machine's idle time every
-`interval_s`. One pass over ~100 processes costs ~5-10 ms of CPU, so 2 s keeps the sampler under
+A thread samples every process's CPU time (psutil) and the machine's busy time every
+`interval_s`; idle is what the window's cores did not spend (steal and iowait included). One pass over ~100 processes costs ~5-10 ms of CPU, so 2 s keeps the sampler under
 0.5% of one core; it runs in the driver and is counted under "ray_and_driver".
 """
 
@@ -21,9 +21,10 @@ ROLES = ("workers", "loaders", "ray_and_driver", "other", "idle")
 
 @dataclass
 class Sample:
+    """One pass of the sampler."""
+
     time: float  # time.time(), comparable with metrics.jsonl's "time"
-    idle_s: float  # the machine's idle CPU seconds so far (all cores, iowait included)
-    busy_s: float  # the machine's busy CPU seconds so far (all cores)
+    busy_s: float  # the machine's busy CPU seconds so far, all cores (user, nice, system, irqs)
     pids: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (role, cpu s)
 
 
@@ -46,7 +47,7 @@ def classify(pid: int, parents: dict[int, int], titles: dict[int, str], driver: 
 
 
 def take_sample(driver: int) -> Sample:
-    """Every readable process's CPU seconds and role now, and the machine's idle/busy time."""
+    """Every readable process's CPU seconds and role now, and the machine's busy time."""
     parents: dict[int, int] = {}
     titles: dict[int, str] = {}
     cpu: dict[int, float] = {}
@@ -58,8 +59,9 @@ def take_sample(driver: int) -> Sample:
         titles[proc.pid] = " ".join(proc.info["cmdline"] or ())
         cpu[proc.pid] = times.user + times.system
     machine = psutil.cpu_times()
-    idle = machine.idle + getattr(machine, "iowait", 0.0)
-    sample = Sample(time=time.time(), idle_s=idle, busy_s=sum(machine) - idle)
+    # Not sum(machine): guest time is already inside user/nice, and steal is not ours.
+    busy = sum(getattr(machine, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    sample = Sample(time=time.time(), busy_s=busy)
     for pid, seconds in cpu.items():
         sample.pids[pid] = (classify(pid, parents, titles, driver), seconds)
     return sample

@@ -51,9 +51,9 @@ def test_roles_follow_title_and_ancestry() -> None:
 
 
 def test_cores_between_counts_roles_other_and_idle() -> None:
-    first = Sample(time=100.0, idle_s=50.0, busy_s=10.0, pids={1: ("workers", 5.0)})
+    first = Sample(time=100.0, busy_s=10.0, pids={1: ("workers", 5.0)})
     first.pids[2] = ("loaders", 1.0)
-    last = Sample(time=102.0, idle_s=50.5, busy_s=13.5, pids={1: ("workers", 7.0)})
+    last = Sample(time=102.0, busy_s=13.5, pids={1: ("workers", 7.0)})
     last.pids[2] = ("loaders", 1.5)
     last.pids[3] = ("ray_and_driver", 9.0)  # started inside the window: not counted by pid
     cores = cores_between(first, last, num_cpus=2)
