@@ -230,8 +230,8 @@ def _combine(parts: list[dict]) -> dict:
     if all("wall_s" in p for p in parts):
         combined["wall_s"] = sum(p["wall_s"] for p in parts)
         combined["run_dirs"] = [p["run_dir"] for p in parts]
-    accounted = [p["cpu_cores"] for p in parts if p.get("cpu_cores")]
-    if "cpu_cores" in parts[0]:
+    if "cpu_cores" in parts[0]:  # Ray runs; None where a window was too short to account
+        accounted = [p["cpu_cores"] for p in parts if p["cpu_cores"]]
         combined["cpu_cores"] = combine_cores(accounted) if accounted else None
         combined["parts_cpu_cores"] = [p["cpu_cores"] for p in parts]
     return combined

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from simgan_dist.bench import bench_train, plan, steady_throughput
+from simgan_dist.bench_cpu import ROLES
 from simgan_dist.bench_table import format_table
 from simgan_dist.config import ConfigError, load_config
 
@@ -95,8 +96,7 @@ def test_bench_train_debug_reports_three_figures(
     for name in ("ours_1w", "ours_2w"):
         cores = result["results"][name]["cpu_cores"]
         if cores is not None:
-            roles = ("workers", "loaders", "ray_and_driver", "other", "idle")
-            assert sum(cores[r] for r in roles) == pytest.approx(cores["num_cpus"], rel=0.1)
+            assert sum(cores[r] for r in ROLES) == pytest.approx(cores["num_cpus"], rel=0.1)
     table = format_table(result)
     assert "CPU in the timed intervals" in table
     assert "ours_2w/ours_1w" in table and "images/s" in table and "bare_2p/ours_1w" in table
