@@ -31,7 +31,7 @@ def _add_storage_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _storage_options(args: argparse.Namespace) -> dict:
-    from simgan_dist.urls import check_storage_options
+    from simgan_dist.config.credentials import check_storage_options
 
     options = {}
     for text in args.storage_options:
@@ -47,8 +47,8 @@ def _storage_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_shards_build(args: argparse.Namespace) -> None:
-    from simgan_dist import shard_build
-    from simgan_dist.urls import join
+    from simgan_dist.data import build as shard_build
+    from simgan_dist.io.urls import join
 
     out, options = args.out, _storage_options(args)
     if args.source == "digits":
@@ -79,7 +79,7 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
 
 
 def cmd_shards_verify(args: argparse.Namespace) -> None:
-    from simgan_dist.shard_check import verify_shards
+    from simgan_dist.data.check import verify_shards
 
     problems = verify_shards(args.location, _storage_options(args))
     for problem in problems:
@@ -90,14 +90,14 @@ def cmd_shards_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_shards_stats(args: argparse.Namespace) -> None:
-    from simgan_dist.shard_check import shard_stats
+    from simgan_dist.data.check import shard_stats
 
     print(json.dumps(shard_stats(args.location, _storage_options(args)), indent=1))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from simgan_dist.ray_train import run_training
-    from simgan_dist.runs import resume_run, start_run
+    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.runs import resume_run, start_run
 
     if args.resume:
         cfg, run_dir = resume_run(args.resume, args.overrides)
@@ -113,8 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from simgan_dist.tune import resume_search, run_and_report, start_search
-    from simgan_dist.tune_space import load_search
+    from simgan_dist.tune.search import resume_search, run_and_report, start_search
+    from simgan_dist.tune.space import load_search
 
     if args.resume:
         exp = resume_search(args.resume)
@@ -143,7 +143,7 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _refine_settings(args: argparse.Namespace, **fields: object):
-    from simgan_dist.refine import RefineSettings
+    from simgan_dist.refine.shard import RefineSettings
 
     try:
         return RefineSettings(
@@ -156,8 +156,8 @@ def _refine_settings(args: argparse.Namespace, **fields: object):
 
 
 def cmd_refine(args: argparse.Namespace) -> None:
-    from simgan_dist.data import BadSampleError
-    from simgan_dist.refine_ray import RefineError, refine_shards
+    from simgan_dist.data.reader import BadSampleError
+    from simgan_dist.refine.ray_pool import RefineError, refine_shards
 
     settings = _refine_settings(args, on_bad_sample=args.on_bad_sample)
     options = _storage_options(args)
@@ -171,7 +171,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from simgan_dist.evaluate import evaluate_digits
+    from simgan_dist.eval.protocol import evaluate_digits
 
     report = evaluate_digits(
         args.synthetic, args.refined, args.real_eval, args.out, seed=args.seed, epochs=args.epochs
@@ -197,7 +197,7 @@ def _print_figures(table: str, result: dict, out: str | None) -> None:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> None:
-    from simgan_dist.bench_data import bench_data, format_table
+    from simgan_dist.bench.data import bench_data, format_table
 
     result = bench_data(
         num_samples=args.num_samples,
@@ -210,8 +210,8 @@ def cmd_bench_data(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from simgan_dist.bench import bench_train
-    from simgan_dist.bench_table import format_table
+    from simgan_dist.bench.table import format_table
+    from simgan_dist.bench.train import bench_train
 
     result = bench_train(
         preset=args.preset,
@@ -227,7 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_refine(args: argparse.Namespace) -> None:
-    from simgan_dist.bench_refine import bench_refine, format_refine_table
+    from simgan_dist.bench.refine import bench_refine, format_refine_table
 
     result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
                           _refine_settings(args), args.shards, args.work_dir)  # fmt: skip

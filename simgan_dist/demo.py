@@ -6,39 +6,25 @@ import time
 from pathlib import Path
 
 from simgan_dist.config import load_config
-from simgan_dist.shardio import MANIFEST_NAME
+from simgan_dist.data.build import ensure_digit_shards
 
 NUM_SYNTHETIC = 20_000
 SAMPLES_PER_SHARD = 2_000
 
 
-def ensure_digit_shards(shards_root: Path, seed: int) -> None:
-    """Build the bundled digit corpora once; later demos reuse them."""
-    from simgan_dist import shard_build
-
-    if not (shards_root / "digits-synth" / MANIFEST_NAME).exists():
-        shard_build.build_synthetic_digits(
-            shards_root / "digits-synth", NUM_SYNTHETIC, SAMPLES_PER_SHARD, seed
-        )
-    if not (shards_root / "digits-real-eval" / MANIFEST_NAME).exists():
-        shard_build.build_real_digits(
-            shards_root / "digits-real-train", shards_root / "digits-real-eval", SAMPLES_PER_SHARD
-        )
-
-
 def run_demo(
     out: Path, shards_root: Path, seed: int = 0, overrides: list[str] | None = None
 ) -> dict:
-    from simgan_dist.evaluate import evaluate_digits
-    from simgan_dist.ray_train import run_training
-    from simgan_dist.refine_ray import refine_shards
-    from simgan_dist.runs import new_run_name, start_run
+    from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.refine.ray_pool import refine_shards
+    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.runs import new_run_name, start_run
 
     started = time.perf_counter()
     out = out.resolve()
     shards_root = shards_root.resolve()
     print(f"[demo] 1/4 shards under {shards_root}", flush=True)
-    ensure_digit_shards(shards_root, seed)
+    ensure_digit_shards(shards_root, seed, NUM_SYNTHETIC, SAMPLES_PER_SHARD)
 
     cfg = load_config(
         preset="digits",

@@ -23,7 +23,7 @@ os.environ.pop("AWS_PROFILE", None)
 @pytest.fixture(scope="session")
 def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """400 simulated digits in 4 shards, the 3,000 unlabeled real ones, and the labeled eval part."""
-    from simgan_dist.shard_build import build_real_digits, build_synthetic_digits
+    from simgan_dist.data.build import build_real_digits, build_synthetic_digits
 
     root = tmp_path_factory.mktemp("shards")
     build_synthetic_digits(root / "digits-synth", 400, 100, seed=0)

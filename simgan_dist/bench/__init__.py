@@ -1,0 +1,1 @@
+"""Benchmarks behind `simgan bench`: nothing in the package imports them but the CLI."""

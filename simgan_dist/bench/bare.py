@@ -1,0 +1,159 @@
+"""The bench's baselines: Algorithm 1's adversarial phase as a bare PyTorch loop, alone or as two
+processes at once (the ceiling for 2 workers on one machine)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from simgan_dist.config import Config, from_dict
+from simgan_dist.model.losses import discriminator_loss, refiner_loss
+from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.train.engine import make_optimizer
+from simgan_dist.train.malloc_tuning import tune_malloc
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(
+    cfg: Config,
+    device: torch.device,
+    warmup_iters: int,
+    measured_iters: int,
+    before_timing: Callable[[], object] | None = None,
+) -> dict:
+    """Algorithm 1's adversarial phase as a plain loop: K_g R steps then K_d D steps per
+    iteration, one global batch per step, D's fake half from a history buffer (the paper's).
+    Returns images/s over the measured iterations (after warm-up_iters untimed ones);
+    before_timing runs between the two (bare_pair lines its processes up there)."""
+    s, loss_cfg = cfg.schedule, cfg.loss
+    b = s.batch_size
+    shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+    torch.manual_seed(cfg.run.seed)
+    refiner = build_refiner(cfg.model).to(device)
+    disc = build_discriminator(cfg.model).to(device)
+    opt_r = make_optimizer(refiner.parameters(), cfg.optim, cfg.optim.refiner_lr)
+    opt_d = make_optimizer(disc.parameters(), cfg.optim, cfg.optim.disc_lr)
+
+    # Images already in memory: a few fixed batches in [-1, 1], cycled.
+    pool = 4
+    synthetic = [torch.rand(b, *shape, device=device) * 2 - 1 for _ in range(pool)]
+    real = [torch.rand(b, *shape, device=device) * 2 - 1 for _ in range(pool)]
+    use_buffer = s.history_fraction > 0 and s.buffer_size > 0
+    capacity = max(1, s.buffer_size)
+    n_hist = min(b, math.floor(s.history_fraction * b + 0.5)) if use_buffer else 0
+    buffer = torch.empty((capacity, *shape), device=device) if use_buffer else None
+    filled = 0
+    draw = 0
+
+    def next_pair() -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal draw
+        draw += 1
+        return synthetic[draw % pool], real[draw % pool]
+
+    def iteration() -> None:
+        nonlocal filled
+        for _ in range(s.k_g):
+            x, _ = next_pair()
+            for p in disc.parameters():
+                p.requires_grad_(False)
+            pre_tanh = refiner(x, pre_tanh=True)
+            refined = torch.tanh(pre_tanh)
+            loss, _ = refiner_loss(
+                disc(refined), refined, x, loss_cfg.reg_lambda, loss_cfg.psi,
+                pre_tanh=pre_tanh, saturation_margin=loss_cfg.saturation_margin,
+            )  # fmt: skip
+            opt_r.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_r.step()
+            for p in disc.parameters():
+                p.requires_grad_(True)
+        for _ in range(s.k_d):
+            x, y = next_pair()
+            with torch.no_grad():
+                refined = refiner(x)
+            fake = refined
+            k = min(n_hist, filled)
+            if k:
+                idx = torch.randint(0, filled, (k,), device=device)
+                fake = torch.cat([refined[: b - k], buffer[idx]])
+            logits = disc(torch.cat([y, fake]))
+            loss, _ = discriminator_loss(logits[:b], logits[b:])
+            opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_d.step()
+            if n_hist:
+                new = refined[:n_hist]
+                free = min(capacity - filled, n_hist)
+                buffer[filled : filled + free] = new[:free]
+                filled += free
+                if free < n_hist:
+                    slots = torch.randperm(capacity, device=device)[: n_hist - free]
+                    buffer[slots] = new[free:]
+
+    for _ in range(warmup_iters):
+        iteration()
+    _sync(device)
+    if before_timing is not None:
+        before_timing()
+    start = time.perf_counter()
+    for _ in range(measured_iters):
+        iteration()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    nimg = measured_iters * (s.k_g + s.k_d) * b
+    return {"images_per_s": nimg / seconds, "measured_nimg": nimg, "measured_s": seconds}
+
+
+def bare_loop_one_thread(
+    cfg: Config, device: torch.device, warmup_iters: int, measured_iters: int
+) -> dict:
+    """bare_loop with 1 torch thread, restoring the caller's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return bare_loop(cfg, device, warmup_iters, measured_iters)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bare_pair_process(config: dict, warmup_iters: int, measured_iters: int, sync, results) -> None:
+    tune_malloc()
+    torch.set_num_threads(1)
+    cfg = from_dict(config, source="<bench>")
+    figures = bare_loop(cfg, torch.device("cpu"), warmup_iters, measured_iters, sync.wait)
+    results.put(figures)
+
+
+def bare_pair(cfg: Config, warmup_iters: int, measured_iters: int) -> dict:
+    """Two bare loops at once in two processes (1 thread each, CPU), each on half the global
+    batch, timed together: what 2 workers could reach on this machine with no communication,
+    no data loading and no Ray. Images/s is the sum of the two."""
+    import multiprocessing
+
+    half = cfg.replace(schedule={"batch_size": cfg.schedule.batch_size // 2}).to_dict()
+    ctx = multiprocessing.get_context("spawn")  # a fork would copy this process's threads
+    sync, results = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_bare_pair_process, args=(half, warmup_iters, measured_iters, sync, results)
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    figures = [results.get(timeout=1800) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return {
+        "images_per_s": sum(f["images_per_s"] for f in figures),
+        "measured_nimg": sum(f["measured_nimg"] for f in figures),
+        "measured_s": max(f["measured_s"] for f in figures),
+        "processes_images_per_s": [f["images_per_s"] for f in figures],
+    }

@@ -1,0 +1,167 @@
+"""Config loading: YAML presets and files, --set overrides and dicts, validated into a Config."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from simgan_dist.config.schema import Config, ConfigError, _check
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check one YAML value against a dataclass field's type; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        _check(value in choices, name, f"must be one of {list(choices)}", value)
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        _check(
+            isinstance(value, (list, tuple)) and len(value) == len(args),
+            name,
+            f"must be a list of {len(args)}",
+            value,
+        )
+        return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        _check(
+            isinstance(value, dict) and all(isinstance(k, str) for k in value),
+            name,
+            "must be a mapping with string keys",
+            value,
+        )
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(value, arg, name)
+            except ValueError:
+                continue
+        raise ValueError(f"{name}: wrong type, got {value!r}")
+    if hint is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            name,
+            "must be a number",
+            value,
+        )
+        return float(value)
+    if hint is int:
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            name,
+            "must be an integer",
+            value,
+        )
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), name, "must be true or false", value)
+        return value
+    if hint is str:
+        _check(isinstance(value, str), name, "must be a string", value)
+        return value
+    raise TypeError(f"{name}: unsupported config type {hint!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ValueError(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
+    try:
+        return _build(Config, data, "")
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known)})")
+    return path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'schedule.batch_size=64' -> {'schedule': {'batch_size': 64}} (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.field=value")
+    dotted, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw)
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Preset (or a file's `preset:` key) first, then the file, then --set overrides, validated."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    file_data = read_yaml(path) if path else {}
+    preset = file_data.pop("preset", None) or preset
+    if preset:
+        data = read_yaml(preset_path(preset))
+        source = str(preset_path(preset))
+    if path:
+        data = merge(data, file_data)
+        source = str(path)
+    for text in overrides or []:
+        data = merge(data, parse_override(text))
+    if overrides:
+        source += " (with --set " + " ".join(overrides) + ")"
+    return from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    data = cfg.to_dict()
+    data["optim"]["adam_betas"] = list(cfg.optim.adam_betas)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Shard catalogs, per-rank batch streams, corpus builders and checks, simulators."""

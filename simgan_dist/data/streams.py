@@ -1,0 +1,150 @@
+"""A training worker's data: its synthetic and real batch streams, and fixed images for grids."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simgan_dist.config import Config
+from simgan_dist.data.catalog import ShardSource, stream_seed
+from simgan_dist.data.reader import StreamStats, batch_stream, read_samples
+from simgan_dist.io.shardio import resolve_shard_urls
+from simgan_dist.model.pixels import to_batch
+
+NUM_GRID_IMAGES = 16
+
+
+@dataclass
+class IteratorBatches:
+    """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
+    Counts what it drew, so a resumed run can skip to the same position (see fast_forward)."""
+
+    synthetic: Iterator[tuple[torch.Tensor, list[dict]]]
+    real: Iterator[tuple[torch.Tensor, list[dict]]]
+    device: torch.device = torch.device("cpu")
+    num_synthetic: int = 0  # batches drawn so far
+    num_real: int = 0
+
+    def next_synthetic(self) -> torch.Tensor:
+        self.num_synthetic += 1
+        return next(self.synthetic)[0].to(self.device, non_blocking=True)
+
+    def next_real(self) -> torch.Tensor:
+        self.num_real += 1
+        return next(self.real)[0].to(self.device, non_blocking=True)
+
+    def position(self) -> dict[str, int]:
+        return {"num_synthetic": self.num_synthetic, "num_real": self.num_real}
+
+    def fast_forward(self, position: dict[str, int]) -> None:
+        """Skip to a saved position of streams rebuilt with the same seeds. Costs one decode per
+        skipped sample (the streams are replayed, not seeked), bought for bit-exact resume."""
+        for _ in range(position["num_synthetic"] - self.num_synthetic):
+            next(self.synthetic)
+        for _ in range(position["num_real"] - self.num_real):
+            next(self.real)
+        self.num_synthetic, self.num_real = position["num_synthetic"], position["num_real"]
+
+
+def image_shape(cfg: Config) -> tuple[int, int, int]:
+    return (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+
+
+class RowSlices:
+    """data.rank_split == "batch_rows": every rank reads the same global batch and keeps its rows.
+    Costs world_size x the decoding, but the run is then identical for any number of workers."""
+
+    def __init__(self, stream: Any, rank: int, world_size: int) -> None:
+        self.stream, self.rank, self.world_size = stream, rank, world_size
+
+    def __iter__(self) -> RowSlices:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[dict]]:
+        images, metas = next(self.stream)
+        size = len(images) // self.world_size
+        lo, hi = self.rank * size, (self.rank + 1) * size
+        return images[lo:hi], metas[lo:hi]
+
+
+def make_batches(
+    cfg: Config,
+    rank: int,
+    world_size: int,
+    stats: StreamStats,
+    device: torch.device,
+    catalogs: Mapping[str, ShardSource],
+) -> IteratorBatches:
+    """Endless synthetic and real streams for this rank, dealt by the corpora's shard catalogs
+    and seeded by run.seed alone: a resumed run rebuilds them and fast-forwards to its saved
+    position. A synthetic sample without its json annotation counts as bad: its refined copy
+    could not keep the label."""
+    by_rows = cfg.data.rank_split == "batch_rows"
+    stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
+    # Micro-batches: with gradient accumulation each optimizer step takes grad_accum_steps.
+    global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
+    batch = global_micro if by_rows else global_micro // world_size
+
+    def stream(corpus: str) -> Any:
+        catalog = catalogs[corpus]
+
+        def on_end(epoch: int, url: str) -> None:
+            # In batch_rows mode every rank reads the same stream: rank 0 alone reports it.
+            if rank == 0 or not by_rows:
+                catalog.record_finished(epoch, stream_rank, url)
+
+        it = batch_stream(
+            catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
+            rank=stream_rank, world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
+            num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
+            with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
+            on_shard_end=on_end, require_json=corpus == "synthetic",
+        )  # fmt: skip
+        return RowSlices(it, rank, world_size) if by_rows else it
+
+    return IteratorBatches(stream("synthetic"), stream("real"), device)
+
+
+class KeyLog:
+    """Passes batches through and appends {"batch": n, "keys": [...], "epochs": [...]} per batch
+    to a JSONL file, n counting on from start (the stream's position when it is wrapped).
+
+    Wrapped after a resume's fast-forward, so only batches that train are logged. A resumed
+    run logs from its checkpoint's position again: a line whose n is not above the previous
+    line's marks a rewind, and the lines it supersedes are those with n at or above it. What is
+    left is exactly what the final weights were trained on (audits exactly-once per epoch)."""
+
+    def __init__(self, stream: Any, path: Path, start: int = 0) -> None:
+        self.stream, self.path, self.num_batches = stream, path, start
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __iter__(self) -> KeyLog:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[dict]]:
+        images, metas = next(self.stream)
+        self.num_batches += 1
+        line = {
+            "batch": self.num_batches,
+            "keys": [m["__key__"] for m in metas],
+            "epochs": [m["__epoch__"] for m in metas],
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        return images, metas
+
+
+def grid_images(location: str, cfg: Config) -> torch.Tensor:
+    """The first NUM_GRID_IMAGES good samples of a corpus as a batch in [-1, 1]. Read apart from
+    the training streams, so grids compare the same images and the data position stays put."""
+    urls = resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
+    samples = read_samples(
+        urls, "skip", image_shape=image_shape(cfg), storage_options=cfg.data.storage_options
+    )
+    return to_batch([image for _, image, _, _ in itertools.islice(samples, NUM_GRID_IMAGES)])

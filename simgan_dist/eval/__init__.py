@@ -1,0 +1,1 @@
+"""The S+U protocol on digits, label-free scores and image grids."""

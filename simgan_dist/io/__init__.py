@@ -1,0 +1,1 @@
+"""Locations over fsspec, the tar reader, the shard format and run storage."""

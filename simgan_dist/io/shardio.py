@@ -1,0 +1,381 @@
+"""Shard I/O: PNG codec, WebDataset tar writer, manifests with checksums, and shard URL resolution."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import braceexpand
+import numpy as np
+import pyspng
+import webdataset
+from PIL import Image
+from webdataset.tariterators import group_by_keys
+
+from simgan_dist.io import urls
+from simgan_dist.io.tar_reader import iter_tar_files
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "simgan-dist-shards/1"
+# WebDataset splits "dir/key.ext" at the first dot of the base name, so keys may not contain dots.
+_KEY_RE = re.compile(r"^[^.\s]+$")
+# Fixed tar mtime: rebuilding a corpus from the same seed gives byte-identical shards and checksums.
+_TAR_MTIME = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG codec
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """uint8 (H,W) gray, uint8 (H,W,3|4) colour, or uint16 (H,W) depth -> PNG bytes."""
+    if img.dtype == np.uint8 and (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3, 4))):
+        arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+    elif img.dtype == np.uint16 and img.ndim == 2:
+        arr = img  # Pillow writes a 16-bit grayscale PNG ("I;16")
+    else:
+        raise ValueError(
+            f"encode_png: need uint8 (H,W[,C]) or uint16 (H,W), got {img.dtype} {img.shape}"
+        )
+    buf = io.BytesIO()
+    # Pillow's default zlib level: at 28x28..55x35 levels 1-9 differ by <5% in bytes and time.
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# 8-bit PNGs whose pixels libspng returns exactly as Pillow's modes L, RGB and RGBA do: (bit depth,
+# colour type) from the IHDR chunk. Others (16-bit, which pyspng 0.1 returns with an added alpha
+# channel; palette, grey+alpha, 1-bit) go through Pillow and its conversions.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SPNG_FORMATS = {(8, 0), (8, 2), (8, 6)}
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Every chunk's CRC-32, up to IEND. libspng skips the image data's checksums (a flipped
+    byte there decodes to wrong pixels without an error); this costs ~2 us for a small PNG."""
+    view, pos = memoryview(data), len(_PNG_SIGNATURE)
+    while pos < len(data):
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        end = pos + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            raise ValueError(f"undecodable PNG: cut short in a chunk at byte {pos}")
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            raise ValueError(
+                f"undecodable PNG: bad CRC in the {bytes(view[pos + 4 : pos + 8])!r} chunk"
+            )
+        if view[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos = end
+    raise ValueError("undecodable PNG: no IEND chunk (cut short)")
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 (H,W) / (H,W,C), or uint16 (H,W) for 16-bit grayscale.
+
+    Common formats decode with libspng (pyspng): ~10 us for a 28x28 digit with the CRC checks,
+    against Pillow's ~34, most of which is Pillow's per-image Python (plugins, decoder objects)."""
+    if len(data) > 26 and data[:8] == _PNG_SIGNATURE and (data[24], data[25]) in _SPNG_FORMATS:
+        _check_png_chunks(data)
+        try:
+            return pyspng.load(data)
+        except RuntimeError as err:  # invalid chunk, bad compressed stream...
+            raise ValueError(f"undecodable PNG: {err}") from None
+    try:
+        im = Image.open(io.BytesIO(data))
+    except OSError as err:  # PIL.UnidentifiedImageError: not an image at all
+        raise ValueError(f"undecodable PNG: {err}") from None
+    with im:
+        if im.format != "PNG":
+            raise ValueError(f"not a PNG image (format {im.format})")
+        if im.mode in ("I;16", "I;16B", "I"):
+            return np.array(im).astype(np.uint16)  # older Pillows open 16-bit PNGs as int32 "I"
+        if im.mode not in ("L", "RGB", "RGBA"):
+            im = im.convert("RGBA" if "A" in im.mode else "RGB")  # palette / LA / 1-bit PNGs
+        return np.array(im)
+
+
+def image_chw(img: np.ndarray) -> tuple[int, int, int]:
+    """(C,H,W) of a decoded image array, the convention manifests and configs use."""
+    if img.ndim == 2:
+        return (1, img.shape[0], img.shape[1])
+    return (img.shape[2], img.shape[0], img.shape[1])
+
+
+def _json_default(obj: Any) -> Any:
+    # Simulators hand out numpy scalars and small arrays as annotations.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str  # file name, relative to the manifest's directory
+    num_samples: int
+    sha256: str
+    num_bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A corpus: its shards in order, the common image shape, and whether samples carry json."""
+
+    name: str
+    shards: tuple[ShardInfo, ...]
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    has_labels: bool  # every sample has a json annotation (synthetic, eval); False for real-train
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.num_samples for s in self.shards)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "name": self.name,
+                "image_shape": list(self.image_shape),
+                "has_labels": self.has_labels,
+                "num_samples": self.num_samples,
+                "shards": [vars(s) for s in self.shards],
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"not a {MANIFEST_FORMAT} manifest (format {data.get('format')!r})")
+        return cls(
+            name=data["name"],
+            shards=tuple(ShardInfo(**s) for s in data["shards"]),
+            image_shape=tuple(data["image_shape"]),
+            has_labels=bool(data["has_labels"]),
+        )
+
+
+class _HashingFile:
+    """Write-through wrapper that hashes and counts bytes, so a shard is never read back."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha, self.num_bytes = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.num_bytes += len(data)
+        return self.f.write(data)
+
+
+class _SampleCheck:
+    """Validates samples as they stream past: key syntax, unique keys, one image shape."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()  # ~100 bytes a key: fine up to tens of millions of samples
+        self.shape: tuple[int, int, int] | None = None
+        self.all_json = True
+
+    def __call__(self, key: str, img: np.ndarray, meta: dict | None) -> None:
+        if not _KEY_RE.match(key) or key.startswith("__"):
+            raise ValueError(f"bad sample key {key!r}: no dots, spaces or leading '__'")
+        if key in self.keys:
+            raise ValueError(f"duplicate sample key {key!r}")
+        self.keys.add(key)
+        shape = image_chw(img)
+        if self.shape is None:
+            self.shape = shape
+        elif shape != self.shape:
+            raise ValueError(f"sample {key!r} has shape {shape}, the others have {self.shape}")
+        self.all_json = self.all_json and meta is not None
+
+
+def _write_shard(
+    url: str,
+    samples: Iterable[tuple[str, np.ndarray, dict | None]],
+    check: _SampleCheck,
+    storage_options: dict[str, Any] | None = None,
+) -> ShardInfo:
+    count = 0
+    # A crash leaves at most a temporary, never a truncated shard under the real name.
+    with urls.atomic_write(url, storage_options) as raw:
+        hashed = _HashingFile(raw)
+        writer = webdataset.TarWriter(hashed, mtime=_TAR_MTIME, encoder=False)
+        try:
+            for key, img, meta in samples:
+                check(key, img, meta)
+                record = {"__key__": key, "png": encode_png(img)}
+                if meta is not None:
+                    record["json"] = json.dumps(meta, default=_json_default).encode()
+                writer.write(record)
+                count += 1
+        finally:
+            writer.close()  # before the file closes, or tarfile's __del__ writes to it late
+    return ShardInfo(urls.basename(url), count, hashed.sha.hexdigest(), hashed.num_bytes)
+
+
+def write_shard(
+    url: str | Path,
+    samples: Iterable[tuple[str, np.ndarray, dict | None]],
+    storage_options: dict[str, Any] | None = None,
+) -> ShardInfo:
+    """Write one WebDataset tar of (key, image, json-or-None) samples, atomically.
+
+    The shard appears under its name only once complete, so "the file exists" means "done":
+    resumable jobs (refinement) rely on that. url may be a local path or an fsspec URL.
+    """
+    return _write_shard(str(url), samples, _SampleCheck(), storage_options)
+
+
+def write_manifest(
+    out_dir: str | Path, manifest: Manifest, storage_options: dict[str, Any] | None = None
+) -> str:
+    """Write out_dir/manifest.json atomically: readers see the old one or the new one."""
+    url = urls.join(str(out_dir), MANIFEST_NAME)
+    with urls.atomic_write(url, storage_options) as f:
+        f.write(manifest.to_json().encode())
+    return url
+
+
+def write_shards(
+    samples: Iterable[tuple[str, np.ndarray, dict | None]],
+    out_dir: str | Path,
+    prefix: str,
+    samples_per_shard: int,
+    name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
+    """Stream (key, image, json-or-None) into out_dir/{prefix}-NNNNNN.tar and write the manifest.
+
+    out_dir is a local directory or a bucket prefix (s3://bucket/corpus). Keys must be unique and
+    dot-free, all images one shape. has_labels is True when every sample carried a json dict.
+    The manifest is written last, after every shard is complete.
+    """
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    out = str(out_dir)
+    check = _SampleCheck()
+    shards: list[ShardInfo] = []
+    it = iter(samples)
+    for first in it:  # each pass of the loop writes one shard, starting with `first`
+        chunk = itertools.chain([first], itertools.islice(it, samples_per_shard - 1))
+        shard_url = urls.join(out, f"{prefix}-{len(shards):06d}.tar")
+        shards.append(_write_shard(shard_url, chunk, check, storage_options))
+    if check.shape is None:
+        raise ValueError(f"write_shards: no samples for {out}/{prefix}-*.tar")
+    manifest = Manifest(name or prefix, tuple(shards), check.shape, check.all_json)
+    write_manifest(out, manifest, storage_options)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations: a directory or bucket prefix (with or without manifest), a manifest.json, a single
+# .tar, a glob, or a brace range; local paths, file:// and any fsspec protocol (s3://, gs://).
+
+
+def read_manifest(location: str | Path, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """The Manifest in a shard directory or prefix, or at a manifest.json URL."""
+    location = str(location)
+    if urls.basename(location) != MANIFEST_NAME:
+        location = urls.join(location, MANIFEST_NAME)
+    try:
+        return Manifest.from_json(urls.read_bytes(location, storage_options).decode())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}: no {MANIFEST_NAME}") from None
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[str]:
+    fs, path = urls.filesystem(pattern, storage_options)
+    if _has_glob(path):
+        return sorted(urls.to_url(fs, p) for p in fs.glob(path))
+    if path.endswith(".tar"):  # one HEAD request: brace ranges may name thousands of shards
+        return [urls.to_url(fs, path)] if fs.exists(path) else []
+    manifest_path = path if urls.basename(path) == MANIFEST_NAME else f"{path}/{MANIFEST_NAME}"
+    if fs.exists(manifest_path):
+        base = manifest_path.rsplit("/", 1)[0]
+        manifest = read_manifest(urls.to_url(fs, manifest_path), storage_options)
+        return [urls.to_url(fs, f"{base}/{s.name}") for s in manifest.shards]
+    if fs.isdir(path):
+        return sorted(urls.to_url(fs, p) for p in fs.glob(f"{path.rstrip('/')}/*.tar"))
+    if fs.exists(path):
+        return [urls.to_url(fs, path)]
+    return []
+
+
+def resolve_shard_urls(
+    location: str, allow_pipe: bool = False, storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """Shard URLs for a directory or prefix, manifest, brace pattern, glob, or single .tar.
+
+    A directory with a manifest gives its shards in manifest order; one without gives its sorted
+    *.tar files. pipe: URLs run shell commands, so they are refused unless allow_pipe is set.
+    An unreachable store raises OSError naming the location and the endpoint.
+    """
+    location = str(location)
+    if location.startswith("pipe:"):
+        if not allow_pipe:
+            raise ValueError(
+                f"{location}: pipe: URLs run shell commands; set allow_pipe to use them"
+            )
+        return list(braceexpand.braceexpand(location))
+    found: list[str] = []
+    for pattern in braceexpand.braceexpand(location):
+        try:
+            expanded = _expand_one(pattern, storage_options)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as err:  # connection refused, access denied, bad endpoint...
+            raise OSError(urls.describe_failure(pattern, err, storage_options)) from err
+        if not expanded and "{" in location:
+            raise FileNotFoundError(f"{location}: expands to {pattern}, which does not exist")
+        found.extend(expanded)
+    if not found:
+        raise FileNotFoundError(f"{location}: no shards found")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def iter_tar_samples(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Raw samples of one shard, in order: {"__key__", "__url__", ext: bytes, ...}.
+
+    Opens local and fsspec URLs (s3://...) through urls.open_url, pipe: through webdataset.gopen.
+    A truncated or corrupt tar raises tarfile.ReadError after the samples before the damage.
+    """
+    urls.register_gopen_schemes()
+    if url.startswith("pipe:"):
+        stream = webdataset.gopen(url, "rb")
+    else:
+        stream = urls.open_url(url, "rb", storage_options)
+    try:
+        yield from iter_tar_stream(stream, url)
+    finally:
+        stream.close()
+
+
+def iter_tar_stream(stream: Any, url: str) -> Iterator[dict[str, Any]]:
+    """Samples of a tar read from an open binary stream (anything with read(n)), to its end,
+    grouped by key as WebDataset does. Damage raises tarfile.ReadError (see tar_reader)."""
+    files = ({**f, "__url__": url} for f in iter_tar_files(stream))
+    yield from group_by_keys(files)

@@ -1,0 +1,1 @@
+"""The networks, losses, history buffer and pixel mapping: pure torch, no Ray or DeepSpeed."""

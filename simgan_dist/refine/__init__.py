@@ -1,0 +1,1 @@
+"""Offline refinement of shard corpora, exactly once, on a pool of Ray actors."""

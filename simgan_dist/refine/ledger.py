@@ -1,0 +1,143 @@
+"""Bookkeeping of a refine output: per-shard done-records, the write probe, manifest and report.
+
+Layout under the output location (a directory or bucket prefix):
+    <name>.tar                 refined shards, one per input shard, published atomically
+    _refine/done/<name>.json   one done-record per finished input shard, written after its shard
+    _refine/report.json        the last run's report (counts, skipped samples, error if any)
+    manifest.json              assembled from the done-records once every input shard is done
+
+A shard counts as done only when its done-record exists and the published shard has the size the
+record gives; anything else is redone (and overwritten, never duplicated). Records are small
+objects rather than one shared file, so workers never contend for a read-modify-write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from simgan_dist.io import urls
+from simgan_dist.io.shardio import Manifest, ShardInfo, write_manifest
+
+log = logging.getLogger(__name__)
+
+LEDGER_DIR = "_refine"
+DONE_DIR = f"{LEDGER_DIR}/done"
+REPORT_NAME = f"{LEDGER_DIR}/report.json"
+TEMPORARY_MARK = ".tmp-"  # urls.atomic_write names its temporaries <name>.tmp-<hex>
+
+
+def done_url(output: str, name: str) -> str:
+    return urls.join(urls.join(output, DONE_DIR), f"{name}.json")
+
+
+def write_done(output: str, record: dict[str, Any], storage_options: dict | None) -> None:
+    """Record one input shard as finished; call only after its output shard is published."""
+    with urls.atomic_write(done_url(output, record["name"]), storage_options) as f:
+        f.write(json.dumps(record, indent=1).encode())
+
+
+def probe_writable(output: str, storage_options: dict | None) -> None:
+    """Write and delete a small object under output, so a read-only or missing location stops
+    the job before any shard is refined."""
+    probe = urls.join(urls.join(output, LEDGER_DIR), f"probe-{uuid.uuid4().hex[:12]}")
+    try:
+        with urls.atomic_write(probe, storage_options) as f:
+            f.write(b"simgan refine write probe\n")
+        fs, path = urls.filesystem(probe, storage_options)
+        fs.rm(path)
+    except Exception as err:
+        raise OSError(
+            f"refine output cannot be written: {urls.describe_failure(output, err, storage_options)}"
+        ) from err
+
+
+def _listing(location: str, storage_options: dict | None) -> tuple[Any, list[dict]]:
+    """(filesystem, fresh file entries with name and size) of one directory or prefix."""
+    fs, path = urls.filesystem(location, storage_options)
+    fs.invalidate_cache(path)  # s3fs caches listings; other processes wrote since
+    if not fs.exists(path):
+        return fs, []
+    return fs, [e for e in fs.ls(path, detail=True) if e["type"] == "file"]
+
+
+def read_done(output: str, storage_options: dict | None) -> dict[str, dict[str, Any]]:
+    """Every done-record under output, by output shard name."""
+    fs, entries = _listing(urls.join(output, DONE_DIR), storage_options)
+    paths = [e["name"] for e in entries if e["name"].endswith(".json")]
+    if not paths:
+        return {}
+    records = [json.loads(blob) for blob in fs.cat(paths).values()]  # concurrent GETs on s3fs
+    return {r["name"]: r for r in records}
+
+
+def published_sizes(output: str, storage_options: dict | None) -> dict[str, int]:
+    """Byte sizes of the files directly under output, by name (temporaries excluded)."""
+    _, entries = _listing(output, storage_options)
+    return {
+        urls.basename(e["name"]): int(e["size"])
+        for e in entries
+        if TEMPORARY_MARK not in urls.basename(e["name"])
+    }
+
+
+def check_lineage(records: dict[str, dict], lineage: dict[str, str], output: str) -> None:
+    """Refuse to add shards from another checkpoint or refiner config to a half-done output."""
+    for name, record in records.items():
+        theirs = {k: record["lineage"].get(k) for k in lineage}
+        if theirs != lineage:
+            raise ValueError(
+                f"{output}: shard {name} was refined with {theirs}, this run uses {lineage}; "
+                "give a new --output (or delete the old one) to refine with another checkpoint"
+            )
+
+
+def finished(records: dict[str, dict], sizes: dict[str, int], names: list[str]) -> set[str]:
+    """Names among `names` that are done: a record, and its shard published at the right size."""
+    done = set()
+    for name in names:
+        record = records.get(name)
+        if record is None:
+            continue
+        shard = record["shard"]
+        if shard is None or sizes.get(name) == shard["num_bytes"]:
+            done.add(name)
+        else:
+            log.warning("%s: done-record without its published shard; refining it again", name)
+    return done
+
+
+def assemble_manifest(
+    output: str,
+    names: list[str],
+    records: dict[str, dict],
+    image_shape: tuple[int, int, int],
+    storage_options: dict | None,
+) -> Manifest:
+    """manifest.json over the shards of `names` (input order), from their done-records."""
+    shards = tuple(ShardInfo(**records[n]["shard"]) for n in names if records[n]["shard"])
+    manifest = Manifest(urls.basename(output), shards, image_shape, has_labels=True)
+    write_manifest(output, manifest, storage_options)
+    return manifest
+
+
+def remove_temporaries(output: str, storage_options: dict | None) -> int:
+    """Delete what killed writers left behind (<name>.tmp-<hex>); readers never list them, so
+    this only saves space. Run it when the job is done: one job per output at a time."""
+    removed = 0
+    for location in (output, urls.join(output, DONE_DIR)):
+        fs, entries = _listing(location, storage_options)
+        stale = [e["name"] for e in entries if TEMPORARY_MARK in urls.basename(e["name"])]
+        for path in stale:
+            fs.rm(path)
+        removed += len(stale)
+    return removed
+
+
+def write_report(output: str, report: dict[str, Any], storage_options: dict | None) -> str:
+    url = urls.join(output, REPORT_NAME)
+    with urls.atomic_write(url, storage_options) as f:
+        f.write(json.dumps(report, indent=1).encode())
+    return url

@@ -1,0 +1,280 @@
+"""Offline refinement on Ray: a pool of refiner actors fed shard by shard, exactly once, resumable.
+
+Why actors fed whole shards, rather than Ray Data or one task per shard: the unit of exactly-once
+is the shard (one output per input, under the input's name, then a done-record). Ray Data's
+write_webdataset names outputs by dataset id and its checkpointing crashes on resume with
+WebDataset input, and its blocks split a shard's samples across writers, so it would need this
+shard bookkeeping anyway, plus a mapping back from blocks to shards. One task per shard would
+load R once per shard; an actor loads it once (weights via the object store, so workers never
+need the checkpoint's filesystem), keeps its torch threads and GPU context, and holds
+settings.shards_per_worker shards at once so their reading and writing overlap R (refine.py).
+A lost actor is replaced and its shards requeued; a published shard is never redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from tqdm import tqdm
+
+from simgan_dist.config import ModelConfig
+from simgan_dist.config.credentials import check_storage_options
+from simgan_dist.data.reader import MAX_SKIPS_KEPT
+from simgan_dist.io import urls
+from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
+from simgan_dist.refine import ledger as refine_ledger
+from simgan_dist.refine.shard import RefineSettings, ShardRefiner, lineage_of
+from simgan_dist.train.checkpoint import NETWORKS_FILE, load_refiner
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # progress refresh when no shard finishes
+MAX_REPLACEMENTS = 3  # lost worker processes replaced per job before it gives up
+
+
+class RefineError(RuntimeError):
+    """The job stopped (bad sample with on_bad_sample=stop, unwritable output, ...)."""
+
+
+class RefineWorker:
+    """One refiner per worker process; refine() calls run in the "work" group, up to
+    shards_per_worker at once, while progress() answers from its own thread. Made a Ray actor
+    class in _run_pool, since concurrency groups cannot be sized in .options()."""
+
+    def __init__(
+        self,
+        weights: dict[str, torch.Tensor],
+        model: ModelConfig,
+        settings: RefineSettings,
+        lineage: dict[str, str],
+        storage_options: dict[str, Any],
+    ) -> None:
+        torch.set_num_threads(settings.threads_per_worker)
+        self.refiner = ShardRefiner(weights, model, settings, lineage, storage_options)
+
+    @ray.method(concurrency_group="work")
+    def refine(self, source: str, output: str) -> dict[str, Any]:
+        return self.refiner.refine_shard(source, output).to_dict()
+
+    @ray.method(concurrency_group="progress")
+    def progress(self) -> int:
+        return sum(self.refiner.in_progress.values())
+
+
+def refine_shards(
+    checkpoint: str | Path,
+    input_location: str,
+    output: str | Path,
+    settings: RefineSettings | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    allow_pipe: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Refine every input shard into output/<same name>, skipping those already done; then
+    write output/manifest.json and the report. Returns the summary (also in the report)."""
+    started = time.perf_counter()
+    settings = settings or RefineSettings()
+    options = dict(storage_options or {})
+    check_storage_options(options)
+    output = str(output)
+    sources = resolve_shard_urls(input_location, allow_pipe, options)
+    names = [urls.basename(s) for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
+    refiner, cfg, checkpoint_dir = load_refiner(checkpoint)
+    lineage = lineage_of(cfg, checkpoint_dir, checkpoint_dir / NETWORKS_FILE)
+    refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
+
+    records = refine_ledger.read_done(output, options)
+    refine_ledger.check_lineage(records, lineage, output)
+    done = refine_ledger.finished(records, refine_ledger.published_sizes(output, options), names)
+    todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
+    counts = _expected_counts(input_location, options)
+    total = sum(counts[urls.basename(s)] for s in todo) if counts else None
+    log.info(
+        "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
+    )
+
+    results: list[dict[str, Any]] = []
+    try:
+        if todo:
+            if not ray.is_initialized():
+                ray.init()  # joins RAY_ADDRESS under `ray job submit`, else starts a local one
+            weights = refiner.state_dict()
+            bar = tqdm(total=total, unit="img", desc="refine", disable=not progress,
+                       file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
+            with bar:
+                _run_pool(
+                    todo, output, weights, cfg.model, settings, lineage, options, bar, results
+                )
+    except BaseException as err:
+        summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
+        summary["error"] = f"{type(err).__name__}: {err}"
+        with contextlib.suppress(Exception):  # the output may be what failed; err says more
+            refine_ledger.write_report(output, summary, options)
+        raise
+
+    records.update({r["name"]: r for r in results})
+    shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+    refine_ledger.assemble_manifest(output, names, records, shape, options)
+    refine_ledger.remove_temporaries(output, options)
+    summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
+    summary["report"] = refine_ledger.write_report(output, summary, options)
+    print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def _run_pool(
+    todo: list[str],
+    output: str,
+    weights: dict[str, torch.Tensor],
+    model: ModelConfig,
+    settings: RefineSettings,
+    lineage: dict[str, str],
+    options: dict[str, Any],
+    bar: tqdm,
+    results: list[dict[str, Any]],
+) -> None:
+    """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
+    each shard's result to results. A lost actor is replaced (at most MAX_REPLACEMENTS times)
+    and its shards go back in the queue."""
+    num_workers = min(settings.num_workers or _auto_workers(settings), len(todo))
+    # A worker asking for more CPUs than the cluster has would never start.
+    cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    groups = {"work": settings.shards_per_worker, "progress": 1}
+    worker = ray.remote(
+        concurrency_groups=groups
+    )(
+        RefineWorker
+    ).options(
+        num_cpus=min(settings.threads_per_worker, cluster_cpus),
+        num_gpus=1 if settings.use_gpu else 0,
+        max_restarts=0,  # replaced below instead: a restart would need its arguments kept (ray#53727)
+    )
+    weights_ref = ray.put(weights)  # once in the object store, whatever the number of actors
+
+    def start() -> Any:
+        return worker.remote(weights_ref, model, settings, lineage, options)
+
+    actors = [start() for _ in range(num_workers)]
+    queue, in_flight = deque(todo), {}
+    images_done = replacements = 0
+
+    def feed(actor: Any) -> None:
+        held = sum(1 for _, a in in_flight.values() if a is actor)
+        for _ in range(settings.shards_per_worker - held):
+            if queue:
+                source = queue.popleft()
+                in_flight[actor.refine.remote(source, output)] = (source, actor)
+
+    try:
+        while in_flight or queue:
+            for actor in actors:
+                feed(actor)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                source, actor = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:  # raised in refine_shard itself
+                    cause = err.cause if err.cause is not None else err
+                    raise RefineError(f"{source}: {type(cause).__name__}: {cause}") from cause
+                except ray.exceptions.RayActorError as err:  # the process died: OOM, node lost
+                    queue.appendleft(source)  # its temporary is never published
+                    slot = next((i for i, a in enumerate(actors) if a is actor), None)
+                    if slot is not None:  # the first of its shards to report the death
+                        replacements += 1
+                        if replacements > MAX_REPLACEMENTS:
+                            raise RefineError(
+                                f"{source}: refine workers keep dying: {err}"
+                            ) from err
+                        log.warning("refine worker lost (%s); starting another", err)
+                        actors[slot] = start()
+                    continue
+                results.append(result)
+                images_done += result["num_samples"] + result["num_skipped"]
+            bar.set_postfix_str(f"shards {len(results)}/{len(todo)}", refresh=False)
+            bar.update(max(0, images_done + _in_progress(actors) - bar.n))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _auto_workers(settings: RefineSettings) -> int:
+    resources = ray.cluster_resources()
+    if settings.use_gpu:
+        if not resources.get("GPU"):
+            raise RefineError("use_gpu: the Ray cluster has no GPU")
+        return int(resources["GPU"])
+    return max(1, int(resources.get("CPU", 1)) // settings.threads_per_worker)
+
+
+def _in_progress(actors: list[Any]) -> int:
+    """Images refined so far in the shards the actors hold (0 for one starting or restarting)."""
+    refs = [a.progress.remote() for a in actors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+    total = 0
+    for ref in ready:
+        try:
+            total += ray.get(ref)
+        except ray.exceptions.RayError:
+            pass
+    return total
+
+
+def _expected_counts(location: str, options: dict[str, Any]) -> dict[str, int] | None:
+    """Samples per input shard from the input's manifest (for the ETA); None without one."""
+    try:
+        return {s.name: s.num_samples for s in read_manifest(location, options).shards}
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+
+
+def _summary(
+    output: str,
+    records: dict[str, dict],
+    results: list[dict],
+    names: list[str],
+    done_before: set[str],
+    started: float,
+    checkpoint: str,
+) -> dict[str, Any]:
+    fresh = {r["name"]: r for r in results}
+    everything = [fresh.get(n) or records[n] for n in names if n in fresh or n in done_before]
+    skipped = [s for r in everything for s in r["skipped"]]
+    refined = sum(r["num_samples"] for r in results)
+    wall_s = time.perf_counter() - started
+    return {
+        "output": output,
+        "num_images": sum(r["num_samples"] for r in everything),
+        "num_shards": sum(1 for r in everything if r["shard"]),
+        "num_input_shards": len(names),
+        "num_shards_skipped_already_done": len(done_before),
+        "num_images_refined": refined,
+        "num_shards_refined": len(results),
+        "num_skipped_samples": sum(r["num_skipped"] for r in everything),
+        "skipped": skipped[:MAX_SKIPS_KEPT],
+        "empty_shards": [r["source"] for r in everything if not r["shard"]],
+        "wall_s": round(wall_s, 2),
+        "images_per_s": round(refined / wall_s, 1) if wall_s > 0 else None,
+        "checkpoint": checkpoint,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    return (
+        f"[refine] {summary['num_images']} images in {summary['num_shards']} shards at "
+        f"{summary['output']} ({summary['num_shards_skipped_already_done']} shards done before); "
+        f"skipped {summary['num_skipped_samples']} bad samples; this run refined "
+        f"{summary['num_images_refined']} images in {summary['wall_s']:.1f} s = "
+        f"{summary['images_per_s']} images/s"
+    )

@@ -1,0 +1,286 @@
+"""Refining one shard: read, decode, refine in batches, encode and publish, in overlapping threads.
+
+Free of Ray: refine_ray.py runs ShardRefiner inside actors, and the benchmark runs it bare. Per
+shard, a reader thread decodes PNGs into batches, the calling thread runs R, and a writer thread
+encodes and uploads; PIL and torch release the GIL, so the three overlap. Only the forward pass
+is serialised (one lock), so a worker may refine two shards at once and keep R busy while one
+shard starts or finishes. The output shard is published atomically, then its done-record
+(refine_ledger.py): that order makes a killed job lose at most the shards in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simgan_dist.config import Config, ModelConfig
+from simgan_dist.data.reader import BAD_SAMPLE_CHOICES, StreamStats, read_samples
+from simgan_dist.io import urls
+from simgan_dist.io.shardio import write_shard
+from simgan_dist.model.networks import build_refiner
+from simgan_dist.model.pixels import to_batch, to_uint8
+from simgan_dist.refine import ledger as refine_ledger
+
+PRECISIONS = ("auto", "fp32", "bf16")
+QUEUE_BATCHES = 4  # decoded and refined batches held per shard: bounds memory, absorbs jitter
+_END = object()  # end-of-stream marker in the thread queues
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """How refinement runs; none of it changes which images come out (bf16 changes pixels a little)."""
+
+    batch_size: int = 256
+    num_workers: int = (
+        0  # 0: one per GPU with use_gpu, else one per threads_per_worker cluster CPUs
+    )
+    threads_per_worker: int = 2  # torch threads (and the CPUs each worker asks Ray for)
+    shards_per_worker: int = 2  # shards a worker holds at once; their reading/writing overlaps R
+    use_gpu: bool = False
+    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
+    on_bad_sample: str = "skip"  # skip: listed in the report; stop: the job stops
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "threads_per_worker", "shards_per_worker"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"refine {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"refine num_workers must be >= 0, got {self.num_workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"refine precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if self.on_bad_sample not in BAD_SAMPLE_CHOICES:
+            raise ValueError(
+                f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {self.on_bad_sample!r}"
+            )
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and self.use_gpu)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_hash(section: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lineage_of(cfg: Config, checkpoint_dir: Path, weights_file: Path) -> dict[str, str]:
+    """What every refined sample records about the refiner that made it."""
+    sections = cfg.to_dict()
+    return {
+        "checkpoint_id": checkpoint_dir.name,
+        "checkpoint_sha256": file_sha256(weights_file),
+        "refiner_config_hash": config_hash({"model": sections["model"], "loss": sections["loss"]}),
+    }
+
+
+@dataclass
+class ShardResult:
+    """One input shard's outcome; also the body of its done-record."""
+
+    source: str
+    name: str  # output shard name (the input's base name)
+    num_samples: int = 0
+    num_skipped: int = 0
+    skipped: list[str] = field(default_factory=list)
+    shard: dict | None = None  # the ShardInfo fields; None when no sample survived
+    lineage: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0  # wall clock (time.time) on the worker
+    finished: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ShardRefiner:
+    """R in eval mode plus the per-shard pipeline; one per worker process."""
+
+    def __init__(
+        self,
+        weights: dict[str, torch.Tensor],
+        model: ModelConfig,
+        settings: RefineSettings,
+        lineage: dict[str, str],
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings, self.lineage, self.storage_options = settings, lineage, storage_options
+        self.device = torch.device("cuda" if settings.use_gpu else "cpu")
+        self.image_shape = (model.image_channels, model.image_height, model.image_width)
+        self.memory_format = (
+            torch.channels_last if settings.channels_last else torch.preserve_format
+        )
+        refiner = build_refiner(model)
+        refiner.load_state_dict(weights)
+        self.refiner = refiner.to(self.device, memory_format=self.memory_format).eval()
+        self._forward_lock = threading.Lock()
+        self.in_progress: dict[str, int] = {}  # source url -> samples refined so far (progress)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        """Float (N,C,H,W) in [-1, 1] -> refined uint8 (N,H,W[,C])."""
+        x = batch.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
+            y = self.refiner(x)
+        return to_uint8(y)
+
+    def refine_shard(self, source: str, output: str) -> ShardResult:
+        """Refine one input shard into output/<its name> and record it done; raises on a write
+        failure, and on a bad sample when settings.on_bad_sample is "stop"."""
+        name = urls.basename(source)
+        out_url = urls.join(output, name)
+        result = ShardResult(source, name, lineage=self.lineage)
+        result.started = time.time()
+        stats = StreamStats()
+        batches: queue.Queue = queue.Queue(QUEUE_BATCHES)
+        stop = threading.Event()  # set when the consumer gives up: the reader stops early
+        reader = threading.Thread(target=self._read, args=(source, stats, batches, stop))
+        reader.start()
+        writer: _Writer | None = None
+        self.in_progress[source] = 0
+        try:
+            while (item := batches.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                keys, tensor, metas = item
+                with self._forward_lock:
+                    refined = self.forward(tensor)
+                if writer is None:  # started on the first batch: a shard with none is not written
+                    writer = _Writer(out_url, self.storage_options)
+                writer.put([
+                    (key, img, self._annotate(meta, source))
+                    for key, img, meta in zip(keys, refined, metas, strict=True)
+                ])  # fmt: skip
+                self.in_progress[source] += len(keys)
+            if writer is not None:
+                result.shard = writer.finish()
+        except BaseException:
+            stop.set()
+            if writer is not None:
+                writer.abort()  # its temporary is removed; nothing appears under out_url
+            raise
+        finally:
+            self.in_progress.pop(source, None)
+            _drain(batches, reader)
+        result.num_samples = result.shard["num_samples"] if result.shard else 0
+        result.num_skipped, result.skipped = stats.num_skipped, stats.skipped
+        result.finished = time.time()
+        refine_ledger.write_done(output, result.to_dict(), self.storage_options)
+        return result
+
+    def _annotate(self, meta: dict, source: str) -> dict:
+        annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
+        annotations["lineage"] = {"source_shard": source, **self.lineage}
+        return annotations
+
+    def _read(self, source: str, stats: StreamStats, out: queue.Queue, stop: threading.Event):
+        """Reader thread: decoded samples in batches of (keys, float tensor, metas), then _END,
+        or the exception that stopped it."""
+        try:
+            samples = read_samples(
+                [source],
+                self.settings.on_bad_sample,
+                stats,
+                image_shape=self.image_shape,
+                storage_options=self.storage_options,
+            )
+            keys, images, metas = [], [], []
+            for key, img, meta, _ in samples:
+                keys.append(key)
+                images.append(img)
+                metas.append(meta)
+                if len(keys) == self.settings.batch_size:
+                    if not _put(out, (keys, to_batch(images), metas), stop):
+                        return
+                    keys, images, metas = [], [], []
+            if keys and not _put(out, (keys, to_batch(images), metas), stop):
+                return
+            _put(out, _END, stop)
+        except BaseException as err:  # handed to the consumer, which raises it in its thread
+            _put(out, err, stop)
+
+
+class _Writer:
+    """Writer thread: encodes and streams samples into one atomically published shard."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
+        self.items: queue.Queue = queue.Queue(QUEUE_BATCHES)
+        self.info: dict | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(url, storage_options))
+        self.thread.start()
+
+    def _samples(self) -> Iterator[tuple]:
+        while (batch := self.items.get()) is not _END:
+            if isinstance(batch, BaseException):
+                raise batch  # inside atomic_write: the temporary is removed
+            yield from batch
+
+    def _run(self, url: str, storage_options: dict[str, Any] | None) -> None:
+        try:
+            self.info = vars(write_shard(url, self._samples(), storage_options))
+        except BaseException as err:
+            self.error = err
+
+    def put(self, batch: list[tuple]) -> None:
+        while self.thread.is_alive():
+            try:
+                self.items.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise self.error or RuntimeError("shard writer stopped")
+
+    def finish(self) -> dict:
+        self.put(_END)  # type: ignore[arg-type]
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.info is not None
+        return self.info
+
+    def abort(self) -> None:
+        if self.thread.is_alive():
+            _put(self.items, RuntimeError("shard aborted"), threading.Event(), alive=self.thread)
+        self.thread.join()
+
+
+def _put(
+    q: queue.Queue, item: Any, stop: threading.Event, alive: threading.Thread | None = None
+) -> bool:
+    """Put unless stop is set (or the consuming thread has ended); False when given up."""
+    while not stop.is_set() and (alive is None or alive.is_alive()):
+        try:
+            q.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(q: queue.Queue, thread: threading.Thread) -> None:
+    """Unblock and join a producer thread whose consumer has stopped."""
+    while thread.is_alive():
+        try:
+            q.get(timeout=0.1)
+        except queue.Empty:
+            pass
+    thread.join()

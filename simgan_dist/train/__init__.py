@@ -1,0 +1,1 @@
+"""Algorithm 1's loop, the engines, dist, checkpoints, runs, logging and the Ray Train adapter."""

@@ -1,0 +1,146 @@
+"""What runs between training iterations: metrics, grids and checkpoints reported to Ray Train."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import ray.train
+import torch
+
+from simgan_dist.config import Config
+from simgan_dist.data.reader import StreamStats
+from simgan_dist.data.streams import IteratorBatches, grid_images
+from simgan_dist.eval.grids import save_grid
+from simgan_dist.eval.scores import Scorer
+from simgan_dist.model.history import HistoryBuffer
+from simgan_dist.train import dist
+from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
+from simgan_dist.train.engine import Updater
+from simgan_dist.train.global_history import GlobalHistoryBuffer
+from simgan_dist.train.loop import LoopState, Phase
+from simgan_dist.train.ray_catalog import CatalogClient, save_catalogs
+from simgan_dist.train.run_log import MetricAverager, RunLog
+
+
+def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
+    return cur_nimg // every > prev_nimg // every
+
+
+class TrainingHooks:
+    """After each iteration: metric averages, console/JSONL/TensorBoard lines and grids on rank 0,
+    and checkpoints that every rank reports to Ray Train (report is a barrier)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        rank: int,
+        world_size: int,
+        refiner: Updater,
+        disc: Updater,
+        buffer: HistoryBuffer | GlobalHistoryBuffer | None,
+        batches: IteratorBatches,
+        stats: StreamStats,
+        start_nimg: int,
+        catalogs: dict[str, CatalogClient] | None = None,
+    ) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.refiner, self.disc, self.buffer, self.batches = refiner, disc, buffer, batches
+        self.stats, self.catalogs = stats, catalogs
+        self.run_dir = run_dir
+        self.log = RunLog(run_dir, enabled=rank == 0)
+        self.averager = MetricAverager()
+        self.prev_nimg = start_nimg
+        self.last_checkpoint_nimg = start_nimg
+        self.last_metrics: dict[str, float] = {}
+        if start_nimg > 0:
+            self.log.event("resumed", start_nimg)
+        self.grid_synthetic = self.grid_real = None
+        if rank == 0:
+            self.grid_synthetic = grid_images(cfg.data.synthetic, cfg).to(batches.device)
+            self.grid_real = grid_images(cfg.data.real, cfg).to(batches.device)
+        # Label-free scores (score.every_nimg > 0): held-out images live on rank 0 only.
+        self.scorer = None
+        if rank == 0 and cfg.score.every_nimg:
+            self.scorer = Scorer.from_config(cfg, batches.device)
+        self.scored_nimg = -1
+
+    def __call__(self, state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
+        self.averager.add(metrics)
+        run = self.cfg.run
+        scores = {}
+        # score.every_nimg is a multiple of log_every_nimg: a score always joins a metrics row.
+        if self.cfg.score.every_nimg and _crossed(
+            self.prev_nimg, state.cur_nimg, self.cfg.score.every_nimg
+        ):
+            scores = self.score(state)
+        if _crossed(self.prev_nimg, state.cur_nimg, run.log_every_nimg):
+            self.write_metrics(state, phase.name, scores)
+        if _crossed(self.prev_nimg, state.cur_nimg, run.grid_every_nimg):
+            self.save_grid(state)
+        if _crossed(self.prev_nimg, state.cur_nimg, run.checkpoint_every_nimg):
+            self.checkpoint(state)
+        elif scores:
+            self.report_scores(state)
+        self.prev_nimg = state.cur_nimg
+
+    def write_metrics(
+        self, state: LoopState, phase_name: str, scores: dict[str, float] | None = None
+    ) -> None:
+        means = self.averager.pop()
+        means["num_skipped_samples"] = float(self.stats.num_skipped)
+        means = dist.mean_over_ranks(means)
+        means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
+        self.last_metrics = self.log.write(state.cur_nimg, phase_name, {**means, **(scores or {})})
+
+    def score(self, state: LoopState) -> dict[str, float]:
+        """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values
+        (a collective: every rank calls this at the same iterations)."""
+        scores = self.scorer(self.refiner.frozen_forward) if self.scorer is not None else None
+        self.scored_nimg = state.cur_nimg
+        return dist.broadcast_object(scores)
+
+    def report_scores(self, state: LoopState) -> None:
+        """Scores with no checkpoint due: Ray Train keeps no metrics without a checkpoint, but
+        Tune's TuneReportCallback sees every report. A barrier: every rank reports."""
+        ray.train.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
+
+    def save_grid(self, state: LoopState) -> None:
+        if self.rank != 0:
+            return
+        with torch.no_grad():
+            refined = self.refiner.frozen_forward(self.grid_synthetic).float()
+        rows = [self.grid_synthetic, refined, self.grid_real]
+        save_grid(rows, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png", scale=3)
+
+    def checkpoint(self, state: LoopState) -> None:
+        metrics = {"cur_nimg": state.cur_nimg, **self.last_metrics}
+        with tempfile.TemporaryDirectory(prefix="simgan-ckpt-") as tmp:
+            save_training_state(
+                tmp, rank=self.rank, world_size=self.world_size, refiner=self.refiner,
+                disc=self.disc, buffer=self.buffer, state=state, cfg=self.cfg,
+                data_position=self.batches.position(),
+            )  # fmt: skip
+            dist.barrier()  # every rank's finished shards are recorded by now
+            if self.rank == 0 and self.catalogs:
+                save_catalogs(tmp, self.catalogs)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                checkpoint_dir_name=checkpoint_name(state.cur_nimg),
+            )
+        self.last_checkpoint_nimg = state.cur_nimg
+
+    def finish(self, state: LoopState) -> None:
+        scores = {}
+        if self.cfg.score.every_nimg and self.scored_nimg != state.cur_nimg:
+            scores = self.score(state)  # the final scores: what a search compares trials on
+        if self.averager.sums or scores:
+            self.write_metrics(state, "done", scores)
+        self.save_grid(state)
+        if state.cur_nimg != self.last_checkpoint_nimg:
+            self.checkpoint(state)
+        elif scores:
+            self.report_scores(state)
+        self.log.close()

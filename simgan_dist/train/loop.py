@@ -1,0 +1,177 @@
+"""Algorithm 1 of the SimGAN paper as one loop: phases as data, time counted in synthetic images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from simgan_dist.config import Config, ScheduleConfig
+from simgan_dist.model.history import HistoryBuffer, history_count, mix_fake_batch
+from simgan_dist.model.losses import discriminator_loss, refiner_loss
+from simgan_dist.train.engine import Updater
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of Algorithm 1: each iteration runs refiner_steps R steps then disc_steps D steps."""
+
+    name: str
+    num_images: int  # synthetic images this phase draws from the stream (global, all ranks)
+    refiner_steps: int
+    disc_steps: int
+    adversarial: bool  # False: R learns self-regularization only (pretraining)
+
+
+def phases_for(schedule: ScheduleConfig) -> tuple[Phase, ...]:
+    """Pretrain R (until it outputs a blurry copy of its input), pretrain D, then alternate."""
+    return (
+        Phase("pretrain_refiner", schedule.refiner_pretrain_nimg, 1, 0, adversarial=False),
+        Phase("pretrain_disc", schedule.disc_pretrain_nimg, 0, 1, adversarial=False),
+        Phase(
+            "adversarial", schedule.adversarial_nimg, schedule.k_g, schedule.k_d, adversarial=True
+        ),
+    )
+
+
+@dataclass
+class LoopState:
+    """Counters a checkpoint needs to continue the loop where it stopped."""
+
+    cur_nimg: int = 0  # synthetic images drawn so far, over all phases and ranks
+    phase_index: int = 0
+    phase_nimg: int = 0  # images drawn in the current phase
+    cur_step: int = 0  # optimizer steps of R and D together
+    cur_iter: int = 0  # completed iterations (a checkpoint is only taken between them)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Batches(Protocol):
+    """This rank's share of each fresh global mini-batch."""
+
+    def next_synthetic(self) -> torch.Tensor: ...
+
+    def next_real(self) -> torch.Tensor: ...
+
+
+def optimizer_steps(schedule: ScheduleConfig) -> tuple[int, int]:
+    """R and D optimizer steps of the whole schedule (the horizon of a decaying lr schedule)."""
+    refiner_steps = disc_steps = 0
+    for phase in phases_for(schedule):
+        steps_per_iter = phase.refiner_steps + phase.disc_steps
+        iters = -(-phase.num_images // (schedule.batch_size * steps_per_iter))
+        refiner_steps += iters * phase.refiner_steps
+        disc_steps += iters * phase.disc_steps
+    return refiner_steps, disc_steps
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for param in module.parameters():
+        param.requires_grad_(flag)
+
+
+def refiner_step(
+    refiner: Updater, disc: Updater, synthetic: torch.Tensor, cfg: Config, adversarial: bool
+) -> dict[str, float]:
+    """One R update. D is frozen and called outside its engine: its weights and grads stay as
+    they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
+    set_requires_grad(disc.module, False)
+    try:
+        pre_tanh = refiner.forward(synthetic, pre_tanh=True)
+        refined = torch.tanh(pre_tanh)
+        logits = disc.frozen_forward(refined) if adversarial else None
+        loss, metrics = refiner_loss(
+            logits,
+            refined,
+            synthetic,
+            cfg.loss.reg_lambda,
+            cfg.loss.psi,
+            adversarial_weight=1.0 if adversarial else 0.0,
+            pre_tanh=pre_tanh,
+            saturation_margin=cfg.loss.saturation_margin,
+        )
+        refiner.step(loss)
+    finally:
+        set_requires_grad(disc.module, True)
+    return metrics
+
+
+def disc_step(
+    refiner: Updater,
+    disc: Updater,
+    synthetic: torch.Tensor,
+    real: torch.Tensor,
+    buffer: HistoryBuffer | None,
+    history_fraction: float,
+) -> dict[str, float]:
+    """One D update on real vs refined patches; half the refined ones come from the history buffer."""
+    with torch.no_grad():
+        refined = refiner.frozen_forward(synthetic).float()
+    fake = mix_fake_batch(refined, buffer, history_fraction)
+    # One forward over real and fake together: half the engine calls, same gradients.
+    logits = disc.forward(torch.cat([real, fake]))
+    loss, metrics = discriminator_loss(logits[: len(real)], logits[len(real) :])
+    disc.step(loss)
+    if buffer is not None and history_fraction > 0:
+        buffer.push(refined[: history_count(len(refined), history_fraction)])
+    return metrics
+
+
+StepHook = Callable[[LoopState, Phase, dict[str, float]], None]
+
+
+def train(
+    refiner: Updater,
+    disc: Updater,
+    batches: Batches,
+    cfg: Config,
+    state: LoopState,
+    buffer: HistoryBuffer | None = None,
+    after_iteration: StepHook | None = None,
+) -> LoopState:
+    """Run Algorithm 1 from `state` to the end of the last phase.
+
+    Every R or D step draws a fresh global mini-batch of cfg.schedule.batch_size synthetic images
+    (this rank gets its share from `batches`) and advances cur_nimg by that many. The hook runs after
+    each whole iteration, so logging, grids and checkpoints always see a consistent state.
+    """
+    phases = phases_for(cfg.schedule)
+    global_batch = cfg.schedule.batch_size
+    # With gradient accumulation one step is grad_accum_steps micro-batches; the engine applies
+    # the update at the last of them.
+    num_micro = cfg.engine.grad_accum_steps
+    while True:
+        phase = phases[state.phase_index]
+        while state.phase_nimg < phase.num_images:
+            metrics: dict[str, float] = {}
+            for _ in range(phase.refiner_steps):
+                for _ in range(num_micro):
+                    synthetic = batches.next_synthetic()
+                    metrics.update(refiner_step(refiner, disc, synthetic, cfg, phase.adversarial))
+                state.cur_step += 1
+                state.cur_nimg += global_batch
+                state.phase_nimg += global_batch
+            for _ in range(phase.disc_steps):
+                for _ in range(num_micro):
+                    synthetic, real = batches.next_synthetic(), batches.next_real()
+                    metrics.update(
+                        disc_step(
+                            refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction
+                        )
+                    )
+                state.cur_step += 1
+                state.cur_nimg += global_batch
+                state.phase_nimg += global_batch
+            state.cur_iter += 1
+            if after_iteration is not None:
+                after_iteration(state, phase, metrics)
+        if state.phase_index == len(phases) - 1:
+            # The run ends in its last phase, so `--resume` with a longer schedule continues it.
+            return state
+        state.phase_index += 1
+        state.phase_nimg = 0

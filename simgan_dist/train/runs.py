@@ -1,0 +1,104 @@
+"""Run directories: unique names, absolute paths for Ray workers, the saved config, and --resume."""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+from pathlib import Path
+
+from simgan_dist.config import Config, ConfigError, load_config, save_config
+from simgan_dist.io import storage
+
+RUN_CONFIG_FILE = "config.yaml"
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location or location.startswith("pipe:")
+
+
+def absolutize(cfg: Config, base: Path | None = None) -> Config:
+    """Ray workers do not share the driver's working directory: make local paths absolute."""
+    base = base or Path.cwd()
+
+    def fix(location: str) -> str:
+        return location if _is_url(location) else str((base / location).resolve())
+
+    # Empty score locations mean "use data.*": they stay empty.
+    score = {
+        k: fix(v) for k in ("synthetic", "real", "real_labeled") if (v := getattr(cfg.score, k))
+    }
+    return cfg.replace(
+        data={"synthetic": fix(cfg.data.synthetic), "real": fix(cfg.data.real)},
+        run={"storage_path": fix(cfg.run.storage_path)},
+        score=score,
+    )
+
+
+def new_run_name(prefix: str = "simgan") -> str:
+    return f"{prefix}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def has_checkpoints(run_location: str) -> bool:
+    return any(name.startswith("checkpoint-") for name in storage.list_names(run_location))
+
+
+def run_location(cfg: Config) -> str:
+    """Where Ray Train keeps the run's checkpoints: a local directory or an object-store URI."""
+    return storage.join(cfg.run.storage_path, cfg.run.name)
+
+
+def output_dir(cfg: Config) -> Path:
+    """Where rank 0 writes metrics, TensorBoard and grids: the run directory itself when storage
+    is local, ./runs/<name> when checkpoints go to an object store."""
+    if storage.is_uri(cfg.run.storage_path):
+        return (Path.cwd() / "runs" / cfg.run.name).resolve()
+    return Path(cfg.run.storage_path) / cfg.run.name
+
+
+def _save_run_config(cfg: Config, out: Path) -> None:
+    save_config(cfg, out / RUN_CONFIG_FILE)
+    location = run_location(cfg)
+    if storage.is_uri(location):  # `--resume URI` reads it back from the store
+        storage.write_text(
+            storage.join(location, RUN_CONFIG_FILE), (out / RUN_CONFIG_FILE).read_text()
+        )
+
+
+def start_run(cfg: Config) -> tuple[Config, Path]:
+    """A new run: refuses a name whose location already holds checkpoints (resume it instead).
+    Returns the config with a name and absolute paths, and the local output directory."""
+    cfg = absolutize(cfg)
+    if not cfg.run.name:
+        cfg = cfg.replace(run={"name": new_run_name()})
+    location = run_location(cfg)
+    if has_checkpoints(location):
+        raise ConfigError(
+            f"run.name: {location} already holds a run; continue it with "
+            f"`simgan train --resume {location}` or choose another run.name"
+        )
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_run_config(cfg, out)
+    return cfg, out
+
+
+def resume_run(location: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
+    """An existing run (local directory or URI), with the config it was started with; overrides
+    (e.g. a longer schedule.adversarial_nimg) are applied and saved with the run."""
+    location = str(location) if storage.is_uri(str(location)) else str(Path(location).resolve())
+    config_location = storage.join(location, RUN_CONFIG_FILE)
+    if not storage.exists(config_location):
+        raise ConfigError(f"{location}: not a run directory (no {RUN_CONFIG_FILE})")
+    if not has_checkpoints(location):
+        raise ConfigError(f"{location}: no checkpoint to resume from")
+    with tempfile.TemporaryDirectory() as tmp:
+        local_copy = Path(tmp) / RUN_CONFIG_FILE
+        local_copy.write_text(storage.read_text(config_location))
+        cfg = load_config(local_copy, overrides=overrides)
+    # The run keeps its name and location even if the directory was moved.
+    storage_path, name = storage.split(location)
+    cfg = cfg.replace(run={"name": name, "storage_path": storage_path})
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_run_config(cfg, out)
+    return cfg, out

@@ -1,0 +1,159 @@
+"""Training on the real stack: Ray Train TorchTrainer workers, each with DeepSpeed engines for R and D."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from simgan_dist.cli import main
+from simgan_dist.config import load_config
+from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.train.checkpoint import NETWORKS_FILE, find_latest_checkpoint
+from simgan_dist.train.ray_train import run_training
+from simgan_dist.train.runs import start_run
+
+pytestmark = pytest.mark.ray
+
+
+def _train(overrides: list[str]) -> Path:
+    cfg = load_config(preset="debug", overrides=overrides)
+    cfg, run_dir = start_run(cfg)
+    result = run_training(cfg, run_dir)
+    assert result.error is None, result.error
+    return Path(result.checkpoint.path)
+
+
+def _networks(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return torch.load(checkpoint / NETWORKS_FILE, weights_only=True)
+
+
+def test_two_workers_reproduce_one_worker(ray_local, debug_overrides) -> None:
+    """Same global batch (8) and data order, buffer off: DeepSpeed's gradient averaging over 2
+    gloo ranks must give the weights that 1 rank gets on the whole batch."""
+    same = {
+        "schedule.history_fraction": 0.0,
+        "data.rank_split": "batch_rows",
+        "schedule.adversarial_nimg": 160,
+        "optim.refiner_lr": 0.01,
+        "optim.disc_lr": 0.01,
+    }
+    one = _networks(_train(debug_overrides(**same, **{"run.num_workers": 1})))
+    two = _networks(_train(debug_overrides(**same, **{"run.num_workers": 2})))
+    cfg = load_config(preset="debug")
+    torch.manual_seed(cfg.run.seed)
+    initial = {
+        "refiner": build_refiner(cfg.model).state_dict(),
+        "disc": build_discriminator(cfg.model).state_dict(),
+    }
+    for net in ("refiner", "disc"):
+        moved = max((one[net][k] - initial[net][k]).abs().max().item() for k in initial[net])
+        assert moved > 1e-4, f"{net} did not train"
+        for key, value in one[net].items():
+            torch.testing.assert_close(two[net][key], value, rtol=0, atol=1e-5, msg=key)
+
+
+def test_train_writes_outputs_and_resumes(ray_local, debug_overrides, tmp_path: Path) -> None:
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides(**{"run.name": "resume-me"}):
+        args += ["--set", item]
+    main(args)
+    run_dir = tmp_path / "resume-me"
+    first = find_latest_checkpoint(run_dir)
+    assert first.name == "checkpoint-000000000144"  # 32 + 16 + 96 images of the debug preset
+    assert {p.name for p in first.iterdir()} >= {
+        "networks.pt",
+        "state.json",
+        "config.yaml",
+        "rank-0000.pt",
+        "rank-0001.pt",
+    }
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_r", "loss_d", "d_acc_real", "d_acc_refined", "images_per_s"} <= set(rows[-1])
+    assert list((run_dir / "grids").glob("grid-*.png"))
+    assert list((run_dir / "tensorboard").glob("events.*"))
+
+    # A second start under the same name is refused; --resume continues it for more images.
+    with pytest.raises(SystemExit):
+        main(args)
+    main(["train", "--resume", str(run_dir), "--set", "schedule.adversarial_nimg=192"])
+    second = find_latest_checkpoint(run_dir)
+    assert second.name == "checkpoint-000000000240"
+    state = json.loads((second / "state.json").read_text())
+    assert state["loop"]["cur_nimg"] == 240 and state["loop"]["phase_index"] == 2
+    resumed_rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert resumed_rows[-1]["cur_nimg"] == 240
+    # Resuming started from the checkpoint, not from scratch: no pretraining rows were added.
+    assert all(r.get("phase") != "pretrain_refiner" for r in resumed_rows[len(rows) :])
+
+
+def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: Path) -> None:
+    """Stopped at 144 images and resumed to 240 ends where one straight run to 240 ends: networks,
+    optimizer states, the global history buffer, RNG and the data position are all restored."""
+    same = {
+        "schedule.adversarial_nimg": 96,
+        "run.checkpoint_every_nimg": 96,
+        "optim.optimizer": "adam",
+        "optim.refiner_lr": 0.003,
+        "optim.disc_lr": 0.003,
+    }
+    straight = _train(debug_overrides(**{**same, "schedule.adversarial_nimg": 192}))
+    stopped = _train(debug_overrides(**same, **{"run.name": "stopped"}))
+    assert stopped.name == "checkpoint-000000000144"
+    main(["train", "--resume", str(tmp_path / "stopped"), "--set", "schedule.adversarial_nimg=192"])
+    resumed = find_latest_checkpoint(tmp_path / "stopped")
+    assert resumed.name == straight.name == "checkpoint-000000000240"
+    a, b = _networks(straight), _networks(resumed)
+    for part in ("refiner", "disc"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=0, atol=1e-6, msg=key)
+    for rank in (0, 1):
+        buf_a = torch.load(straight / f"rank-{rank:04d}.pt", weights_only=True)["buffer"]
+        buf_b = torch.load(resumed / f"rank-{rank:04d}.pt", weights_only=True)["buffer"]
+        assert torch.equal(buf_a["slice"]["storage"], buf_b["slice"]["storage"])
+
+
+def test_killed_worker_restarts_from_checkpoint(
+    ray_local, debug_overrides, live_train_workers, tmp_path
+) -> None:
+    """A training worker process killed mid-run: Ray Train restarts the group from the latest
+    checkpoint (run.max_failures=1) and the run still finishes."""
+    import os
+    import signal
+    import threading
+    import time
+
+    cfg = load_config(
+        preset="debug",
+        overrides=debug_overrides(
+            **{
+                "schedule.adversarial_nimg": 3000,
+                "run.checkpoint_every_nimg": 512,
+                "run.max_failures": 1,
+                "run.name": "killed",
+            }
+        ),
+    )
+    cfg, run_dir = start_run(cfg)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_training(cfg, run_dir)))
+    thread.start()
+    deadline = time.time() + 240
+    # Ray writes its snapshot once a reported checkpoint is registered: only then can a restart
+    # resume from it (a kill while the first one is still uploading restarts from scratch).
+    while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    workers = live_train_workers()
+    assert workers, "no live training workers found"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    killed_at = time.time()
+    thread.join(timeout=600)
+    assert results and results[0].error is None, results
+    final = find_latest_checkpoint(run_dir)
+    assert final.name == "checkpoint-000000003048"  # 48 pretraining + 3000 adversarial
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    resumes = [r["cur_nimg"] for r in rows if r.get("event") == "resumed"]
+    assert len(resumes) == 1 and resumes[0] > 0  # restarted once, from a checkpoint
+    assert time.time() > killed_at

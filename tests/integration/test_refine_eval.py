@@ -1,0 +1,154 @@
+"""Refine and eval on real shards: keys and annotations kept, lineage added, reruns skip done work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simgan_dist.cli import main
+from simgan_dist.config import load_config
+from simgan_dist.data.reader import read_samples
+from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
+from simgan_dist.train.checkpoint import save_initial_checkpoint
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A debug-preset checkpoint written the way training writes one (rank 0 of 1)."""
+    cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
+    return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096")
+
+
+def _samples(location: Path) -> dict[str, dict]:
+    return {key: meta for key, _, meta, _ in read_samples(resolve_shard_urls(str(location)))}
+
+
+@pytest.mark.ray
+def test_refine_keeps_keys_and_annotations(
+    ray_local, checkpoint, digit_shards, tmp_path, capsys
+) -> None:
+    out = tmp_path / "refined"
+    main(
+        [
+            "refine",
+            "--checkpoint",
+            str(checkpoint.parent),
+            "--input",
+            str(digit_shards["synthetic"]),
+            "--output",
+            str(out),
+            "--batch-size",
+            "64",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_images"] == 400 and summary["num_shards"] == 4
+    source, refined = _samples(digit_shards["synthetic"]), _samples(out)
+    assert refined.keys() == source.keys()
+    for key, meta in refined.items():
+        lineage = meta.pop("lineage")
+        assert lineage["source_shard"].endswith(".tar")
+        assert lineage["checkpoint_id"] == checkpoint.name
+        assert len(lineage["checkpoint_sha256"]) == 64
+        original = {k: v for k, v in source[key].items() if not k.startswith("__")}
+        assert {k: v for k, v in meta.items() if not k.startswith("__")} == original
+    manifest = read_manifest(out)
+    assert [s.name for s in manifest.shards] == [
+        s.name for s in read_manifest(digit_shards["synthetic"]).shards
+    ]
+    assert main(["shards", "verify", str(out)]) is None
+
+
+@pytest.mark.ray
+def test_refine_rerun_skips_published_shards(
+    ray_local, checkpoint, digit_shards, tmp_path, capsys
+) -> None:
+    out = tmp_path / "refined"
+    args = [
+        "refine",
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(digit_shards["synthetic"]),
+        "--output",
+        str(out),
+    ]
+    main(args)
+    capsys.readouterr()
+    first = sorted(out.glob("*.tar"))
+    first[-1].unlink()  # as if the run had stopped before its last shard
+    mtimes = {p.name: p.stat().st_mtime_ns for p in first[:-1]}
+    main(args)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_shards_skipped_already_done"] == 3
+    assert {p.name: p.stat().st_mtime_ns for p in sorted(out.glob("*.tar"))[:-1]} == mtimes
+    assert len(_samples(out)) == 400
+
+
+@pytest.mark.ray
+def test_eval_reports_both_accuracies(ray_local, checkpoint, digit_shards, tmp_path) -> None:
+    from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.refine.ray_pool import refine_shards
+
+    refined = tmp_path / "refined"
+    refine_shards(checkpoint, str(digit_shards["synthetic"]), refined, progress=False)
+    report = evaluate_digits(
+        str(digit_shards["synthetic"]),
+        str(refined),
+        str(digit_shards["real_eval"]),
+        tmp_path / "eval",
+        epochs=1,
+        num_seeds=1,
+    )
+    assert 0.0 <= report["synthetic_accuracy"] <= 1.0
+    assert report["num_train"] == 400 and report["num_real_eval"] == 2000
+    # 400 synthetic digits are enough to beat chance (10%) on real ones.
+    assert report["synthetic_accuracy"] > 0.2
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert "synthetic" in text and "refined" in text and "grid.png" in text
+    assert (tmp_path / "eval" / "grid.png").exists()
+    assert json.loads((tmp_path / "eval" / "report.json").read_text()) == report
+
+
+def test_eval_refuses_missing_or_relabeled_samples(digit_shards, tmp_path) -> None:
+    from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.io.shardio import write_shards
+
+    synthetic, real_eval = str(digit_shards["synthetic"]), str(digit_shards["real_eval"])
+    with pytest.raises(ValueError, match="no refined copy"):
+        evaluate_digits(synthetic, real_eval, real_eval, tmp_path / "eval", epochs=1, num_seeds=1)
+
+    samples = list(read_samples(resolve_shard_urls(synthetic)))
+    relabeled = [
+        (k, img, {**m, "label": (m["label"] + 1) % 10} if i == 7 else m)
+        for i, (k, img, m, _) in enumerate(samples)
+    ]
+    write_shards(relabeled, tmp_path / "relabeled", "synth", 100)
+    with pytest.raises(ValueError, match="changed their label"):
+        evaluate_digits(
+            synthetic,
+            str(tmp_path / "relabeled"),
+            real_eval,
+            tmp_path / "eval",
+            epochs=1,
+            num_seeds=1,
+        )
+
+
+def test_incomplete_checkpoint_is_never_picked(checkpoint: Path) -> None:
+    """A checkpoint cut short by a crash (a rank file or the weights missing) does not load."""
+    import shutil
+
+    from simgan_dist.train.checkpoint import find_latest_checkpoint
+
+    run = checkpoint.parent
+    newer = run / "checkpoint-000000000192"
+    shutil.copytree(checkpoint, newer)
+    assert find_latest_checkpoint(run) == newer
+    (newer / "rank-0000.pt").unlink()
+    assert find_latest_checkpoint(run) == checkpoint
+    (checkpoint / "networks.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        find_latest_checkpoint(run)

@@ -1,0 +1,187 @@
+"""Refinement on Ray: a job SIGKILLed mid-way and rerun gives every key exactly once (local S3
+server), half-done states are redone, bad input is skipped and reported, bad outputs stop early."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset
+
+from simgan_dist.config import load_config
+from simgan_dist.data.reader import read_samples
+from simgan_dist.io.shardio import encode_png, read_manifest, resolve_shard_urls, write_shards
+from simgan_dist.refine import ledger as refine_ledger
+from simgan_dist.refine.ray_pool import RefineError, refine_shards
+from simgan_dist.refine.shard import RefineSettings
+from simgan_dist.train.checkpoint import save_initial_checkpoint
+
+pytestmark = pytest.mark.ray
+
+NUM_SHARDS, PER_SHARD = 24, 40
+ONE_WORKER = RefineSettings(batch_size=16, num_workers=1, threads_per_worker=1)
+
+
+def _samples(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        yield f"s{i:05d}", rng.integers(0, 256, (28, 28), dtype=np.uint8), {"label": i % 10}
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory) -> Path:
+    """A 28x28 refiner wide enough that a shard takes a noticeable time, so a kill lands mid-run."""
+    cfg = load_config(
+        preset="debug", overrides=["model.refiner_features=48", "model.refiner_blocks=2"]
+    )
+    return save_initial_checkpoint(cfg, tmp_path_factory.mktemp("run") / "checkpoint-000000000000")
+
+
+def _keys(location: str, options: dict | None = None) -> collections.Counter:
+    urls = resolve_shard_urls(location, storage_options=options)
+    return collections.Counter(k for k, _, _, _ in read_samples(urls, storage_options=options))
+
+
+def _bucket_keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="simgan-test", Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def test_killed_job_rerun_gives_every_key_exactly_once(
+    ray_local, s3_server, s3_bucket, slow_checkpoint, tmp_path
+) -> None:
+    options = {"endpoint_url": s3_server}
+    source, output = "s3://simgan-test/synth", "s3://simgan-test/refined"
+    write_shards(
+        _samples(NUM_SHARDS * PER_SHARD), source, "synth", PER_SHARD, storage_options=options
+    )
+    # The driver runs in its own process, joined to this session's Ray, and is SIGKILLed once a
+    # few shards are published: its actors die with it, mid-shard or between shards.
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    cmd = [sys.executable, "-m", "simgan_dist.cli", "refine", "--checkpoint", str(slow_checkpoint),
+           "--input", source, "--output", output, "--storage-option", f"endpoint_url={s3_server}",
+           "--num-workers", "1", "--threads-per-worker", "1", "--batch-size", "16", "--no-progress"]  # fmt: skip
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        done = []
+        while len(done) < 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            done = [k for k in _bucket_keys(s3_bucket, "refined/_refine/done/") if ".tmp-" not in k]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert 3 <= len(done) < NUM_SHARDS, log.read_text()[-3000:]
+    assert "refined/manifest.json" not in _bucket_keys(s3_bucket, "refined/")
+
+    summary = refine_shards(
+        slow_checkpoint, source, output, ONE_WORKER, storage_options=options, progress=False
+    )
+    assert summary["num_shards_skipped_already_done"] >= len(done)
+    assert summary["num_shards_refined"] == NUM_SHARDS - summary["num_shards_skipped_already_done"]
+    keys = _keys(output, options)  # through the manifest, read back from the bucket
+    assert keys == collections.Counter({k: 1 for k, _, _ in _samples(NUM_SHARDS * PER_SHARD)})
+    assert read_manifest(output, options).num_samples == NUM_SHARDS * PER_SHARD
+    assert not [k for k in _bucket_keys(s3_bucket, "refined/") if ".tmp-" in k]
+    assert "refined/_refine/report.json" in _bucket_keys(s3_bucket, "refined/_refine/")
+
+
+def test_half_done_states_are_redone_once(
+    ray_local, digit_shards, slow_checkpoint, tmp_path
+) -> None:
+    out = tmp_path / "refined"
+    refine_shards(slow_checkpoint, str(digit_shards["synthetic"]), out, ONE_WORKER, progress=False)
+    names = sorted(p.name for p in out.glob("*.tar"))
+    # Killed between publishing a shard and its record; a shard cut short by hand (its record
+    # stays); a temporary left by a killed writer.
+    (out / refine_ledger.DONE_DIR / f"{names[0]}.json").unlink()
+    with open(out / names[1], "r+b") as f:
+        f.truncate(1024)
+    (out / f"{names[2]}.tmp-0123456789ab").write_bytes(b"partial")
+    (out / "manifest.json").unlink()
+    summary = refine_shards(
+        slow_checkpoint, str(digit_shards["synthetic"]), out, ONE_WORKER, progress=False
+    )
+    assert summary["num_shards_refined"] == 2 and summary["num_shards_skipped_already_done"] == 2
+    assert _keys(str(out)) == collections.Counter(_keys(str(digit_shards["synthetic"])).keys())
+    assert not list(out.glob("*.tmp-*"))
+
+    other = save_initial_checkpoint(
+        load_config(preset="debug"), tmp_path / "other" / "checkpoint-1"
+    )
+    with pytest.raises(ValueError, match="refined with"):
+        refine_shards(other, str(digit_shards["synthetic"]), out, ONE_WORKER, progress=False)
+
+
+def _bad_input(digit_shards, root: Path) -> tuple[Path, set[str]]:
+    """Three shards: good, one with an undecodable sample, one cut short; and the usable keys."""
+    root.mkdir()
+    good = sorted(Path(digit_shards["synthetic"]).glob("*.tar"))
+    shutil.copy(good[0], root / "a-good.tar")
+    keys = set(_keys(str(root / "a-good.tar")))
+    with webdataset.TarWriter(str(root / "b-badsample.tar")) as w:
+        for i in range(5):
+            png = b"not a png" if i == 2 else encode_png(np.zeros((28, 28), np.uint8))
+            w.write({"__key__": f"b{i}", "png": png, "json": b'{"label": 1}'})
+    keys |= {f"b{i}" for i in range(5) if i != 2}
+    data = good[1].read_bytes()
+    (root / "c-truncated.tar").write_bytes(data[: len(data) // 2 + 100])
+    before_damage = set(_keys(str(root / "c-truncated.tar")))  # read_samples skips the rest
+    assert 0 < len(before_damage) < 100
+    return root, keys | before_damage
+
+
+def test_bad_input_is_skipped_and_reported_or_stops(
+    ray_local, digit_shards, slow_checkpoint, tmp_path
+) -> None:
+    source, usable = _bad_input(digit_shards, tmp_path / "in")
+    out = tmp_path / "refined"
+    summary = refine_shards(slow_checkpoint, str(source), out, ONE_WORKER, progress=False)
+    assert _keys(str(out)) == collections.Counter(usable)
+    skipped = " ".join(summary["skipped"])
+    assert "b-badsample.tar key b2" in skipped and "c-truncated.tar" in skipped
+    assert summary["num_images"] == len(usable) and summary["num_skipped_samples"] >= 2
+    report = (out / refine_ledger.REPORT_NAME).read_text()
+    assert "b-badsample.tar key b2" in report
+
+    stop = RefineSettings(**{**vars(ONE_WORKER), "on_bad_sample": "stop"})
+    with pytest.raises(RefineError, match="bad sample"):
+        refine_shards(slow_checkpoint, str(source), tmp_path / "stopped", stop, progress=False)
+    assert not (tmp_path / "stopped" / "manifest.json").exists()
+    assert "error" in (tmp_path / "stopped" / refine_ledger.REPORT_NAME).read_text()
+
+
+def test_unwritable_output_stops_before_work(
+    s3_server, s3_bucket, digit_shards, slow_checkpoint, tmp_path
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(OSError, match="cannot be written"):
+        refine_shards(
+            slow_checkpoint, str(digit_shards["synthetic"]), "s3://no-such-bucket/out",
+            storage_options={"endpoint_url": s3_server}, progress=False,
+        )  # fmt: skip
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(OSError, match="cannot be written"):
+        refine_shards(slow_checkpoint, str(digit_shards["synthetic"]), tmp_path / "file" / "out")
+    assert time.monotonic() - started < 30  # no worker was started
+
+
+def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> None:
+    from simgan_dist.bench import refine as bench_refine
+
+    monkeypatch.setattr(bench_refine, "BARE_SECONDS", 0.2)
+    result = bench_refine.bench_refine("debug", 64, 32, ONE_WORKER, work_dir=tmp_path)
+    assert result["num_images"] == 64 and result["bare_images_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["e2e_steady_images_per_s"] / result["bare_images_per_s"]
+    )
+    text = bench_refine.format_refine_table(result)
+    assert "ratio end-to-end / bare" in text and "projected for 1,000,000 images" in text

@@ -1,0 +1,152 @@
+"""Algorithm 1 on plain PyTorch: phases, image counting, and R/D updates that leave each other alone."""
+
+from __future__ import annotations
+
+import torch
+
+from simgan_dist.config import load_config
+from simgan_dist.model.history import HistoryBuffer
+from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.train.engine import TorchUpdater, make_optimizer
+from simgan_dist.train.loop import LoopState, disc_step, phases_for, refiner_step, train
+
+
+class RandomBatches:
+    """Seeded random images in [-1, 1]; 'real' ones are brighter so D has something to learn."""
+
+    def __init__(self, batch: int, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.batch = batch
+        self.num_synthetic = self.num_real = 0
+
+    def next_synthetic(self) -> torch.Tensor:
+        self.num_synthetic += self.batch
+        return torch.rand(self.batch, 1, 28, 28, generator=self.gen) * 2 - 1
+
+    def next_real(self) -> torch.Tensor:
+        self.num_real += self.batch
+        return (torch.rand(self.batch, 1, 28, 28, generator=self.gen) * 2 - 1).clamp(min=0)
+
+
+def _setup(**overrides):
+    cfg = load_config(
+        preset="debug", overrides=[f"{k}={v}" for k, v in overrides.items()] + ["run.num_workers=1"]
+    )
+    torch.manual_seed(0)
+    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
+    refiner = TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.01))
+    disc = TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.01))
+    return cfg, refiner, disc
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_refiner_step_leaves_disc_untouched() -> None:
+    cfg, refiner, disc = _setup()
+    batches = RandomBatches(8)
+    d_before, r_before = _params(disc.module), _params(refiner.module)
+    metrics = refiner_step(refiner, disc, batches.next_synthetic(), cfg, adversarial=True)
+    assert _same(d_before, _params(disc.module))
+    assert all(p.grad is None for p in disc.module.parameters())
+    assert all(p.requires_grad for p in disc.module.parameters())
+    assert not _same(r_before, _params(refiner.module))
+    assert {"loss_r", "loss_r_adv", "loss_r_reg"} <= set(metrics)
+
+
+def test_disc_step_leaves_refiner_untouched() -> None:
+    cfg, refiner, disc = _setup()
+    batches = RandomBatches(8)
+    d_before, r_before = _params(disc.module), _params(refiner.module)
+    buffer = HistoryBuffer(32, (1, 28, 28), seed=0)
+    metrics = disc_step(refiner, disc, batches.next_synthetic(), batches.next_real(), buffer, 0.5)
+    assert _same(r_before, _params(refiner.module))
+    assert all(p.grad is None for p in refiner.module.parameters())
+    assert not _same(d_before, _params(disc.module))
+    assert {"loss_d", "d_acc_real", "d_acc_refined"} <= set(metrics)
+    assert buffer.num_filled == 4  # b/2 new refined images stored after the step
+
+
+def test_phases_follow_algorithm_1() -> None:
+    cfg = load_config(preset="debug", overrides=["schedule.k_g=2", "schedule.k_d=1"])
+    pretrain_r, pretrain_d, adversarial = phases_for(cfg.schedule)
+    assert (pretrain_r.refiner_steps, pretrain_r.disc_steps, pretrain_r.adversarial) == (
+        1,
+        0,
+        False,
+    )
+    assert (pretrain_d.refiner_steps, pretrain_d.disc_steps) == (0, 1)
+    assert (adversarial.refiner_steps, adversarial.disc_steps, adversarial.adversarial) == (
+        2,
+        1,
+        True,
+    )
+
+
+def test_train_counts_images_and_steps() -> None:
+    cfg, refiner, disc = _setup(
+        **{
+            "schedule.refiner_pretrain_nimg": 16,
+            "schedule.disc_pretrain_nimg": 8,
+            "schedule.adversarial_nimg": 48,
+        }
+    )
+    batches = RandomBatches(cfg.schedule.batch_size)
+    seen: list[tuple[str, int]] = []
+    state = train(
+        refiner,
+        disc,
+        batches,
+        cfg,
+        LoopState(),
+        HistoryBuffer(64, (1, 28, 28), seed=0),
+        after_iteration=lambda s, p, m: seen.append((p.name, s.cur_nimg)),
+    )
+    # 2 R-only steps, 1 D-only step, then 2 iterations of (2 R + 1 D) steps: 9 steps of b=8.
+    assert state.cur_nimg == 72 and state.cur_step == 9 and state.cur_iter == 5
+    assert [name for name, _ in seen] == ["pretrain_refiner"] * 2 + ["pretrain_disc"] + [
+        "adversarial"
+    ] * 2
+    assert batches.num_synthetic == 72  # every step drew a fresh batch
+    assert batches.num_real == 8 * 3  # one real batch per D step
+
+
+def test_pretraining_learns_identity() -> None:
+    """Self-regularization only: R converges towards a (blurry) copy of its input."""
+    cfg, refiner, disc = _setup(
+        **{
+            "schedule.refiner_pretrain_nimg": 8 * 150,
+            "schedule.disc_pretrain_nimg": 0,
+            "schedule.adversarial_nimg": 0,
+            "optim.optimizer": "adam",
+        }
+    )
+    refiner.optimizer = torch.optim.Adam(refiner.module.parameters(), lr=3e-3)
+    batches = RandomBatches(8)
+    x = batches.next_synthetic()
+    before = (refiner.module(x) - x).abs().mean().item()
+    d_before = _params(disc.module)
+    train(refiner, disc, batches, cfg, LoopState())
+    after = (refiner.module(x) - x).abs().mean().item()
+    assert after < 0.5 * before
+    assert _same(d_before, _params(disc.module))
+
+
+def test_resume_from_state_continues_phase() -> None:
+    cfg, refiner, disc = _setup(
+        **{
+            "schedule.refiner_pretrain_nimg": 16,
+            "schedule.disc_pretrain_nimg": 8,
+            "schedule.adversarial_nimg": 24,
+        }
+    )
+    state = LoopState(cur_nimg=24, phase_index=2, phase_nimg=0, cur_step=3, cur_iter=3)
+    batches = RandomBatches(8)
+    state = train(refiner, disc, batches, cfg, state)
+    assert state.cur_nimg == 48 and state.phase_index == 2 and state.phase_nimg == 24
+    assert batches.num_synthetic == 24  # only the adversarial iteration ran
