@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
@@ -71,7 +72,11 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
     else:
         if not args.folder:
             raise ConfigError("--folder: required with source 'folder'")
-        size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+        size = (
+            cast(tuple[int, int], tuple(int(v) for v in args.size.split("x")))
+            if args.size
+            else None
+        )
         manifest = shard_build.build_from_folder(
             args.folder, out, args.samples_per_shard, not args.rgb, size, options
         )
@@ -109,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = run_training(cfg, run_dir)
     if result.error:
         raise SystemExit(f"training failed: {result.error}")
+    assert result.checkpoint is not None  # a run without error ends with one
     print(f"[simgan] final checkpoint: {result.checkpoint.path}")
 
 
@@ -142,7 +148,7 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
                         help="auto: bf16 autocast on GPU, fp32 on CPU")  # fmt: skip
 
 
-def _refine_settings(args: argparse.Namespace, **fields: object):
+def _refine_settings(args: argparse.Namespace, **fields: Any):
     from simgan_dist.refine.shard import RefineSettings
 
     try:

@@ -46,6 +46,7 @@ def run_demo(
     result = run_training(cfg, run_dir)
     if result.error:
         raise SystemExit(f"[demo] training failed: {result.error}")
+    assert result.checkpoint is not None  # a run without error ends with one
     checkpoint = Path(result.checkpoint.path)
 
     refined_dir = run_dir / "refined"

@@ -82,6 +82,7 @@ def bare_loop(
             k = min(n_hist, filled)
             if k:
                 idx = torch.randint(0, filled, (k,), device=device)
+                assert buffer is not None  # k > 0 needs a buffer
                 fake = torch.cat([refined[: b - k], buffer[idx]])
             logits = disc(torch.cat([y, fake]))
             loss, _ = discriminator_loss(logits[:b], logits[b:])
@@ -89,6 +90,7 @@ def bare_loop(
             loss.backward()
             opt_d.step()
             if n_hist:
+                assert buffer is not None  # n_hist > 0 needs a buffer
                 new = refined[:n_hist]
                 free = min(capacity - filled, n_hist)
                 buffer[filled : filled + free] = new[:free]

@@ -60,7 +60,7 @@ BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD = 4000, 1000
 # Schedule: how many iterations are warm-up and how many are timed
 
 
-def plan(cfg: Config, nimg: int) -> dict[str, int]:
+def plan(cfg: Config, nimg: float) -> dict[str, int]:
     """Iterations of the adversarial phase: a warm-up part and a timed part of ~nimg images,
     cut into log intervals of whole iterations (so each metrics row covers the same work)."""
     s = cfg.schedule
@@ -341,7 +341,7 @@ def bench_train(
         if use_gpu and not _has_two_gpus():
             del workers["ours_2w"]
             result["notes"].append("ours_2w skipped: run.use_gpu needs 2 GPUs in the Ray cluster")
-        measured = {name: [] for name in ("bare", *workers)}
+        measured: dict[str, list[Any]] = {name: [] for name in ("bare", *workers)}
         bare_iters = _split(rounds * schedule["measured_iters"], rounds + 1)
         for r in range(rounds + 1):
             if bare_iters[r]:

@@ -112,7 +112,8 @@ def _folder_key(rel: Path) -> str:
 
 
 def _load_image(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np.ndarray:
-    with Image.open(path) as im:
+    with Image.open(path) as opened:
+        im: Image.Image = opened
         if im.mode in ("I;16", "I;16B", "I"):
             im = im.convert("I;16")  # 16-bit depth stays 16-bit
         elif grayscale:
@@ -121,7 +122,7 @@ def _load_image(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np
             im = im.convert("RGB")
         if size is not None and im.size != (size[1], size[0]):
             # NEAREST for depth: interpolating across an object edge invents depths in between.
-            resample = Image.NEAREST if im.mode == "I;16" else Image.BICUBIC
+            resample = Image.Resampling.NEAREST if im.mode == "I;16" else Image.Resampling.BICUBIC
             im = im.resize((size[1], size[0]), resample)  # PIL wants (width, height)
         return np.array(im)
 

@@ -66,7 +66,7 @@ class _Skip:
 
 def _decode(
     raw: dict[str, Any],
-    image_shape: tuple[int, int, int] | None,
+    image_shape: tuple[int, ...] | None,
     with_meta: bool,
     require_json: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -291,8 +291,9 @@ def batch_stream(
         if kind != "batch":
             raise BadSampleError(rest[0]) if kind == "bad" else ValueError(rest[0])
         images, metas, skips, ends = rest
-        for end in ends if on_shard_end is not None else ():
-            on_shard_end(end.epoch, end.url)
+        if on_shard_end is not None:
+            for end in ends:
+                on_shard_end(end.epoch, end.url)
         for what in skips:
             log.warning("skipping bad sample %s", what)
             stats.record_skip(what)

@@ -98,7 +98,7 @@ def decode_png(data: bytes) -> np.ndarray:
         if im.mode in ("I;16", "I;16B", "I"):
             return np.array(im).astype(np.uint16)  # older Pillows open 16-bit PNGs as int32 "I"
         if im.mode not in ("L", "RGB", "RGBA"):
-            im = im.convert("RGBA" if "A" in im.mode else "RGB")  # palette / LA / 1-bit PNGs
+            return np.array(im.convert("RGBA" if "A" in im.mode else "RGB"))  # palette/LA/1-bit
         return np.array(im)
 
 

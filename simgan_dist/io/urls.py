@@ -151,6 +151,7 @@ def prefetch(
         pending = pool.submit(fetch, shard_urls[0]) if shard_urls else None
         for i in range(len(shard_urls)):
             current = pending
+            assert current is not None  # submitted for every i < len(shard_urls)
             pending = pool.submit(fetch, shard_urls[i + 1]) if i + 1 < len(shard_urls) else None
             yield current.result()
     finally:

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+
+class History(Protocol):
+    """What the loop needs of a history buffer: HistoryBuffer (one rank's), or the buffer spread
+    over all ranks (train.global_history.GlobalHistoryBuffer), which has the same methods."""
+
+    @property
+    def num_filled(self) -> int: ...
+
+    def sample(self, num_images: int) -> Tensor: ...
+
+    def push(self, images: Tensor) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class HistoryBuffer:
@@ -91,7 +108,7 @@ class HistoryBuffer:
             "generator_state": self._gen.get_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict(). Same capacity: the run continues exactly as if never stopped.
 
         A different capacity (training resumed on another number of workers, so another share
@@ -120,9 +137,7 @@ def history_count(batch_size: int, history_fraction: float) -> int:
     return min(batch_size, math.floor(history_fraction * batch_size + 0.5 + 1e-9))
 
 
-def mix_fake_batch(
-    current: Tensor, buffer: HistoryBuffer | None, history_fraction: float
-) -> Tensor:
+def mix_fake_batch(current: Tensor, buffer: History | None, history_fraction: float) -> Tensor:
     """D's fake mini-batch: b - n_hist current refined images, then n_hist from the buffer.
 
     b = len(current), n_hist = history_count(b, f) (f = 0.5 in the paper). The result has the

@@ -151,7 +151,7 @@ def _run_pool(
     # A worker asking for more CPUs than the cluster has would never start.
     cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     groups = {"work": settings.shards_per_worker, "progress": 1}
-    worker = ray.remote(
+    worker = ray.remote(  # type: ignore[call-overload]
         concurrency_groups=groups
     )(
         RefineWorker
@@ -166,7 +166,7 @@ def _run_pool(
         return worker.remote(weights_ref, model, settings, lineage, options)
 
     actors = [start() for _ in range(num_workers)]
-    queue, in_flight = deque(todo), {}
+    queue, in_flight = deque(todo), dict[Any, tuple[Any, Any]]()
     images_done = replacements = 0
 
     def feed(actor: Any) -> None:

@@ -130,7 +130,7 @@ class ShardRefiner:
         )
         refiner = build_refiner(model)
         refiner.load_state_dict(weights)
-        self.refiner = refiner.to(self.device, memory_format=self.memory_format).eval()
+        self.refiner = refiner.to(self.device, memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         self._forward_lock = threading.Lock()
         self.in_progress: dict[str, int] = {}  # source url -> samples refined so far (progress)
 

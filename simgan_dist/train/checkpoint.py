@@ -12,10 +12,9 @@ import torch
 
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.io import storage
-from simgan_dist.model.history import HistoryBuffer
+from simgan_dist.model.history import History
 from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
 from simgan_dist.train.engine import TorchUpdater, Updater, make_optimizer
-from simgan_dist.train.global_history import GlobalHistoryBuffer
 from simgan_dist.train.loop import LoopState
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def save_training_state(
     world_size: int,
     refiner: Updater,
     disc: Updater,
-    buffer: HistoryBuffer | GlobalHistoryBuffer | None,
+    buffer: History | None,
     state: LoopState,
     cfg: Config,
     data_position: dict[str, int] | None = None,
@@ -98,7 +97,7 @@ def load_training_state(
     world_size: int,
     refiner: Updater,
     disc: Updater,
-    buffer: HistoryBuffer | GlobalHistoryBuffer | None,
+    buffer: History | None,
 ) -> tuple[LoopState, dict[str, int]]:
     """Restore networks, optimizers, this rank's buffer slice and RNG; return the loop counters
     and this rank's data position ({} when it is unknown)."""

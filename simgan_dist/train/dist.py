@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.distributed as torch_dist
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -34,7 +38,7 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, vec.tolist(), strict=True)}
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
+def broadcast_object(obj: T, src: int = 0) -> T:
     """Rank src's Python object on every rank (pickled; use for small control values only)."""
     if not is_distributed():
         return obj

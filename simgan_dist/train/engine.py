@@ -139,7 +139,7 @@ class DeepSpeedUpdater:
         cfg = cfg or EngineConfig()
         self.zero_stage = cfg.zero_stage
         if cfg.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.channels_last = cfg.channels_last
         self.precision = cfg.precision
         # The process group already exists (Ray Train or the test harness set it up).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import ray.train
 import torch
@@ -13,11 +14,10 @@ from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import IteratorBatches, grid_images
 from simgan_dist.eval.grids import save_grid
 from simgan_dist.eval.scores import Scorer
-from simgan_dist.model.history import HistoryBuffer
+from simgan_dist.model.history import History
 from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
 from simgan_dist.train.engine import Updater
-from simgan_dist.train.global_history import GlobalHistoryBuffer
 from simgan_dist.train.loop import LoopState, Phase
 from simgan_dist.train.ray_catalog import CatalogClient, save_catalogs
 from simgan_dist.train.run_log import MetricAverager, RunLog
@@ -39,7 +39,7 @@ class TrainingHooks:
         world_size: int,
         refiner: Updater,
         disc: Updater,
-        buffer: HistoryBuffer | GlobalHistoryBuffer | None,
+        buffer: History | None,
         batches: IteratorBatches,
         stats: StreamStats,
         start_nimg: int,
@@ -99,7 +99,7 @@ class TrainingHooks:
         (a collective: every rank calls this at the same iterations)."""
         scores = self.scorer(self.refiner.frozen_forward) if self.scorer is not None else None
         self.scored_nimg = state.cur_nimg
-        return dist.broadcast_object(scores)
+        return cast("dict[str, float]", dist.broadcast_object(scores))  # rank 0's, on every rank
 
     def report_scores(self, state: LoopState) -> None:
         """Scores with no checkpoint due: Ray Train keeps no metrics without a checkpoint, but
@@ -109,6 +109,7 @@ class TrainingHooks:
     def save_grid(self, state: LoopState) -> None:
         if self.rank != 0:
             return
+        assert self.grid_synthetic is not None and self.grid_real is not None  # read on rank 0
         with torch.no_grad():
             refined = self.refiner.frozen_forward(self.grid_synthetic).float()
         rows = [self.grid_synthetic, refined, self.grid_real]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
-from simgan_dist.model.history import HistoryBuffer, history_count, mix_fake_batch
+from simgan_dist.model.history import History, history_count, mix_fake_batch
 from simgan_dist.model.losses import discriminator_loss, refiner_loss
 from simgan_dist.train.engine import Updater
 
@@ -106,7 +106,7 @@ def disc_step(
     disc: Updater,
     synthetic: torch.Tensor,
     real: torch.Tensor,
-    buffer: HistoryBuffer | None,
+    buffer: History | None,
     history_fraction: float,
 ) -> dict[str, float]:
     """One D update on real vs refined patches; half the refined ones come from the history buffer."""
@@ -131,7 +131,7 @@ def train(
     batches: Batches,
     cfg: Config,
     state: LoopState,
-    buffer: HistoryBuffer | None = None,
+    buffer: History | None = None,
     after_iteration: StepHook | None = None,
 ) -> LoopState:
     """Run Algorithm 1 from `state` to the end of the last phase.

@@ -70,7 +70,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     stats = StreamStats()
     catalogs = connect_catalogs(loop_config.get("catalogs"), cfg, world_size)
 
-    state, data_position = LoopState(), {}
+    state, data_position = LoopState(), dict[str, int]()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         batches = make_batches(cfg, rank, world_size, stats, device, catalogs)

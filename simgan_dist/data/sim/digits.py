@@ -67,7 +67,7 @@ def _glyph(
     grow = max(delta, 0) // 2
     pad = 4 + grow
     left, top, right, bottom = font.getbbox(str(digit))
-    img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)  # type: ignore[arg-type]
     ImageDraw.Draw(img).text(
         (pad - left, pad - top), str(digit), fill=255, font=font, stroke_width=grow, stroke_fill=255
     )
@@ -119,7 +119,9 @@ def _t1(r: np.random.Generator) -> tuple[str, Strokes]:
     kind = "plain" if u < 0.5 else "flag" if u < 0.85 else "flag_base"
     if kind == "plain":
         return kind, [(stem, ())]
-    strokes = [(np.vstack([_pts(0.3 + lean - _u(r, 0.15, 0.25), _u(r, 0.15, 0.3)), stem]), (1,))]
+    strokes: Strokes = [
+        (np.vstack([_pts(0.3 + lean - _u(r, 0.15, 0.25), _u(r, 0.15, 0.3)), stem]), (1,))
+    ]
     if kind == "flag_base":
         strokes.append((_pts(0.1, 1.0, 0.5, 1.0), ()))
     return kind, strokes
