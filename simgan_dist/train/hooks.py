@@ -20,7 +20,8 @@ from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState, Phase
 from simgan_dist.train.ray_catalog import CatalogClient, save_catalogs
-from simgan_dist.train.run_log import MetricAverager, RunLog
+from simgan_dist.train.run_log import RunLog
+from simgan_dist.train.stats import Collector
 
 
 def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
@@ -50,7 +51,7 @@ class TrainingHooks:
         self.stats, self.catalogs = stats, catalogs
         self.run_dir = run_dir
         self.log = RunLog(run_dir, enabled=rank == 0)
-        self.averager = MetricAverager()
+        self.collector = Collector()  # the loop reports every step here (train(..., stats=))
         self.prev_nimg = start_nimg
         self.last_checkpoint_nimg = start_nimg
         self.last_metrics: dict[str, float] = {}
@@ -67,7 +68,6 @@ class TrainingHooks:
         self.scored_nimg = -1
 
     def __call__(self, state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
-        self.averager.add(metrics)
         run = self.cfg.run
         scores = {}
         # score.every_nimg is a multiple of log_every_nimg: a score always joins a metrics row.
@@ -88,7 +88,7 @@ class TrainingHooks:
     def write_metrics(
         self, state: LoopState, phase_name: str, scores: dict[str, float] | None = None
     ) -> None:
-        means = self.averager.pop()
+        means = self.collector.pop()
         means["num_skipped_samples"] = float(self.stats.num_skipped)
         means = dist.mean_over_ranks(means)
         means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
@@ -137,7 +137,7 @@ class TrainingHooks:
         scores = {}
         if self.cfg.score.every_nimg and self.scored_nimg != state.cur_nimg:
             scores = self.score(state)  # the final scores: what a search compares trials on
-        if self.averager.sums or scores:
+        if self.collector or scores:
             self.write_metrics(state, "done", scores)
         self.save_grid(state)
         if state.cur_nimg != self.last_checkpoint_nimg:

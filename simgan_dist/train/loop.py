@@ -13,6 +13,7 @@ from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
 from simgan_dist.model.losses import discriminator_loss, refiner_loss
 from simgan_dist.train.engine import Updater
+from simgan_dist.train.stats import Collector
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,18 @@ def train(
     state: LoopState,
     buffer: History | None = None,
     after_iteration: StepHook | None = None,
+    stats: Collector | None = None,
 ) -> LoopState:
     """Run Algorithm 1 from `state` to the end of the last phase.
 
     Every R or D step draws a fresh global mini-batch of cfg.schedule.batch_size synthetic images
     (this rank gets its share from `batches`) and advances cur_nimg by that many. The hook runs after
     each whole iteration, so logging, grids and checkpoints always see a consistent state.
+
+    Every step's (and micro-batch's) metrics are reported to `stats`, which holds them until the
+    hooks take the interval's means; the hook also gets the iteration's own means.
     """
+    stats = stats if stats is not None else Collector()
     phases = phases_for(cfg.schedule)
     global_batch = cfg.schedule.batch_size
     # With gradient accumulation one step is grad_accum_steps micro-batches; the engine applies
@@ -148,18 +154,20 @@ def train(
     while True:
         phase = phases[state.phase_index]
         while state.phase_nimg < phase.num_images:
-            metrics: dict[str, float] = {}
+            iteration = Collector()
             for _ in range(phase.refiner_steps):
                 for _ in range(num_micro):
                     synthetic = batches.next_synthetic()
-                    metrics.update(refiner_step(refiner, disc, synthetic, cfg, phase.adversarial))
+                    iteration.report_all(
+                        refiner_step(refiner, disc, synthetic, cfg, phase.adversarial)
+                    )
                 state.cur_step += 1
                 state.cur_nimg += global_batch
                 state.phase_nimg += global_batch
             for _ in range(phase.disc_steps):
                 for _ in range(num_micro):
                     synthetic, real = batches.next_synthetic(), batches.next_real()
-                    metrics.update(
+                    iteration.report_all(
                         disc_step(
                             refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction
                         )
@@ -168,8 +176,9 @@ def train(
                 state.cur_nimg += global_batch
                 state.phase_nimg += global_batch
             state.cur_iter += 1
+            stats.merge(iteration)
             if after_iteration is not None:
-                after_iteration(state, phase, metrics)
+                after_iteration(state, phase, iteration.means())
         if state.phase_index == len(phases) - 1:
             # The run ends in its last phase, so `--resume` with a longer schedule continues it.
             return state

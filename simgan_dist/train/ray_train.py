@@ -94,7 +94,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg,
         catalogs,
     )  # fmt: skip
-    state = train(refiner, disc, batches, cfg, state, buffer, after_iteration=hooks)
+    state = train(
+        refiner, disc, batches, cfg, state, buffer, after_iteration=hooks, stats=hooks.collector
+    )
     hooks.finish(state)
 
 

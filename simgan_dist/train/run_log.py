@@ -10,24 +10,6 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 
-class MetricAverager:
-    """Mean of each metric over the iterations since the last log line."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def pop(self) -> dict[str, float]:
-        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
-        self.sums, self.counts = {}, {}
-        return means
-
-
 class RunLog:
     """metrics.jsonl + TensorBoard event files under `directory`, plus console lines."""
 

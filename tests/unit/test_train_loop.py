@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from simgan_dist.config import load_config
@@ -150,3 +151,73 @@ def test_resume_from_state_continues_phase() -> None:
     state = train(refiner, disc, batches, cfg, state)
     assert state.cur_nimg == 48 and state.phase_index == 2 and state.phase_nimg == 24
     assert batches.num_synthetic == 24  # only the adversarial iteration ran
+
+
+def test_logged_losses_are_means_over_every_step(monkeypatch) -> None:
+    """K_g = 3 R steps and K_d = 2 D steps per iteration, each of 2 micro-batches: what the hook
+    gets and what a log line takes (the collector's means over two iterations, popped as
+    TrainingHooks pops it) are means over every micro-batch, not the last step's values."""
+    from simgan_dist.train import loop
+    from simgan_dist.train.stats import Collector
+
+    counter = iter(range(10_000))
+    steps: dict[str, list[float]] = {"loss_r": [], "loss_d": []}
+
+    def scripted(name: str):
+        def step(*args, **kwargs) -> dict[str, float]:
+            value = float(next(counter)) ** 2  # not linear, so a mean differs from a midpoint
+            steps[name].append(value)
+            return {name: value}
+
+        return step
+
+    monkeypatch.setattr(loop, "refiner_step", scripted("loss_r"))
+    monkeypatch.setattr(loop, "disc_step", scripted("loss_d"))
+    cfg, refiner, disc = _setup(
+        **{
+            "schedule.refiner_pretrain_nimg": 0,
+            "schedule.disc_pretrain_nimg": 0,
+            "schedule.adversarial_nimg": 4 * 8 * (3 + 2),  # 4 iterations of 5 steps of b=8
+            "schedule.k_g": 3,
+            "schedule.k_d": 2,
+            "engine.grad_accum_steps": 2,
+            "run.log_every_nimg": 8,
+            "score.every_nimg": 0,
+        }
+    )
+    stats = Collector()
+    per_iteration: list[dict[str, float]] = []
+    logged: list[dict[str, float]] = []
+
+    def hook(state: LoopState, phase, metrics: dict[str, float]) -> None:
+        per_iteration.append(metrics)
+        if state.cur_iter % 2 == 0:  # a log line every two iterations
+            logged.append(stats.pop())
+
+    train(refiner, disc, RandomBatches(4), cfg, LoopState(), None, hook, stats=stats)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    r, d = steps["loss_r"], steps["loss_d"]
+    assert len(r) == 4 * 3 * 2 and len(d) == 4 * 2 * 2  # every micro-batch reported
+    for i, metrics in enumerate(per_iteration):
+        assert metrics["loss_r"] == pytest.approx(mean(r[6 * i : 6 * i + 6]))
+        assert metrics["loss_d"] == pytest.approx(mean(d[4 * i : 4 * i + 4]))
+    assert len(logged) == 2
+    for j, line in enumerate(logged):
+        assert line["loss_r"] == pytest.approx(mean(r[12 * j : 12 * j + 12]))
+        assert line["loss_d"] == pytest.approx(mean(d[8 * j : 8 * j + 8]))
+    assert len(stats) == 0
+
+
+def test_collector_means_and_merge() -> None:
+    from simgan_dist.train.stats import Collector
+
+    a, b = Collector(), Collector()
+    a.report_all({"x": 1.0, "y": 10.0})
+    b.report("x", 2.0)
+    b.report("x", 6.0)
+    a.merge(b)
+    assert a.means() == {"x": 3.0, "y": 10.0}
+    assert a.pop() == {"x": 3.0, "y": 10.0} and len(a) == 0 and a.pop() == {}
