@@ -2,10 +2,14 @@
 
 from simgan_dist.config.loading import (
     PRESETS_DIR,
+    ConfigSource,
+    build_dataclass,
+    config_to_yaml,
     from_dict,
     load_config,
     merge,
     parse_override,
+    parse_yaml,
     preset_path,
     read_yaml,
     save_config,
@@ -23,9 +27,15 @@ from simgan_dist.config.schema import (
     RunConfig,
     ScheduleConfig,
     ScoreConfig,
+    require,
 )
 
 __all__ = [
+    "ConfigSource",
+    "build_dataclass",
+    "config_to_yaml",
+    "parse_yaml",
+    "require",
     "DISCRIMINATOR_CHOICES",
     "PRESETS_DIR",
     "PSI_CHOICES",

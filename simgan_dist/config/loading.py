@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from simgan_dist.config.schema import Config, ConfigError, _check
+from simgan_dist.config.schema import Config, ConfigError, require
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -30,11 +32,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
-        _check(value in choices, name, f"must be one of {list(choices)}", value)
+        require(value in choices, name, f"must be one of {list(choices)}", value)
         return value
     if origin is tuple:
         args = typing.get_args(hint)
-        _check(
+        require(
             isinstance(value, (list, tuple)) and len(value) == len(args),
             name,
             f"must be a list of {len(args)}",
@@ -42,7 +44,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         )
         return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
     if origin is dict:
-        _check(
+        require(
             isinstance(value, dict) and all(isinstance(k, str) for k in value),
             name,
             "must be a mapping with string keys",
@@ -57,7 +59,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 continue
         raise ValueError(f"{name}: wrong type, got {value!r}")
     if hint is float:
-        _check(
+        require(
             isinstance(value, (int, float)) and not isinstance(value, bool),
             name,
             "must be a number",
@@ -65,7 +67,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         )
         return float(value)
     if hint is int:
-        _check(
+        require(
             isinstance(value, int) and not isinstance(value, bool),
             name,
             "must be an integer",
@@ -73,15 +75,17 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         )
         return value
     if hint is bool:
-        _check(isinstance(value, bool), name, "must be true or false", value)
+        require(isinstance(value, bool), name, "must be true or false", value)
         return value
     if hint is str:
-        _check(isinstance(value, str), name, "must be a string", value)
+        require(isinstance(value, str), name, "must be a string", value)
         return value
     raise TypeError(f"{name}: unsupported config type {hint!r}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
+    """A (nested) dataclass from a mapping, each value checked against its field's type; a
+    problem raises ValueError naming the dotted field (prefix + key)."""
     if not isinstance(data, dict):
         raise ValueError(f"{prefix or 'config'}: must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -93,7 +97,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+            kwargs[key] = build_dataclass(hint, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
     return cls(**kwargs)
@@ -102,7 +106,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
     try:
-        return _build(Config, data, "")
+        return build_dataclass(Config, data, "")
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -115,16 +119,47 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    """A YAML mapping from text; problems are one ConfigError line naming source."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return data
+    return parse_yaml(text, str(path))
+
+
+ConfigSource = str | Path | Mapping[str, Any]
+
+
+def _is_yaml_text(text: str) -> bool:
+    """A str is YAML text (not a path) when it spans lines, or is no file and reads as a mapping."""
+    if "\n" in text:
+        return True
+    if Path(text).exists():
+        return False
+    try:
+        return isinstance(yaml.safe_load(text), dict)
+    except yaml.YAMLError:
+        return False
+
+
+def _read_source(config: ConfigSource, source: str | None) -> tuple[dict[str, Any], str]:
+    if isinstance(config, Mapping):
+        return copy.deepcopy(dict(config)), source or "<dict>"
+    if isinstance(config, str) and _is_yaml_text(config):
+        name = source or "<string>"
+        return parse_yaml(config, name), name
+    return read_yaml(config), source or str(config)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -139,29 +174,41 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None,
+    config: ConfigSource | None = None,
     preset: str | None = None,
     overrides: list[str] | None = None,
+    source: str | None = None,
 ) -> Config:
-    """Preset (or a file's `preset:` key) first, then the file, then --set overrides, validated."""
+    """Preset (or the config's `preset:` key) first, then the config, then --set overrides,
+    validated. config is a YAML file's path, YAML text or a dict; source names it in errors
+    (default: the path, "<string>" or "<dict>")."""
     data: dict[str, Any] = {}
-    source = "<defaults>"
-    file_data = read_yaml(path) if path else {}
+    name = "<defaults>"
+    file_data: dict[str, Any] = {}
+    config_name = ""
+    given = isinstance(config, Mapping) or bool(config)
+    if config is not None and given:
+        file_data, config_name = _read_source(config, source)
     preset = file_data.pop("preset", None) or preset
     if preset:
         data = read_yaml(preset_path(preset))
-        source = str(preset_path(preset))
-    if path:
+        name = str(preset_path(preset))
+    if given:
         data = merge(data, file_data)
-        source = str(path)
+        name = config_name
     for text in overrides or []:
         data = merge(data, parse_override(text))
     if overrides:
-        source += " (with --set " + " ".join(overrides) + ")"
-    return from_dict(data, source)
+        name += " (with --set " + " ".join(overrides) + ")"
+    return from_dict(data, name)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text, which load_config reads back to an equal Config."""
+    data = cfg.to_dict()
+    data["optim"]["adam_betas"] = list(cfg.optim.adam_betas)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    data = cfg.to_dict()
-    data["optim"]["adam_betas"] = list(cfg.optim.adam_betas)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    Path(path).write_text(config_to_yaml(cfg))

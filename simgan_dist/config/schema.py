@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A config problem, as one line naming the file and the field."""
 
 
-def _check(cond: bool, name: str, msg: str, value: Any) -> None:
+def require(cond: bool, name: str, msg: str, value: Any) -> None:
     # Raised as ValueError(field: msg); load_config prefixes the file name.
     if not cond:
         raise ValueError(f"{name}: {msg}, got {value!r}")
@@ -36,17 +36,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_channels", "image_height", "image_width"):
-            _check(getattr(self, name) > 0, f"model.{name}", "must be > 0", getattr(self, name))
-        _check(
+            require(getattr(self, name) > 0, f"model.{name}", "must be > 0", getattr(self, name))
+        require(
             self.refiner_features > 0,
             "model.refiner_features",
             "must be > 0",
             self.refiner_features,
         )
-        _check(
+        require(
             self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0", self.refiner_blocks
         )
-        _check(
+        require(
             self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0,
             "model.refiner_kernel",
             "must be a positive odd number (same padding keeps the size)",
@@ -66,8 +66,8 @@ class LossConfig:
     saturation_margin: float = 4.0
 
     def __post_init__(self) -> None:
-        _check(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
-        _check(
+        require(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
+        require(
             self.saturation_margin == 0 or self.saturation_margin >= 3.2,
             "loss.saturation_margin",
             "must be 0 (off) or >= 3.2 (tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255)",
@@ -91,12 +91,12 @@ class OptimConfig:
     total_steps: int = 0  # cosine horizon in optimizer steps (0 = the whole schedule)
 
     def __post_init__(self) -> None:
-        _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
-        _check(self.total_steps >= 0, "optim.total_steps", "must be >= 0", self.total_steps)
-        _check(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
-        _check(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
-        _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
-        _check(
+        require(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
+        require(self.total_steps >= 0, "optim.total_steps", "must be >= 0", self.total_steps)
+        require(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
+        require(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
+        require(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
+        require(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
             "optim.adam_betas",
             "must be two numbers in [0, 1)",
@@ -115,11 +115,11 @@ class EngineConfig:
     channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
 
     def __post_init__(self) -> None:
-        _check(
+        require(
             self.zero_stage in (0, 1, 2), "engine.zero_stage", "must be 0, 1 or 2", self.zero_stage
         )
-        _check(self.grad_clip >= 0, "engine.grad_clip", "must be >= 0", self.grad_clip)
-        _check(
+        require(self.grad_clip >= 0, "engine.grad_clip", "must be >= 0", self.grad_clip)
+        require(
             self.grad_accum_steps >= 1,
             "engine.grad_accum_steps",
             "must be >= 1",
@@ -141,20 +141,20 @@ class ScheduleConfig:
     history_fraction: float = 0.5  # share of D's fake batch drawn from the buffer; 0 = off
 
     def __post_init__(self) -> None:
-        _check(
+        require(
             self.batch_size > 0 and self.batch_size % 2 == 0,
             "schedule.batch_size",
             "must be a positive even number",
             self.batch_size,
         )
         for name in ("refiner_pretrain_nimg", "disc_pretrain_nimg", "adversarial_nimg"):
-            _check(
+            require(
                 getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0", getattr(self, name)
             )
-        _check(self.k_g >= 1, "schedule.k_g", "must be >= 1", self.k_g)
-        _check(self.k_d >= 1, "schedule.k_d", "must be >= 1", self.k_d)
-        _check(self.buffer_size >= 0, "schedule.buffer_size", "must be >= 0", self.buffer_size)
-        _check(
+        require(self.k_g >= 1, "schedule.k_g", "must be >= 1", self.k_g)
+        require(self.k_d >= 1, "schedule.k_d", "must be >= 1", self.k_d)
+        require(self.buffer_size >= 0, "schedule.buffer_size", "must be >= 0", self.buffer_size)
+        require(
             0.0 <= self.history_fraction < 1.0,
             "schedule.history_fraction",
             "must be in [0, 1)",
@@ -183,15 +183,17 @@ class DataConfig:
     record_keys: bool = False
 
     def __post_init__(self) -> None:
-        _check(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
-        _check(bool(self.real), "data.real", "must be set", self.real)
-        _check(
+        require(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
+        require(bool(self.real), "data.real", "must be set", self.real)
+        require(
             self.num_loader_workers >= 0,
             "data.num_loader_workers",
             "must be >= 0",
             self.num_loader_workers,
         )
-        _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", self.shuffle_buffer)
+        require(
+            self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", self.shuffle_buffer
+        )
         try:
             check_storage_options(self.storage_options)
         except ValueError as err:
@@ -215,21 +217,21 @@ class RunConfig:
     max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
 
     def __post_init__(self) -> None:
-        _check(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)
-        _check(
+        require(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)
+        require(
             self.threads_per_worker >= 1,
             "run.threads_per_worker",
             "must be >= 1",
             self.threads_per_worker,
         )
-        _check(
+        require(
             self.keep_checkpoints >= 1,
             "run.keep_checkpoints",
             "must be >= 1",
             self.keep_checkpoints,
         )
         for name in ("log_every_nimg", "grid_every_nimg", "checkpoint_every_nimg"):
-            _check(getattr(self, name) > 0, f"run.{name}", "must be > 0", getattr(self, name))
+            require(getattr(self, name) > 0, f"run.{name}", "must be > 0", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -250,24 +252,24 @@ class ScoreConfig:
     downstream_epochs: int = 4
 
     def __post_init__(self) -> None:
-        _check(self.every_nimg >= 0, "score.every_nimg", "must be >= 0", self.every_nimg)
-        _check(self.num_images >= 4, "score.num_images", "must be >= 4", self.num_images)
-        _check(
+        require(self.every_nimg >= 0, "score.every_nimg", "must be >= 0", self.every_nimg)
+        require(self.num_images >= 4, "score.num_images", "must be >= 4", self.num_images)
+        require(
             self.classifier_steps >= 1,
             "score.classifier_steps",
             "must be >= 1",
             self.classifier_steps,
         )
-        _check(
+        require(
             self.fidelity_weight >= 0, "score.fidelity_weight", "must be >= 0", self.fidelity_weight
         )
-        _check(
+        require(
             self.objective != "downstream" or bool(self.real_labeled),
             "score.real_labeled",
             "must name a labeled real split when score.objective is downstream",
             self.real_labeled,
         )
-        _check(
+        require(
             self.downstream_epochs >= 1,
             "score.downstream_epochs",
             "must be >= 1",
@@ -288,27 +290,27 @@ class Config:
 
     def __post_init__(self) -> None:
         b, w, a = self.schedule.batch_size, self.run.num_workers, self.engine.grad_accum_steps
-        _check(
+        require(
             b % (2 * w * a) == 0,
             "schedule.batch_size",
             f"must split into equal even micro-batches over run.num_workers={w} x "
             f"engine.grad_accum_steps={a}",
             b,
         )
-        _check(
+        require(
             self.engine.precision != "fp16" or self.run.use_gpu,
             "engine.precision",
             "fp16 needs run.use_gpu: true (DeepSpeed's fp16 path is GPU-only)",
             self.engine.precision,
         )
-        _check(
+        require(
             self.score.every_nimg % self.run.log_every_nimg == 0,
             "score.every_nimg",
             f"must be a multiple of run.log_every_nimg={self.run.log_every_nimg}",
             self.score.every_nimg,
         )
         digits_shape = (self.model.image_channels, self.model.image_height, self.model.image_width)
-        _check(
+        require(
             self.score.objective != "downstream" or digits_shape == (1, 28, 28),
             "score.objective",
             f"downstream needs 1x28x28 images (the digit classifier), model has {digits_shape}",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import tempfile
 from pathlib import Path
 
-from simgan_dist.config import Config, ConfigError, load_config, save_config
+from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
 from simgan_dist.io import storage
 
 RUN_CONFIG_FILE = "config.yaml"
@@ -56,12 +55,11 @@ def output_dir(cfg: Config) -> Path:
 
 
 def _save_run_config(cfg: Config, out: Path) -> None:
-    save_config(cfg, out / RUN_CONFIG_FILE)
+    text = config_to_yaml(cfg)
+    (out / RUN_CONFIG_FILE).write_text(text)
     location = run_location(cfg)
     if storage.is_uri(location):  # `--resume URI` reads it back from the store
-        storage.write_text(
-            storage.join(location, RUN_CONFIG_FILE), (out / RUN_CONFIG_FILE).read_text()
-        )
+        storage.write_text(storage.join(location, RUN_CONFIG_FILE), text)
 
 
 def start_run(cfg: Config) -> tuple[Config, Path]:
@@ -91,10 +89,8 @@ def resume_run(location: str | Path, overrides: list[str] | None = None) -> tupl
         raise ConfigError(f"{location}: not a run directory (no {RUN_CONFIG_FILE})")
     if not has_checkpoints(location):
         raise ConfigError(f"{location}: no checkpoint to resume from")
-    with tempfile.TemporaryDirectory() as tmp:
-        local_copy = Path(tmp) / RUN_CONFIG_FILE
-        local_copy.write_text(storage.read_text(config_location))
-        cfg = load_config(local_copy, overrides=overrides)
+    data = parse_yaml(storage.read_text(config_location), config_location)
+    cfg = load_config(data, overrides=overrides, source=config_location)
     # The run keeps its name and location even if the directory was moved.
     storage_path, name = storage.split(location)
     cfg = cfg.replace(run={"name": name, "storage_path": storage_path})

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simgan_dist.config import Config, save_config
+from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.tune.space import Search, apply_params, fixed_params
 
 SCORE_COLUMNS = ("objective", "realism_acc", "fidelity_l1", "downstream_acc")
@@ -165,12 +165,11 @@ def write_best_config(
     name: `simgan train --config` takes it as it is and starts a fresh run."""
     params = {**fixed_params(search), **best.params}
     cfg = apply_params(base, params).replace(run={"name": ""})
-    save_config(cfg, path)
     header = (
         f"# Best trial {best.trial} of search {experiment}: objective "
         f"{best.scores['objective']:.4g}.\n# Train it: simgan train --config {path}\n"
     )
-    path.write_text(header + path.read_text())
+    path.write_text(header + config_to_yaml(cfg))
     return cfg
 
 

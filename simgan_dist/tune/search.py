@@ -5,15 +5,27 @@ from __future__ import annotations
 import datetime
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simgan_dist.config import Config, ConfigError, from_dict, load_config, save_config
+from simgan_dist.config import (
+    Config,
+    ConfigError,
+    config_to_yaml,
+    from_dict,
+    load_config,
+    parse_yaml,
+)
 from simgan_dist.io import storage
 from simgan_dist.train.runs import absolutize, has_checkpoints, resume_run, run_location, start_run
-from simgan_dist.tune.space import Search, apply_params, fixed_params, load_search, param_space
+from simgan_dist.tune.space import (
+    Search,
+    apply_params,
+    fixed_params,
+    param_space,
+    parse_search,
+)
 
 SEARCH_FILE = "search.yaml"  # the search as validated, kept with the experiment for --resume
 BASE_FILE = "base-config.yaml"  # the base config with the search's fixed values applied
@@ -140,9 +152,7 @@ def start_search(cfg: Config, search: Search) -> Experiment:
             f"tune.name: {location} already holds a search; continue it with "
             f"`simgan tune --resume {location}` or choose another tune.name"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        save_config(cfg, Path(tmp) / BASE_FILE)
-        storage.write_text(storage.join(location, BASE_FILE), (Path(tmp) / BASE_FILE).read_text())
+    storage.write_text(storage.join(location, BASE_FILE), config_to_yaml(cfg))
     storage.write_text(storage.join(location, SEARCH_FILE), search.to_yaml())
     return Experiment(location, cfg, search)
 
@@ -153,11 +163,12 @@ def resume_search(location: str | Path) -> Experiment:
     for name in (SEARCH_FILE, BASE_FILE):
         if not storage.exists(storage.join(location, name)):
             raise ConfigError(f"{location}: not a simgan tune experiment (no {name})")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in (SEARCH_FILE, BASE_FILE):
-            (Path(tmp) / name).write_text(storage.read_text(storage.join(location, name)))
-        base = load_config(Path(tmp) / BASE_FILE)
-        search = load_search(Path(tmp) / SEARCH_FILE, base)
+    base_location, search_location = (storage.join(location, n) for n in (BASE_FILE, SEARCH_FILE))
+    base = load_config(
+        parse_yaml(storage.read_text(base_location), base_location), source=base_location
+    )
+    search_data = parse_yaml(storage.read_text(search_location), search_location)
+    search = parse_search(search_data, base, search_location)
     return Experiment(location, base, search)
 
 

@@ -12,9 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-from simgan_dist.config import Config, ConfigError, read_yaml
-from simgan_dist.config.loading import _build
-from simgan_dist.config.schema import _check
+from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
 
 SEARCHES_DIR = Path(__file__).parent / "searches"
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform")
@@ -38,20 +36,20 @@ class SearchSettings:
     seed: int = 0  # seeds the random search (the trials' own seed is run.seed)
 
     def __post_init__(self) -> None:
-        _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1", self.num_samples)
-        _check(
+        require(self.num_samples >= 1, "tune.num_samples", "must be >= 1", self.num_samples)
+        require(
             self.max_concurrent_trials >= 0,
             "tune.max_concurrent_trials",
             "must be >= 0",
             self.max_concurrent_trials,
         )
-        _check(
+        require(
             self.grace_period_nimg >= 0,
             "tune.grace_period_nimg",
             "must be >= 0",
             self.grace_period_nimg,
         )
-        _check(
+        require(
             self.reduction_factor > 1,
             "tune.reduction_factor",
             "must be > 1",
@@ -119,22 +117,22 @@ def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
 def _parse_domain(name: str, spec: Any) -> Domain:
     if not isinstance(spec, dict):
         return Domain("fixed", (spec,))
-    _check(
+    require(
         len(spec) == 1 and next(iter(spec)) in DOMAIN_KINDS,
         name,
         f"must be a value or a mapping with one key of {list(DOMAIN_KINDS)}",
         spec,
     )
     kind, values = next(iter(spec.items()))
-    _check(isinstance(values, list) and len(values) >= 1, name, f"{kind}: needs a list", values)
+    require(isinstance(values, list) and len(values) >= 1, name, f"{kind}: needs a list", values)
     integer = field_type(name) is int
     if kind in ("uniform", "loguniform"):
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        _check(numbers and len(values) == 2, name, f"{kind}: needs [low, high]", values)
-        _check(values[0] < values[1], name, f"{kind}: low must be < high", values)
-        _check(kind == "uniform" or values[0] > 0, name, "loguniform: low must be > 0", values)
+        require(numbers and len(values) == 2, name, f"{kind}: needs [low, high]", values)
+        require(values[0] < values[1], name, f"{kind}: low must be < high", values)
+        require(kind == "uniform" or values[0] > 0, name, "loguniform: low must be > 0", values)
         if integer:
-            _check(
+            require(
                 all(float(v).is_integer() for v in values),
                 name,
                 f"{kind}: an integer field needs integer bounds",
@@ -169,12 +167,12 @@ def parse_search(data: dict[str, Any], base: Config, source: str = "<search>") -
     """Validate a search mapping against the base config; problems name the file and field."""
     try:
         unknown = set(data) - {"space", "tune"}
-        _check(not unknown, "search", "known sections are space and tune", sorted(unknown))
+        require(not unknown, "search", "known sections are space and tune", sorted(unknown))
         raw_space = data.get("space") or {}
-        _check(isinstance(raw_space, dict) and bool(raw_space), "space", "needs fields", raw_space)
+        require(isinstance(raw_space, dict) and bool(raw_space), "space", "needs fields", raw_space)
         space = {}
         for name, spec in raw_space.items():
-            _check(name not in MANAGED_FIELDS, f"space.{name}", "is set per trial", spec)
+            require(name not in MANAGED_FIELDS, f"space.{name}", "is set per trial", spec)
             space[name] = _space_field(name, functools.partial(_parse_domain, name, spec))
         fixed = {n: d.values[0] for n, d in space.items() if d.kind == "fixed"}
         try:
@@ -184,7 +182,7 @@ def parse_search(data: dict[str, Any], base: Config, source: str = "<search>") -
         for name, domain in space.items():
             if domain.kind != "fixed":
                 _space_field(name, functools.partial(_check_values, name, domain, base))
-        settings = _build(SearchSettings, data.get("tune") or {}, "tune.")
+        settings = build_dataclass(SearchSettings, data.get("tune") or {}, "tune.")
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return Search(space, settings, source)

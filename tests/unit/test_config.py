@@ -98,3 +98,41 @@ def test_unknown_preset() -> None:
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config(preset="nope")
     assert (PRESETS_DIR / "digits.yaml").exists()
+
+
+def test_config_from_a_path_a_yaml_string_or_a_dict_is_the_same(tmp_path) -> None:
+    text = "preset: debug\nschedule:\n  k_g: 3\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    from_path = load_config(path, overrides=["loss.reg_lambda=0.25"])
+    from_str_path = load_config(str(path), overrides=["loss.reg_lambda=0.25"])
+    from_text = load_config(text, overrides=["loss.reg_lambda=0.25"])
+    from_dict = load_config(
+        {"preset": "debug", "schedule": {"k_g": 3}}, overrides=["loss.reg_lambda=0.25"]
+    )
+    one_line = load_config(
+        "{schedule: {k_g: 3}}", preset="debug", overrides=["loss.reg_lambda=0.25"]
+    )
+    assert from_path == from_str_path == from_text == from_dict == one_line
+    assert from_path.schedule.k_g == 3 and from_path.loss.reg_lambda == 0.25
+
+
+def test_config_values_name_their_source_in_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^<string>: schedule\.k_g: must be an integer"):
+        load_config("schedule:\n  k_g: two\n")
+    with pytest.raises(ConfigError, match=r"^<dict>: loss\.nope: unknown key"):
+        load_config({"loss": {"nope": 1}})
+    with pytest.raises(ConfigError, match=r"^s3://b/run/config\.yaml: run\.seed: must be an"):
+        load_config({"run": {"seed": "x"}}, source="s3://b/run/config.yaml")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: file not found"):
+        load_config("missing.yaml")
+
+
+def test_config_to_yaml_round_trips() -> None:
+    from simgan_dist.config import config_to_yaml
+
+    cfg = load_config(preset="digits", overrides=["optim.adam_betas=[0.5, 0.9]"])
+    assert load_config(config_to_yaml(cfg)) == cfg
+    a_dict = {"loss": {"reg_lambda": 1.0}}
+    load_config(a_dict)
+    assert a_dict == {"loss": {"reg_lambda": 1.0}}  # the caller's dict is left as it was
