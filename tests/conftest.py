@@ -1,4 +1,4 @@
-"""Shared fixtures: small real digit shards, and one local Ray instance for the whole session."""
+"""Shared fixtures: small real digit shards, an initial checkpoint, one local Ray instance, S3."""
 
 from __future__ import annotations
 
@@ -102,3 +102,13 @@ def s3_bucket(s3_server: str):
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     client.create_bucket(Bucket="simgan-test")
     return client
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A debug-preset checkpoint written the way training writes one (rank 0 of 1)."""
+    from simgan_dist.config import load_config
+    from simgan_dist.train.checkpoint import save_initial_checkpoint
+
+    cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
+    return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096")

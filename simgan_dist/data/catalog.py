@@ -19,8 +19,11 @@ No ray here: ray_train runs ShardCatalog as an actor (ray.remote(ShardCatalog)).
 from __future__ import annotations
 
 import heapq
+import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simgan_dist.io import urls as urlmod
@@ -187,6 +190,7 @@ class ShardCatalog:
         return plan
 
 
+CATALOG_FILE = "catalog.json"  # in a checkpoint: {"synthetic": state, "real": state}
 CORPORA = ("synthetic", "real")
 
 
@@ -207,3 +211,11 @@ class ShardSource(Protocol):
     def plan(self) -> EpochPlan: ...
 
     def record_finished(self, epoch: int, rank: int, url: str) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def save_catalogs(directory: str | Path, catalogs: Mapping[str, ShardSource]) -> None:
+    """Rank 0, after the checkpoint barrier: the record of every rank's finished shards."""
+    state = {corpus: catalog.state_dict() for corpus, catalog in catalogs.items()}
+    (Path(directory) / CATALOG_FILE).write_text(json.dumps(state))

@@ -1,15 +1,16 @@
-"""What runs between training iterations: metrics, grids and checkpoints reported to Ray Train."""
+"""What runs between training iterations: metrics, grids, scores and checkpoints, and their reports."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
-import ray.train
 import torch
 
 from simgan_dist.config import Config
+from simgan_dist.data.catalog import ShardSource, save_catalogs
 from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import IteratorBatches, grid_images
 from simgan_dist.eval.grids import save_grid
@@ -19,9 +20,20 @@ from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState, Phase
-from simgan_dist.train.ray_catalog import CatalogClient, save_catalogs
 from simgan_dist.train.run_log import RunLog
 from simgan_dist.train.stats import Collector
+
+
+class Reporter(Protocol):
+    """Reports metrics, with a checkpoint directory or none, to the trainer (ray_train's
+    report_to_ray for Ray Train: a barrier, every rank reports)."""
+
+    def __call__(
+        self,
+        metrics: dict[str, float],
+        checkpoint_dir: str | None = None,
+        checkpoint_dir_name: str | None = None,
+    ) -> None: ...
 
 
 def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
@@ -30,7 +42,7 @@ def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
 
 class TrainingHooks:
     """After each iteration: metric averages, console/JSONL/TensorBoard lines and grids on rank 0,
-    and checkpoints that every rank reports to Ray Train (report is a barrier)."""
+    and checkpoints that every rank reports through `report` (to Ray Train: a barrier)."""
 
     def __init__(
         self,
@@ -44,11 +56,12 @@ class TrainingHooks:
         batches: IteratorBatches,
         stats: StreamStats,
         start_nimg: int,
-        catalogs: dict[str, CatalogClient] | None = None,
+        report: Reporter,
+        catalogs: Mapping[str, ShardSource] | None = None,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.refiner, self.disc, self.buffer, self.batches = refiner, disc, buffer, batches
-        self.stats, self.catalogs = stats, catalogs
+        self.stats, self.catalogs, self.report = stats, catalogs, report
         self.run_dir = run_dir
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.collector = Collector()  # the loop reports every step here (train(..., stats=))
@@ -104,7 +117,7 @@ class TrainingHooks:
     def report_scores(self, state: LoopState) -> None:
         """Scores with no checkpoint due: Ray Train keeps no metrics without a checkpoint, but
         Tune's TuneReportCallback sees every report. A barrier: every rank reports."""
-        ray.train.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
+        self.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
 
     def save_grid(self, state: LoopState) -> None:
         if self.rank != 0:
@@ -126,11 +139,7 @@ class TrainingHooks:
             dist.barrier()  # every rank's finished shards are recorded by now
             if self.rank == 0 and self.catalogs:
                 save_catalogs(tmp, self.catalogs)
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=checkpoint_name(state.cur_nimg),
-            )
+            self.report(metrics, tmp, checkpoint_name(state.cur_nimg))
         self.last_checkpoint_nimg = state.cur_nimg
 
     def finish(self, state: LoopState) -> None:

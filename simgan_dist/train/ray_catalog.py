@@ -15,14 +15,13 @@ import ray
 
 from simgan_dist.config import Config
 from simgan_dist.data.catalog import (
+    CATALOG_FILE,
     CORPORA,
     EpochPlan,
     ShardCatalog,
     stream_seed,
     stream_world_size,
 )
-
-CATALOG_FILE = "catalog.json"  # in a checkpoint: {"synthetic": state, "real": state}
 
 
 def _catalog_args(cfg: Config, corpus: str, world_size: int) -> tuple[tuple, dict]:
@@ -88,12 +87,6 @@ def connect_catalogs(
         args, kwargs = _catalog_args(cfg, corpus, world_size)
         clients[corpus] = CatalogClient(ShardCatalog.open(*args, **kwargs))
     return clients
-
-
-def save_catalogs(directory: str | Path, clients: dict[str, CatalogClient]) -> None:
-    """Rank 0, after the checkpoint barrier: the record of every rank's finished shards."""
-    state = {corpus: client.state_dict() for corpus, client in clients.items()}
-    (Path(directory) / CATALOG_FILE).write_text(json.dumps(state))
 
 
 def restore_catalogs(

@@ -92,12 +92,28 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     hooks = TrainingHooks(
         cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg,
-        catalogs,
+        report_to_ray, catalogs,
     )  # fmt: skip
     state = train(
         refiner, disc, batches, cfg, state, buffer, after_iteration=hooks, stats=hooks.collector
     )
     hooks.finish(state)
+
+
+def report_to_ray(
+    metrics: dict[str, float],
+    checkpoint_dir: str | None = None,
+    checkpoint_dir_name: str | None = None,
+) -> None:
+    """TrainingHooks' reporter: ray.train.report, with the checkpoint directory when there is one."""
+    if checkpoint_dir is None:
+        ray.train.report(metrics)
+    else:
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir),
+            checkpoint_dir_name=checkpoint_dir_name,
+        )
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
