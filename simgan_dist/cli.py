@@ -178,11 +178,21 @@ def cmd_refine(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.eval.report import headline
 
     report = evaluate_digits(
-        args.synthetic, args.refined, args.real_eval, args.out, seed=args.seed, epochs=args.epochs
+        args.synthetic,
+        args.refined,
+        args.real_eval,
+        args.out,
+        real_train_labeled=args.real_train_labeled,
+        seed=args.seed,
+        epochs=args.epochs,
+        num_seeds=args.num_seeds,
+        progress=lambda line: print(f"[eval] {line}", file=sys.stderr, flush=True),
     )
-    print(json.dumps(report, indent=1))
+    print(headline(report))
+    print(f"report: {Path(args.out) / 'report.md'}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -292,8 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--refined", required=True)
     evaluate.add_argument("--real-eval", required=True, help="labeled real shards (never trained)")
     evaluate.add_argument("--out", required=True, help="report directory")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--epochs", type=int, default=4)
+    evaluate.add_argument(
+        "--real-train-labeled",
+        default=None,
+        help="labeled real *training* shards: trains the real-data oracle row only",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="first classifier seed")
+    evaluate.add_argument(
+        "--num-seeds", type=int, default=5, help="classifier seeds per arm (>= 2, paired)"
+    )
+    evaluate.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="passes over the synthetic set; every arm gets its steps",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")

@@ -16,6 +16,7 @@ def run_demo(
     out: Path, shards_root: Path, seed: int = 0, overrides: list[str] | None = None
 ) -> dict:
     from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.eval.report import headline
     from simgan_dist.refine.ray_pool import refine_shards
     from simgan_dist.train.ray_train import run_training
     from simgan_dist.train.runs import new_run_name, start_run
@@ -63,12 +64,13 @@ def run_demo(
         str(refined_dir),
         str(shards_root / "digits-real-eval"),
         run_dir / "eval",
+        real_train_labeled=str(shards_root / "digits-real-train-labeled"),
         seed=seed,
+        progress=lambda line: print(f"[demo]     {line}", flush=True),
     )
     minutes = (time.perf_counter() - started) / 60
     print(
-        f"\n[demo] accuracy on real digits: synthetic {100 * report['synthetic_accuracy']:.2f}%  "
-        f"refined {100 * report['refined_accuracy']:.2f}%  (seed {seed}, {minutes:.1f} min)\n"
+        f"\n[demo] {headline(report)}  (seed {seed}, {minutes:.1f} min)\n"
         f"[demo] report: {run_dir / 'eval' / 'report.md'}\n"
         f"[demo] grid:   {report['grid']}\n"
         f"[demo] training grids: {run_dir / 'grids'}",

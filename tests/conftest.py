@@ -23,15 +23,21 @@ os.environ.pop("AWS_PROFILE", None)
 @pytest.fixture(scope="session")
 def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """400 simulated digits in 4 shards, the 3,000 unlabeled real ones, and the labeled eval part."""
-    from simgan_dist.data.build import build_real_digits, build_synthetic_digits
+    from simgan_dist.data.build import (
+        build_real_digits,
+        build_real_train_labeled,
+        build_synthetic_digits,
+    )
 
     root = tmp_path_factory.mktemp("shards")
     build_synthetic_digits(root / "digits-synth", 400, 100, seed=0)
     build_real_digits(root / "digits-real-train", root / "digits-real-eval", 1000)
+    build_real_train_labeled(root / "digits-real-train-labeled", 1000)
     return {
         "synthetic": root / "digits-synth",
         "real": root / "digits-real-train",
         "real_eval": root / "digits-real-eval",
+        "real_train_labeled": root / "digits-real-train-labeled",
     }
 
 

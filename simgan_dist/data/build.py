@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from simgan_dist.data.sim.real_digits import split_real_digits
+from simgan_dist.data.sim.real_digits import real_train_labels, split_real_digits
 from simgan_dist.io import urls
 from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, write_shards
 
@@ -160,6 +160,30 @@ def build_from_folder(
     return write_shards(samples, out_dir, "images", samples_per_shard, folder.name, storage_options)
 
 
+def build_real_train_labeled(
+    out_dir: str | Path,
+    samples_per_shard: int,
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
+) -> Manifest:
+    """The real *training* digits again, with their labels: the real-data oracle's training set
+    (and a labeled validation split for choosing settings). Same keys and images as
+    digits-real-train; nothing that trains a refiner or a discriminator reads this corpus."""
+    train_images, _, _ = split_real_digits(seed)
+    labels = real_train_labels(seed)
+    return write_shards(
+        (
+            (f"real-{i:07d}", img, {"label": int(label)})
+            for i, (img, label) in enumerate(zip(train_images, labels, strict=True))
+        ),
+        out_dir,
+        "real",
+        samples_per_shard,
+        urls.basename(str(out_dir)),
+        storage_options,
+    )
+
+
 def ensure_digit_shards(
     shards_root: Path, seed: int, num_synthetic: int = 20_000, samples_per_shard: int = 2_000
 ) -> None:
@@ -170,3 +194,5 @@ def ensure_digit_shards(
         build_real_digits(
             shards_root / "digits-real-train", shards_root / "digits-real-eval", samples_per_shard
         )
+    if not (shards_root / "digits-real-train-labeled" / MANIFEST_NAME).exists():
+        build_real_train_labeled(shards_root / "digits-real-train-labeled", samples_per_shard)

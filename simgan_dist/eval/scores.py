@@ -10,7 +10,12 @@ from torch import nn
 
 from simgan_dist.config import Config
 from simgan_dist.data.reader import load_arrays
-from simgan_dist.eval.protocol import accuracy, labeled_tensors, train_classifier
+from simgan_dist.eval.classifier import (
+    accuracy,
+    labeled_tensors,
+    steps_for_epochs,
+    train_classifier,
+)
 from simgan_dist.model.pixels import to_batch
 
 REFINE_CHUNK = 256  # images per refiner forward while scoring: bounds memory on big images
@@ -145,8 +150,9 @@ class Scorer:
         scores["objective"] = scores["realism"] - score.fidelity_weight * scores["fidelity_l1"]
         if self.labeled_real is not None and self.synthetic_labels is not None:
             with torch.random.fork_rng(devices=[]):
+                steps = steps_for_epochs(len(refined), score.downstream_epochs)
                 model = train_classifier(
-                    refined.cpu(), self.synthetic_labels, self.cfg.run.seed, score.downstream_epochs
+                    refined.cpu(), self.synthetic_labels, self.cfg.run.seed, steps
                 )
             scores["downstream_acc"] = accuracy(model, *self.labeled_real)
             scores["objective"] = scores["downstream_acc"]

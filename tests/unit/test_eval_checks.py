@@ -16,7 +16,7 @@ def test_eval_refuses_missing_or_relabeled_samples(digit_shards, tmp_path) -> No
 
     synthetic, real_eval = str(digit_shards["synthetic"]), str(digit_shards["real_eval"])
     with pytest.raises(ValueError, match="no refined copy"):
-        evaluate_digits(synthetic, real_eval, real_eval, tmp_path / "eval", epochs=1, num_seeds=1)
+        evaluate_digits(synthetic, real_eval, real_eval, tmp_path / "eval", epochs=1, num_seeds=2)
 
     samples = list(read_samples(resolve_shard_urls(synthetic)))
     relabeled = [
@@ -31,7 +31,7 @@ def test_eval_refuses_missing_or_relabeled_samples(digit_shards, tmp_path) -> No
             real_eval,
             tmp_path / "eval",
             epochs=1,
-            num_seeds=1,
+            num_seeds=2,
         )
 
 

@@ -81,3 +81,11 @@ def split_real_digits(
     images, labels = _load()
     train_idx, eval_idx = split_indices(seed, num_eval)
     return images[train_idx], images[eval_idx], labels[eval_idx]
+
+
+def real_train_labels(seed: int = 0, num_eval: int = 2000) -> np.ndarray:
+    """Labels of the training part, in split_real_digits' order. Only for the real-data oracle
+    and a labeled validation split: the unlabeled real shards that training reads never get them."""
+    _, labels = _load()
+    train_idx, _ = split_indices(seed, num_eval)
+    return labels[train_idx].copy()

@@ -1,0 +1,86 @@
+"""The downstream digit classifier of the S+U protocol: labeled corpora, training by steps, accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from simgan_dist.data.reader import load_arrays
+from simgan_dist.model.pixels import to_batch
+
+NUM_CLASSES = 10
+BATCH_SIZE = 128
+
+
+class DigitClassifier(nn.Module):
+    """LeNet-sized on purpose: the comparison is between training sets, not architectures, and
+    it trains in seconds on a CPU core."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def labeled_tensors(location: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Images in [-1, 1], labels from each sample's json, and keys, for a labeled corpus."""
+    images, metas = load_arrays(location)
+    missing = [m.get("__key__", "?") for m in metas if "label" not in m]
+    if missing:
+        raise ValueError(
+            f"{location}: {len(missing)} samples have no 'label' (first: {missing[0]})"
+        )
+    x = to_batch(images)
+    y = torch.tensor([int(m["label"]) for m in metas])
+    return x, y, [m.get("__key__", "") for m in metas]
+
+
+def steps_for_epochs(num_images: int, epochs: int, batch_size: int = BATCH_SIZE) -> int:
+    """Optimizer steps of `epochs` passes over num_images (the last batch of a pass may be short)."""
+    return epochs * -(-num_images // batch_size)
+
+
+def train_classifier(
+    x: torch.Tensor, y: torch.Tensor, seed: int, num_steps: int, batch_size: int = BATCH_SIZE
+) -> DigitClassifier:
+    """Adam 1e-3 for num_steps steps over reshuffled passes of (x, y). Counted in steps, not
+    epochs, so arms of different sizes (20,000 synthetic, 3,000 real) train equally long."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = DigitClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    step = 0
+    while step < num_steps:
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == num_steps:
+                break
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predict(model, x) == y).float().mean())
