@@ -60,7 +60,11 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
             join(out, "digits-real-train"), join(out, "digits-real-eval"),
             args.samples_per_shard, storage_options=options,
         )  # fmt: skip
-        for manifest in (synth, real_train, real_eval):
+        # The same real training digits with labels: only the oracle row of `simgan eval` reads them.
+        real_labeled = shard_build.build_real_train_labeled(
+            join(out, "digits-real-train-labeled"), args.samples_per_shard, storage_options=options
+        )
+        for manifest in (synth, real_train, real_eval, real_labeled):
             print(
                 f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards"
             )
