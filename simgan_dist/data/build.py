@@ -92,18 +92,32 @@ def build_real_digits(
         urls.basename(str(train_dir)),
         storage_options,
     )
-    evaluation = write_shards(
-        (
-            (f"real-eval-{i:07d}", img, {"label": int(label)})
-            for i, (img, label) in enumerate(zip(eval_images, eval_labels, strict=True))
-        ),
-        eval_dir,
-        "real-eval",
-        samples_per_shard,
-        urls.basename(str(eval_dir)),
-        storage_options,
+    evaluation = _write_labeled(
+        eval_images, eval_labels, eval_dir, "real-eval", samples_per_shard, storage_options
     )
     return train, evaluation
+
+
+def _write_labeled(
+    images: Any,
+    labels: Any,
+    out_dir: str | Path,
+    prefix: str,
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
+) -> Manifest:
+    """Real digits with json {"label": int}, keyed prefix-NNNNNNN in order."""
+    return write_shards(
+        (
+            (f"{prefix}-{i:07d}", img, {"label": int(label)})
+            for i, (img, label) in enumerate(zip(images, labels, strict=True))
+        ),
+        out_dir,
+        prefix,
+        samples_per_shard,
+        urls.basename(str(out_dir)),
+        storage_options,
+    )
 
 
 def _folder_key(rel: Path) -> str:
@@ -171,17 +185,7 @@ def build_real_train_labeled(
     digits-real-train; nothing that trains a refiner or a discriminator reads this corpus."""
     train_images, _, _ = split_real_digits(seed)
     labels = real_train_labels(seed)
-    return write_shards(
-        (
-            (f"real-{i:07d}", img, {"label": int(label)})
-            for i, (img, label) in enumerate(zip(train_images, labels, strict=True))
-        ),
-        out_dir,
-        "real",
-        samples_per_shard,
-        urls.basename(str(out_dir)),
-        storage_options,
-    )
+    return _write_labeled(train_images, labels, out_dir, "real", samples_per_shard, storage_options)
 
 
 def ensure_digit_shards(
