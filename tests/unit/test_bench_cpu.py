@@ -84,9 +84,9 @@ def test_sampler_accounts_a_worker_and_its_loader(tmp_path) -> None:
     try:
         with CpuSampler(interval_s=0.25) as sampler:
             time.sleep(1.0)  # both processes started and spinning
-            start = time.time()
+            start, own_start = time.time(), time.process_time()
             time.sleep(2.0)
-            end = time.time()
+            end, own_end = time.time(), time.process_time()
         cores = sampler.cores(start, end)
     finally:
         subprocess.run(["pkill", "-P", str(worker.pid)], check=False)
@@ -98,6 +98,10 @@ def test_sampler_accounts_a_worker_and_its_loader(tmp_path) -> None:
     # busy 2-core CI box; each one is in its role, not in "ray_and_driver" or "other".
     assert cores["workers"] > 0.3 and cores["loaders"] > 0.3
     assert cores["workers"] + cores["loaders"] > min(1.0, num_cpus / 2)
-    assert cores["ray_and_driver"] < 0.3  # this test process sleeps
+    # "ray_and_driver" is this test process: the sampler's thread and whatever threads earlier
+    # tests left running in it (torch's pool), never the spinners. Bound it by what this process
+    # itself used, read from the kernel over the same window, with one sampling interval's slack.
+    own_cores = (own_end - own_start) / (end - start)
+    assert cores["ray_and_driver"] < own_cores + 0.15
     assert sum(cores[r] for r in ROLES) == pytest.approx(num_cpus, rel=0.05)
     assert sampler.cores(end + 10, end + 20) is None  # no samples there
