@@ -38,8 +38,14 @@ def _storage_options(args: argparse.Namespace) -> dict:
     for text in args.storage_options:
         key, sep, raw = text.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--storage-option {text!r}: expected KEY=VALUE")
-        options[key] = yaml.safe_load(raw)
+            raise ConfigError("--storage-option: expected KEY=VALUE")
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(
+                f"--storage-option {key}: the value is not valid YAML ({reason})"
+            ) from None
     try:
         check_storage_options(options)
     except ValueError as err:

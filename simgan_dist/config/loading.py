@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             "must be a number",
             value,
         )
+        # YAML reads .inf and .nan as floats; no setting of ours means anything with them.
+        require(math.isfinite(value), name, "must be a finite number", value)
         return float(value)
     if hint is int:
         require(
@@ -132,9 +135,13 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     return parse_yaml(text, str(path))
 
 
@@ -167,7 +174,11 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected section.field=value")
     dotted, raw = text.split("=", 1)
-    value: Any = yaml.safe_load(raw)
+    try:
+        value: Any = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"--set {dotted}: the value is not valid YAML ({reason})") from None
     for part in reversed(dotted.split(".")):
         value = {part: value}
     return value
@@ -199,7 +210,8 @@ def load_config(
     for text in overrides or []:
         data = merge(data, parse_override(text))
     if overrides:
-        name += " (with --set " + " ".join(overrides) + ")"
+        # Field names only: a value may be a secret that the refusal must not print.
+        name += " (with --set " + " ".join(t.split("=", 1)[0] for t in overrides) + ")"
     return from_dict(data, name)
 
 

@@ -1,0 +1,70 @@
+"""Hostile config input (issue 18, items 6, 7, 11, 12): one ConfigError line, no secret in it."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from simgan_dist.cli import _storage_options
+from simgan_dist.config import ConfigError, load_config
+
+SECRET = "S3cr3tValue"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        f"{{client_kwargs: {{aws_secret_access_key: {SECRET}}}}}",
+        f"{{config_kwargs: {{extra: [{{token: {SECRET}}}]}}}}",
+        f"{{aws_secret_access_key: {SECRET}}}",
+    ],
+)
+def test_credentials_refused_at_any_depth_without_printing_them(options: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="debug", overrides=[f"data.storage_options={options}"])
+    message = str(err.value)
+    assert "data.storage_options" in message and "credentials" in message
+    assert SECRET not in message
+
+
+def test_storage_option_flag_refuses_nested_credentials_without_printing_them() -> None:
+    args = argparse.Namespace(storage_options=[f"client_kwargs={{secret: {SECRET}}}"])
+    with pytest.raises(ConfigError) as err:
+        _storage_options(args)
+    assert "client_kwargs.secret" in str(err.value) and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"optim\.refiner_lr: must be a finite number"):
+        load_config(preset="debug", overrides=[f"optim.refiner_lr={value}"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "schedule.batch_size=[8",
+        "schedule.batch_size=: :",
+        "run.seed=!!python/object/apply:os.system ['echo PWNED']",
+    ],
+)
+def test_unparsable_override_is_one_line_naming_the_field(override: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="debug", overrides=[override])
+    message = str(err.value)
+    assert message.startswith("--set ") and "\n" not in message
+    assert override.split("=", 1)[0] in message
+
+
+def test_bad_yaml_in_storage_option_flag() -> None:
+    args = argparse.Namespace(storage_options=["endpoint_url=["])
+    with pytest.raises(ConfigError, match="--storage-option endpoint_url: the value is not valid"):
+        _storage_options(args)
+
+
+def test_non_utf8_config_file_names_the_file(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"run:\n  name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not UTF-8"):
+        load_config(path)
