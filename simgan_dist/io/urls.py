@@ -63,6 +63,23 @@ def join(location: str, name: str) -> str:
     return str(location).rstrip("/") + "/" + name
 
 
+def _tree_key(url: str) -> tuple[str, str]:
+    # (protocol, normalized path): local paths resolved (symlinks, ".."), remote ones stripped.
+    if is_local(url):
+        return "file", str(local_path(url).resolve())
+    proto, path = fsspec.core.split_protocol(str(url))
+    return str(proto), "/" + path.strip("/")
+
+
+def nested(a: str, b: str) -> bool:
+    """True when locations a and b are the same folder or prefix, or one lies inside the other."""
+    (proto_a, path_a), (proto_b, path_b) = _tree_key(a), _tree_key(b)
+    if proto_a != proto_b:
+        return False
+    path_a, path_b = path_a.rstrip("/") + "/", path_b.rstrip("/") + "/"
+    return path_a.startswith(path_b) or path_b.startswith(path_a)
+
+
 def basename(url: str) -> str:
     return str(url).rstrip("/").rsplit("/", 1)[-1]
 

@@ -88,6 +88,13 @@ def refine_shards(
     output = str(output)
     sources = resolve_shard_urls(input_location, allow_pipe, options)
     names = [urls.basename(s) for s in sources]
+    clash = next((s for s in sources if urls.nested(s.rsplit("/", 1)[0], output)), None)
+    if clash is not None:
+        # Refined copies keep their input's name: they would overwrite the corpus they come from.
+        raise ValueError(
+            f"output {output} overlaps the input ({clash}): refined shards would overwrite or "
+            "mix with their sources; choose an output outside the input folder"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
     refiner, cfg, checkpoint_dir = load_refiner(checkpoint)

@@ -174,6 +174,25 @@ def test_unwritable_output_stops_before_work(
     assert time.monotonic() - started < 30  # no worker was started
 
 
+def _tree_digest(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_output_overlapping_the_input_is_refused_and_the_input_kept(
+    where: str, slow_checkpoint, tmp_path
+) -> None:
+    corpus = tmp_path / "corpus"
+    write_shards(_samples(30), corpus, "synth", samples_per_shard=10)
+    before = _tree_digest(corpus)
+    output = corpus if where == "same" else corpus / "refined"
+    with pytest.raises(ValueError, match="overlaps the input"):
+        refine_shards(slow_checkpoint, str(corpus), output, ONE_WORKER, progress=False)
+    assert _tree_digest(corpus) == before
+
+
 def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> None:
     from simgan_dist.bench import refine as bench_refine
 
