@@ -111,7 +111,7 @@ def cmd_shards_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.ray_train import TrainingError, run_training
     from simgan_dist.train.runs import resume_run, start_run
 
     if args.resume:
@@ -121,9 +121,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
         cfg, run_dir = start_run(load_config(args.config, args.preset, args.overrides))
     print(f"[simgan] run directory: {run_dir}", flush=True)
-    result = run_training(cfg, run_dir)
-    if result.error:
-        raise SystemExit(f"training failed: {result.error}")
+    try:
+        result = run_training(cfg, run_dir)
+    except TrainingError as err:
+        raise SystemExit(f"simgan train: training failed: {err}") from None
     assert result.checkpoint is not None  # a run without error ends with one
     print(f"[simgan] final checkpoint: {result.checkpoint.path}")
 

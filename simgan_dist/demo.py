@@ -18,7 +18,7 @@ def run_demo(
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
     from simgan_dist.refine.ray_pool import refine_shards
-    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.ray_train import TrainingError, run_training
     from simgan_dist.train.runs import new_run_name, start_run
 
     started = time.perf_counter()
@@ -44,9 +44,10 @@ def run_demo(
         f"run directory {run_dir}",
         flush=True,
     )
-    result = run_training(cfg, run_dir)
-    if result.error:
-        raise SystemExit(f"[demo] training failed: {result.error}")
+    try:
+        result = run_training(cfg, run_dir)
+    except TrainingError as err:
+        raise SystemExit(f"[demo] training failed: {err}") from None
     assert result.checkpoint is not None  # a run without error ends with one
     checkpoint = Path(result.checkpoint.path)
 

@@ -19,9 +19,9 @@ from simgan_dist.model.history import History
 from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
 from simgan_dist.train.engine import Updater
-from simgan_dist.train.loop import LoopState, Phase
+from simgan_dist.train.loop import LoopState, Phase, phases_for
 from simgan_dist.train.run_log import RunLog
-from simgan_dist.train.stats import Collector
+from simgan_dist.train.stats import Collector, check_finite
 
 
 class Reporter(Protocol):
@@ -104,6 +104,7 @@ class TrainingHooks:
         means = self.collector.pop()
         means["num_skipped_samples"] = float(self.stats.num_skipped)
         means = dist.mean_over_ranks(means)
+        check_finite(means, self._where(state))
         means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
         self.last_metrics = self.log.write(state.cur_nimg, phase_name, {**means, **(scores or {})})
 
@@ -128,7 +129,12 @@ class TrainingHooks:
         rows = [self.grid_synthetic, refined, self.grid_real]
         save_grid(rows, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png", scale=3)
 
+    def _where(self, state: LoopState) -> str:
+        return f"in {phases_for(self.cfg.schedule)[state.phase_index].name} by cur_nimg {state.cur_nimg}"
+
     def checkpoint(self, state: LoopState) -> None:
+        if self.collector:  # steps since the last log line: never publish weights they broke
+            check_finite(dist.mean_over_ranks(self.collector.means()), self._where(state))
         metrics = {"cur_nimg": state.cur_nimg, **self.last_metrics}
         with tempfile.TemporaryDirectory(prefix="simgan-ckpt-") as tmp:
             save_training_state(

@@ -116,6 +116,33 @@ def report_to_ray(
         )
 
 
+class TrainingError(RuntimeError):
+    """A failed run, as failure_line() puts it: the message a user needs, without Ray's wrapper."""
+
+
+def failure_line(err: BaseException) -> str:
+    """One line for a failed fit(): the workers' own error, not Ray's ~100-line wrapper. When
+    ranks fail differently, an error raised by our code (a clear message about the data or the
+    losses) is preferred over the crash it caused elsewhere; then the lowest rank."""
+    failures = getattr(err, "worker_failures", None) or {}
+    if not failures:
+        cause = getattr(err, "controller_failure", None) or err
+        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+
+    def root(exc: BaseException) -> BaseException:
+        return getattr(exc, "cause", None) or exc  # RayTaskError wraps the raised exception
+
+    def ours_first(item: tuple[int, BaseException]) -> tuple[bool, int]:
+        return (not type(root(item[1])).__module__.startswith("simgan_dist"), item[0])
+
+    rank, exc = min(failures.items(), key=ours_first)
+    cause = root(exc)
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    # Ray's own message may lead with a traceback header; the last line holds the exception.
+    text = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+    return f"rank {rank}: {type(cause).__name__}: {text}"
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Join RAY_ADDRESS's cluster when set (e.g. under `ray job submit`), else start a local Ray."""
     if not ray.is_initialized():
@@ -129,7 +156,13 @@ def run_training(
     run.storage_path/run.name and outputs in run_dir. Rerunning the same run resumes from its
     latest checkpoint (Ray Train V2 has no Trainer.restore). callbacks: Ray Train callbacks,
     e.g. Tune's TuneReportCallback when this run is a Tune trial."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+        TrainingFailedError,
+    )
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
@@ -153,4 +186,10 @@ def run_training(
             callbacks=callbacks,
         ),
     )
-    return trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        raise TrainingError(failure_line(err)) from err
+    if result.error:
+        raise TrainingError(failure_line(result.error))
+    return result

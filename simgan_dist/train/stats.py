@@ -8,7 +8,24 @@ so the mean of the ranks' means is the mean over every rank's steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+
+
+class NonFiniteLossError(ValueError):
+    """A loss went NaN or infinite: every later step would be NaN too, so the run stops before
+    it logs or checkpoints the broken state."""
+
+
+def check_finite(means: Mapping[str, float], where: str) -> None:
+    """Raise NonFiniteLossError naming the non-finite values. Call it on means averaged over
+    ranks, so every rank sees the same values and stops at the same point."""
+    bad = sorted(name for name, value in means.items() if not math.isfinite(value))
+    if bad:
+        raise NonFiniteLossError(
+            f"{', '.join(bad)} became non-finite {where} "
+            "(a learning rate too high for this batch size? lower optim.*_lr)"
+        )
 
 
 class Collector:

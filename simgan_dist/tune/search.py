@@ -67,9 +67,7 @@ def _fit_trial(cfg_dict: dict[str, Any], run_dir: str, callback: Any) -> None:
     from simgan_dist.train.ray_train import run_training
 
     cfg = from_dict(cfg_dict, source="<trial>")
-    result = run_training(cfg, Path(run_dir), callbacks=[callback])
-    if result.error:
-        raise result.error
+    run_training(cfg, Path(run_dir), callbacks=[callback])  # raises TrainingError on failure
 
 
 def schedule_nimg(cfg: Config) -> int:

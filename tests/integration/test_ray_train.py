@@ -157,3 +157,27 @@ def test_killed_worker_restarts_from_checkpoint(
     resumes = [r["cur_nimg"] for r in rows if r.get("event") == "resumed"]
     assert len(resumes) == 1 and resumes[0] > 0  # restarted once, from a checkpoint
     assert time.time() > killed_at
+
+
+def test_losses_gone_non_finite_stop_with_one_line_and_no_final_checkpoint(
+    ray_local, debug_overrides, tmp_path: Path, capsys
+) -> None:
+    """lr 1e30 is finite (accepted) but blows R up within a few steps: the run must stop with the
+    worker's own message, not Ray's wrapper, and publish no checkpoint of the broken weights."""
+    args = ["train", "--preset", "debug"]
+    overrides = {
+        "run.name": "blows-up",
+        "optim.refiner_lr": "1.0e+30",
+        "run.checkpoint_every_nimg": 10**6,
+    }
+    for item in debug_overrides(**overrides):
+        args += ["--set", item]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    message = str(exit_info.value.code)
+    assert message.startswith("simgan train: training failed: rank ")
+    assert (
+        "NonFiniteLossError" in message and "non-finite in pretrain_refiner by cur_nimg" in message
+    )
+    assert "\n" not in message and "Traceback" not in message
+    assert not list((tmp_path / "blows-up").glob("checkpoint-*"))

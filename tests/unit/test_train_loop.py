@@ -10,6 +10,7 @@ from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train.engine import TorchUpdater, make_optimizer
 from simgan_dist.train.loop import LoopState, disc_step, phases_for, refiner_step, train
+from simgan_dist.train.stats import NonFiniteLossError, check_finite
 
 
 class RandomBatches:
@@ -221,3 +222,9 @@ def test_collector_means_and_merge() -> None:
     a.merge(b)
     assert a.means() == {"x": 3.0, "y": 10.0}
     assert a.pop() == {"x": 3.0, "y": 10.0} and len(a) == 0 and a.pop() == {}
+
+
+def test_check_finite_names_every_non_finite_value() -> None:
+    check_finite({"loss_r": 0.5, "loss_d": 0.7}, "in adversarial by cur_nimg 64")
+    with pytest.raises(NonFiniteLossError, match=r"^loss_d, loss_r became non-finite in adv"):
+        check_finite({"loss_r": float("nan"), "loss_d": float("inf"), "ok": 1.0}, "in adv")
