@@ -9,7 +9,7 @@ from typing import Any, Literal
 from simgan_dist.config.credentials import check_storage_options
 
 PSI_CHOICES = ("identity", "channel_mean", "gradients")
-DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits")
+DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits", "digits_wide")
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,10 @@ class ModelConfig:
     refiner_features: int = 64
     refiner_blocks: int = 4
     refiner_kernel: int = 3
-    discriminator: Literal["gaze", "hand", "digits"] = "digits"
+    # Not in the paper: R also bends the image along a smooth learned displacement field of at
+    # most this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner.
+    refiner_max_warp: float = 0.0
+    discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
 
     def __post_init__(self) -> None:
         for name in ("image_channels", "image_height", "image_width"):
@@ -45,6 +48,12 @@ class ModelConfig:
         )
         require(
             self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0", self.refiner_blocks
+        )
+        require(
+            0 <= self.refiner_max_warp <= min(self.image_height, self.image_width) / 4,
+            "model.refiner_max_warp",
+            "must be in [0, a quarter of the image side] pixels",
+            self.refiner_max_warp,
         )
         require(
             self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0,
@@ -64,9 +73,16 @@ class LossConfig:
     # so R never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every
     # pixel black) stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor).
     saturation_margin: float = 4.0
+    # A warping R (model.refiner_max_warp > 0) pays for its displacement field: flow_lambda times
+    # the mean squared displacement (pixels^2) plus flow_smooth_lambda times the mean squared
+    # difference of neighbouring displacements. Both 0 = only max_warp bounds it.
+    flow_lambda: float = 0.0
+    flow_smooth_lambda: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
+        for name in ("flow_lambda", "flow_smooth_lambda"):
+            require(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0", getattr(self, name))
         require(
             self.saturation_margin == 0 or self.saturation_margin >= 3.2,
             "loss.saturation_margin",

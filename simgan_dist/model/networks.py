@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simgan_dist.config import ModelConfig
@@ -28,6 +29,23 @@ class ResnetBlock(nn.Module):
         return self.relu(x + y)
 
 
+# The flow field of a warping refiner is blurred by this many 5x5 box filters (stride 1, so at
+# full resolution): neighbouring pixels move together, strokes bend instead of tearing apart.
+FLOW_SMOOTHING_PASSES = 2
+
+
+def warp(images: Tensor, flow: Tensor) -> Tensor:
+    """Resample images in [-1, 1] at x + flow (flow: (N, 2, H, W), x and y displacement in
+    pixels); what comes in from outside the frame is black (-1), like the digit's background."""
+    n, _, h, w = images.shape
+    identity = torch.eye(2, 3, dtype=images.dtype, device=images.device).expand(n, 2, 3)
+    base = F.affine_grid(identity, list(images.shape), align_corners=False)
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=flow.dtype, device=flow.device)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    # grid_sample pads with 0, so shift to [0, 2] and back to pad with -1.
+    return F.grid_sample(images + 1, grid, align_corners=False) - 1
+
+
 class Refiner(nn.Module):
     """R: convKxK-F + ReLU, `num_blocks` ResnetBlocks, conv1x1 back to `channels`, tanh.
 
@@ -35,24 +53,57 @@ class Refiner(nn.Module):
     is what lets R preserve the synthetic image's annotation (a pupil stays where it was drawn).
     Inputs and outputs are in [-1, 1]. Cost: 2 * num_blocks + 1 convs of F x F x K x K at full
     resolution; the hand preset (224x224, F=64, K=7, 10 blocks) is ~0.2 TFLOP per image forward.
+
+    With max_warp > 0 (not in the paper) a second 1x1 head predicts a smooth displacement field
+    of at most max_warp pixels and R's output is its pixel image resampled along it: R may bend
+    strokes, which a per-pixel change cannot, while the shape's topology (and so its label) is
+    kept. The head starts at zero, so R starts as the paper's.
     """
 
-    def __init__(self, channels: int, features: int, num_blocks: int, kernel: int) -> None:
+    def __init__(
+        self, channels: int, features: int, num_blocks: int, kernel: int, max_warp: float = 0.0
+    ) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"refiner kernel must be odd to keep the size, got {kernel}")
+        if max_warp < 0:
+            raise ValueError(f"max_warp must be >= 0, got {max_warp}")
         self.stem = nn.Sequential(
             nn.Conv2d(channels, features, kernel, stride=1, padding=kernel // 2), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResnetBlock(features, kernel) for _ in range(num_blocks)])
         self.head = nn.Conv2d(features, channels, 1)
+        self.max_warp = float(max_warp)
+        self.flow_head: nn.Conv2d | None = None
+        if max_warp > 0:
+            head = nn.Conv2d(features, 2, 1)
+            nn.init.zeros_(head.weight)
+            if head.bias is not None:
+                nn.init.zeros_(head.bias)
+            self.flow_head = head
 
-    def forward(self, x: Tensor, pre_tanh: bool = False) -> Tensor:
-        """R(x); with pre_tanh=True the values before the tanh instead (for the saturation
-        penalty, which needs a gradient where tanh has none). A keyword, so a DeepSpeed
-        engine passes it through."""
-        z = self.head(self.blocks(self.stem(x)))
-        return z if pre_tanh else torch.tanh(z)
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(pre-tanh pixel values, displacement field in pixels or None without warping)."""
+        features = self.blocks(self.stem(x))
+        z = self.head(features)
+        if self.flow_head is None:
+            return z, None
+        flow = self.max_warp * torch.tanh(self.flow_head(features))
+        for _ in range(FLOW_SMOOTHING_PASSES):
+            flow = F.avg_pool2d(flow, 5, stride=1, padding=2, count_include_pad=False)
+        return z, flow
+
+    def forward(self, x: Tensor, pre_tanh: bool = False, parts: bool = False) -> Tensor | tuple:
+        """R(x). pre_tanh=True: the pixel values before the tanh instead (for the saturation
+        penalty, which needs a gradient where tanh has none); parts=True: parts(x), for the
+        losses of a warping R. Keywords, so a DeepSpeed engine passes them through."""
+        z, flow = self.parts(x)
+        if parts:
+            return z, flow
+        if pre_tanh:
+            return z
+        pixels = torch.tanh(z)
+        return pixels if flow is None else warp(pixels, flow)
 
 
 @dataclass(frozen=True)
@@ -95,6 +146,16 @@ DISCRIMINATOR_LAYOUTS: dict[str, tuple[LayerSpec, ...]] = {
         LayerSpec("maxpool", 0, 3, 2),
         LayerSpec("conv", 32, 3, 2),
         LayerSpec("conv", 32, 1, 1),
+        LayerSpec("conv", 2, 1, 1),
+    ),
+    # 28x28 -> 7x7 map; each logit sees a 27x27 patch, about the whole digit: more capacity and
+    # the receptive field to judge a stroke's shape, not only its texture (not in the paper).
+    "digits_wide": (
+        LayerSpec("conv", 64, 3, 2),
+        LayerSpec("conv", 64, 3, 1),
+        LayerSpec("maxpool", 0, 3, 2),
+        LayerSpec("conv", 64, 3, 1),
+        LayerSpec("conv", 32, 3, 1),
         LayerSpec("conv", 2, 1, 1),
     ),
     # 28x28 -> 14x14 map; each logit sees a 15x15 pixel patch (local, not the whole digit).
@@ -164,7 +225,13 @@ def receptive_field(layout: tuple[LayerSpec, ...]) -> int:
 
 
 def build_refiner(cfg: ModelConfig) -> Refiner:
-    return Refiner(cfg.image_channels, cfg.refiner_features, cfg.refiner_blocks, cfg.refiner_kernel)
+    return Refiner(
+        cfg.image_channels,
+        cfg.refiner_features,
+        cfg.refiner_blocks,
+        cfg.refiner_kernel,
+        max_warp=cfg.refiner_max_warp,
+    )
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:

@@ -11,7 +11,8 @@ from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
-from simgan_dist.model.losses import discriminator_loss, refiner_loss
+from simgan_dist.model.losses import discriminator_loss, flow_penalty, refiner_loss
+from simgan_dist.model.networks import warp
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
 
@@ -83,12 +84,15 @@ def refiner_step(
     they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
     set_requires_grad(disc.module, False)
     try:
-        pre_tanh = refiner.forward(synthetic, pre_tanh=True)
-        refined = torch.tanh(pre_tanh)
+        pre_tanh, flow = refiner.forward(synthetic, parts=True)
+        pixels = torch.tanh(pre_tanh)
+        # A warping R is regularized on its pixel image before the warp (what it changed in
+        # each pixel) and pays for the displacement separately (losses.flow_penalty).
+        refined = pixels if flow is None else warp(pixels, flow)
         logits = disc.frozen_forward(refined) if adversarial else None
         loss, metrics = refiner_loss(
             logits,
-            refined,
+            pixels,
             synthetic,
             cfg.loss.reg_lambda,
             cfg.loss.psi,
@@ -96,6 +100,11 @@ def refiner_step(
             pre_tanh=pre_tanh,
             saturation_margin=cfg.loss.saturation_margin,
         )
+        if flow is not None:
+            penalty = flow_penalty(flow, cfg.loss.flow_lambda, cfg.loss.flow_smooth_lambda)
+            loss = loss + penalty
+            metrics["loss_r"] += penalty.item()
+            metrics["flow_px"] = flow.detach().abs().mean().item()
         refiner.step(loss)
     finally:
         set_requires_grad(disc.module, True)
