@@ -206,6 +206,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
+def cmd_screen(args: argparse.Namespace) -> None:
+    import torch
+
+    from simgan_dist.eval.report import headline
+    from simgan_dist.tune.screen import screen
+
+    if not (args.config or args.preset):
+        raise ConfigError("screen: give --config FILE or --preset NAME")
+    cfg = load_config(args.config, args.preset, args.overrides)
+    torch.set_num_threads(args.threads)
+    report = screen(
+        cfg,
+        args.validation,
+        args.out,
+        num_seeds=args.num_seeds,
+        epochs=args.epochs,
+        progress=lambda line: print(f"[screen] {line}", file=sys.stderr, flush=True),
+    )
+    print(headline(report))
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from simgan_dist.demo import run_demo
 
@@ -329,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="passes over the synthetic set; every arm gets its steps",
     )
     evaluate.set_defaults(func=cmd_eval)
+
+    screen = sub.add_parser(
+        "screen",
+        help="choose settings: train in one process, refine in memory, score on a validation split",
+    )
+    _add_config_args(screen)
+    screen.add_argument(
+        "--validation",
+        default="shards/digits-real-train-labeled",
+        help="labeled real shards to score on; never the eval set (default: the labels of the "
+        "real training digits, the documented validation split)",
+    )
+    screen.add_argument("--out", required=True, help="report and refined-shard directory")
+    screen.add_argument("--num-seeds", type=int, default=3, help="classifier seeds per arm (>= 2)")
+    screen.add_argument("--epochs", type=int, default=4, help="passes over the synthetic set")
+    screen.add_argument("--threads", type=int, default=2, help="torch threads for this process")
+    screen.set_defaults(func=cmd_screen)
 
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
     demo.add_argument("--out", default="runs/demo")

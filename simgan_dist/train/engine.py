@@ -68,9 +68,15 @@ def make_lr_schedule(
 class TorchUpdater:
     """Plain single-process PyTorch: the bare baseline and the unit-test path."""
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> None:
         self.module = module
         self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.module(x, **kwargs)
@@ -82,6 +88,8 @@ class TorchUpdater:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "zero_stage": 0}
