@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +26,28 @@ NETWORKS_FILE = "networks.pt"  # R and D weights (identical on every rank)
 STATE_FILE = "state.json"  # loop counters, world size, and the resolved config
 CONFIG_FILE = "config.yaml"  # the same config, for people and for `simgan train --config`
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read as tensors: cut short, corrupt, or holding code."""
+
+
+def load_tensors(path: Path) -> Any:
+    """torch.load with weights_only=True, its failures as one CheckpointError naming the file.
+    A pickle that would run code is refused, never loaded (torch's hint to pass
+    weights_only=False is not advice to follow for a file from elsewhere)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds Python objects beyond tensors, which are not loaded"
+        raise CheckpointError(f"{path}: refused: {reason}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: unreadable (truncated or corrupt?): {reason}") from None
 
 
 def rank_file(rank: int) -> str:
@@ -103,14 +128,14 @@ def load_training_state(
     and this rank's data position ({} when it is unknown)."""
     directory = Path(directory)
     meta = read_state(directory)
-    nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
+    nets = load_tensors(directory / NETWORKS_FILE)
     refiner.module.load_state_dict(nets["refiner"])
     disc.module.load_state_dict(nets["disc"])
     per_rank = directory / rank_file(rank)
     data_position: dict[str, int] = {}
     same_world = meta["world_size"] == world_size
     if per_rank.exists() and same_world:
-        rank_state = torch.load(per_rank, map_location="cpu", weights_only=True)
+        rank_state = load_tensors(per_rank)
         refiner.load_optimizer_state_dict(rank_state["refiner_optim"])
         disc.load_optimizer_state_dict(rank_state["disc_optim"])
         if buffer is not None and rank_state["buffer"]:
@@ -121,7 +146,7 @@ def load_training_state(
     # Another worker count: slices, ZeRO partitions and stream splits differ. Unsharded
     # optimizer state (ZeRO 0, the same on every rank) is reused; the buffer and the data
     # streams start fresh.
-    rank0_state = torch.load(directory / rank_file(0), map_location="cpu", weights_only=True)
+    rank0_state = load_tensors(directory / rank_file(0))
     for updater, key in ((refiner, "refiner_optim"), (disc, "disc_optim")):
         if rank0_state[key]["zero_stage"] == 0:
             updater.load_optimizer_state_dict(rank0_state[key])
@@ -191,15 +216,32 @@ def load_refiner(location: str | Path, device: str = "cpu") -> tuple[Refiner, Co
     """The trained refiner (eval mode), its config and the checkpoint directory it came from.
     location: a checkpoint or run directory, or the same on an object store (a URI)."""
     if storage.is_uri(str(location)):
-        directory = fetch_checkpoint(str(location))
-    else:
-        directory = find_latest_checkpoint(location)
-    meta = read_state(directory)
-    cfg = from_dict(meta["config"], source=str(directory / STATE_FILE))
-    refiner = build_refiner(cfg.model)
-    nets = torch.load(directory / NETWORKS_FILE, map_location="cpu", weights_only=True)
-    refiner.load_state_dict(nets["refiner"])
-    return refiner.to(device).eval(), cfg, directory
+        directories = [fetch_checkpoint(str(location))]
+    elif (Path(location) / STATE_FILE).exists():
+        directories = [Path(location)]
+    else:  # a run directory: the newest checkpoint that loads, older ones if it does not
+        find_latest_checkpoint(location)  # a clear error when none is complete
+        directories = sorted(Path(location).glob("checkpoint-*"), reverse=True)
+    errors = []
+    for directory in directories:
+        names = {p.name for p in directory.iterdir()}
+        state = directory / STATE_FILE
+        if not _is_complete(names, state.read_text() if state.exists() else None):
+            continue
+        try:
+            nets = load_tensors(directory / NETWORKS_FILE)
+        except CheckpointError as err:
+            if len(directories) == 1:
+                raise
+            log.warning("%s; trying the previous checkpoint", err)
+            errors.append(str(err))
+            continue
+        meta = read_state(directory)
+        cfg = from_dict(meta["config"], source=str(directory / STATE_FILE))
+        refiner = build_refiner(cfg.model)
+        refiner.load_state_dict(nets["refiner"])
+        return refiner.to(device).eval(), cfg, directory
+    raise CheckpointError(f"{location}: no checkpoint loads ({'; '.join(errors)})")
 
 
 def save_initial_checkpoint(cfg: Config, directory: str | Path, seed: int = 0) -> Path:
