@@ -13,6 +13,7 @@ from simgan_dist.io import urls
 from simgan_dist.io.shardio import (
     MANIFEST_NAME,
     Manifest,
+    check_key,
     decode_png,
     image_chw,
     iter_tar_stream,
@@ -38,7 +39,12 @@ def _base(location: str) -> str:
     return location.rsplit("/", 1)[0] if urls.basename(location) == MANIFEST_NAME else location
 
 
-def _check_sample(sample: dict[str, Any], manifest: Manifest) -> np.ndarray:
+def _check_sample(sample: dict[str, Any], manifest: Manifest, seen: set[str]) -> np.ndarray:
+    """The checks the readers make (training and refine skip or stop on what fails here)."""
+    check_key(sample["__key__"])
+    if sample["__key__"] in seen:
+        raise ValueError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
+    seen.add(sample["__key__"])
     img = decode_png(sample["png"])
     shape = image_chw(img)
     if shape != manifest.image_shape:
@@ -46,7 +52,8 @@ def _check_sample(sample: dict[str, Any], manifest: Manifest) -> np.ndarray:
     if manifest.has_labels:
         if "json" not in sample:
             raise ValueError("no json annotation")
-        json.loads(sample["json"])
+    if "json" in sample and not isinstance(json.loads(sample["json"]), dict):
+        raise ValueError("json is not an object (a mapping of annotations)")
     return img
 
 
@@ -56,6 +63,7 @@ def verify_shards(location: str, storage_options: dict[str, Any] | None = None) 
     manifest = read_manifest(location, storage_options)
     base = _base(location)
     problems: list[str] = []
+    seen: set[str] = set()  # keys over the whole corpus: ~100 bytes each
     for info in manifest.shards:
         url = urls.join(base, info.name)
         try:
@@ -68,7 +76,7 @@ def verify_shards(location: str, storage_options: dict[str, Any] | None = None) 
             for sample in iter_tar_stream(hashed, url):
                 count += 1
                 try:
-                    _check_sample(sample, manifest)
+                    _check_sample(sample, manifest, seen)
                 except Exception as err:  # every bad sample is reported, not raised
                     problems.append(f"{info.name}: sample {sample['__key__']}: {err!r}")
         except Exception as err:
@@ -142,13 +150,14 @@ def shard_stats(location: str, storage_options: dict[str, Any] | None = None) ->
     manifest = read_manifest(location, storage_options)
     base = _base(location)
     stats = CorpusStats(manifest.name, manifest.image_shape)
+    seen: set[str] = set()
     for info in manifest.shards:
         url = urls.join(base, info.name)
         num_in_shard = 0
         with urls.open_url(url, "rb", storage_options) as stream:
             for sample in iter_tar_stream(stream, url):
                 try:
-                    img = _check_sample(sample, manifest)
+                    img = _check_sample(sample, manifest, seen)
                 except Exception:  # counted here; `shards verify` says which and why
                     stats.num_bad += 1
                     continue

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from simgan_dist.data.catalog import EpochPlan
 from simgan_dist.io import urls as urlmod
 from simgan_dist.io.shardio import (
+    check_key,
     decode_png,
     image_chw,
     iter_tar_samples,
@@ -70,6 +71,7 @@ def _decode(
     with_meta: bool,
     require_json: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    check_key(raw["__key__"])  # refine writes it back as a member name: never '..' or '/...'
     if "png" not in raw:
         raise ValueError(f"no png in sample (has {sorted(k for k in raw if k[0] != '_')})")
     if require_json and "json" not in raw:

@@ -181,6 +181,14 @@ class _HashingFile:
         return self.f.write(data)
 
 
+def check_key(key: str) -> None:
+    """Raise ValueError for a key we neither write nor read: empty, with dots or spaces (so no
+    '..'), a leading '/' (an absolute member name) or a leading '__' (WebDataset's own fields).
+    Relative slashes stay allowed: WebDataset keys may carry a folder prefix."""
+    if not _KEY_RE.match(key) or key.startswith(("__", "/")):
+        raise ValueError(f"bad sample key {key!r}: no dots, spaces, leading '/' or leading '__'")
+
+
 class _SampleCheck:
     """Validates samples as they stream past: key syntax, unique keys, one image shape."""
 
@@ -190,8 +198,7 @@ class _SampleCheck:
         self.all_json = True
 
     def __call__(self, key: str, img: np.ndarray, meta: dict | None) -> None:
-        if not _KEY_RE.match(key) or key.startswith("__"):
-            raise ValueError(f"bad sample key {key!r}: no dots, spaces or leading '__'")
+        check_key(key)
         if key in self.keys:
             raise ValueError(f"duplicate sample key {key!r}")
         self.keys.add(key)
