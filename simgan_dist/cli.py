@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -428,7 +429,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"simgan: config error: {err}", file=sys.stderr)
         sys.exit(2)
-    except OSError as err:  # unreachable store, missing shards: the message names URL and endpoint
+    except (OSError, ValueError) as err:
+        # Unreachable stores, missing shards, refused URLs, bad samples with on_bad_sample=stop,
+        # unreadable checkpoints: each message names the URL, key, file or field. SIMGAN_TRACEBACK=1
+        # shows the traceback instead, for a bug report.
+        if os.environ.get("SIMGAN_TRACEBACK") == "1":
+            raise
         print(f"simgan: error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -181,3 +181,15 @@ def test_losses_gone_non_finite_stop_with_one_line_and_no_final_checkpoint(
     )
     assert "\n" not in message and "Traceback" not in message
     assert not list((tmp_path / "blows-up").glob("checkpoint-*"))
+
+
+def test_a_pipe_url_in_training_is_refused_in_one_line(debug_overrides, capsys) -> None:
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides(**{"data.real": "pipe:cat /etc/passwd"}):
+        args += ["--set", item]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "simgan: error: pipe:cat /etc/passwd: pipe: URLs run shell commands" in err
+    assert "Traceback" not in err
