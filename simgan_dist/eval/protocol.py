@@ -68,6 +68,7 @@ def evaluate_digits(
     epochs: int = 4,
     num_seeds: int = 5,
     progress: Progress | None = None,
+    real_eval_role: str = "eval",
 ) -> dict[str, Any]:
     """Synthetic, refined (same keys, labels kept) and, with real_train_labeled, the real-data
     oracle: num_seeds classifiers each, seed i of every arm starting from the same weights, all
@@ -77,7 +78,8 @@ def evaluate_digits(
     interval, gap closed against the oracle, annotation preservation (the synthetic arm's
     classifiers on the refined images against their kept labels) and realism (two-sample
     accuracy against real images: the labeled real training images when given, else the
-    eval images' pixels; their labels are never used for it)."""
+    eval images' pixels; their labels are never used for it). real_eval_role "validation" says
+    in the report that real_eval is a validation split (simgan screen), not the eval set."""
     if num_seeds < 2:
         raise ValueError(f"num_seeds must be >= 2 for a confidence interval, got {num_seeds}")
     say = progress or (lambda _: None)
@@ -137,6 +139,7 @@ def evaluate_digits(
         "refined": refined,
         "real_eval": real_eval,
         "real_train_labeled": real_train_labeled or "",
+        "real_eval_role": real_eval_role,
     }
     if acc["oracle"]:
         syn, ref, ora = (statistics.mean(acc[k]) for k in ("synthetic", "refined", "oracle"))

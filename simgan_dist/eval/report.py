@@ -20,8 +20,9 @@ def _arm_row(name: str, arm: dict[str, Any]) -> str:
 def headline(report: dict[str, Any]) -> str:
     """One line: both arms, the paired difference with its interval, gap closed if known."""
     acc, diff = report["accuracy"], report["refined_minus_synthetic"]
+    digits = "validation digits" if report.get("real_eval_role") == "validation" else "real digits"
     line = (
-        f"accuracy on real digits: synthetic {_pct(acc['synthetic']['mean'])}%  "
+        f"accuracy on {digits}: synthetic {_pct(acc['synthetic']['mean'])}%  "
         f"refined {_pct(acc['refined']['mean'])}%  "
         f"difference {100 * diff['mean']:+.2f} points "
         f"(95% CI [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}], {diff['num_seeds']} seeds)"
@@ -48,11 +49,17 @@ def markdown_report(report: dict[str, Any]) -> str:
         else "Gap closed: no oracle given (`--real-train-labeled`).\n\n"
     )
     pres, real = report["preservation"], report["realism_acc"]
+    tested_on = (
+        f"{report['num_real_eval']} labeled real *validation* digits: the real training digits, "
+        "whose pixels (never their labels) the refiner trained on; the eval digits stay unread"
+        if report.get("real_eval_role") == "validation"
+        else f"{report['num_real_eval']} labeled real digits that no training reads"
+    )
     return (
         "# S+U evaluation: digits\n\n"
         "The same classifier trained on each set for the same number of optimizer steps "
-        f"({report['num_steps']}), tested on {report['num_real_eval']} labeled real digits that "
-        "no training reads. Seed i of every arm starts from the same weights.\n\n"
+        f"({report['num_steps']}), tested on {tested_on}. Seed i of every arm starts from the "
+        "same weights.\n\n"
         "| trained on | mean accuracy | 95% CI | per seed |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n\n"

@@ -127,6 +127,7 @@ def screen(
         epochs=epochs,
         num_seeds=num_seeds,
         progress=say,
+        real_eval_role="validation",
     )
     report["screen"] = {"train_s": round(train_s, 1), "num_images": total}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))

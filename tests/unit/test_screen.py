@@ -18,7 +18,8 @@ def test_screen_trains_refines_and_scores_on_validation(digit_shards, tmp_path, 
             "--set", "model.refiner_max_warp=1.5", "--set", "loss.flow_lambda=0.01"]  # fmt: skip
     main(args)
     printed = capsys.readouterr().out
-    assert "refined" in printed and "report:" in printed
+    assert "accuracy on validation digits" in printed and "report:" in printed
+    assert "*validation* digits" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
     assert report["real_eval"] == str(digit_shards["real_train_labeled"])
     assert report["num_train"] == 400 and report["seeds"] == [0, 1]
