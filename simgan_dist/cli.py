@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
@@ -54,11 +54,20 @@ def _storage_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 35x55")
+    return int(parts[0]), int(parts[1])
+
+
 def cmd_shards_build(args: argparse.Namespace) -> None:
     from simgan_dist.data import build as shard_build
     from simgan_dist.io.urls import join
 
     out, options = args.out, _storage_options(args)
+    if args.samples_per_shard < 1:
+        raise ConfigError(f"--samples-per-shard: must be >= 1, got {args.samples_per_shard}")
     if args.source == "digits":
         synth = shard_build.build_synthetic_digits(
             join(out, "digits-synth"), args.num_samples, args.samples_per_shard, args.seed, options
@@ -83,11 +92,7 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
     else:
         if not args.folder:
             raise ConfigError("--folder: required with source 'folder'")
-        size = (
-            cast(tuple[int, int], tuple(int(v) for v in args.size.split("x")))
-            if args.size
-            else None
-        )
+        size = _parse_size(args.size) if args.size else None
         manifest = shard_build.build_from_folder(
             args.folder, out, args.samples_per_shard, not args.rgb, size, options
         )

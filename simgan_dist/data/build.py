@@ -18,7 +18,7 @@ from PIL import Image
 
 from simgan_dist.data.sim.real_digits import real_train_labels, split_real_digits
 from simgan_dist.io import urls
-from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, write_shards
+from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, check_key, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,22 @@ def _folder_samples(
         raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images")
     for path in paths:
         sidecar = path.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
-        yield _folder_key(path.relative_to(folder)), _load_image(path, grayscale, size), meta
+        try:
+            meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError included
+            raise ValueError(f"{sidecar}: not a JSON annotation: {err}") from None
+        if meta is not None and not isinstance(meta, dict):
+            raise ValueError(f"{sidecar}: the annotation must be a JSON object")
+        try:
+            image = _load_image(path, grayscale, size)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"{path}: not a readable image: {err}") from None
+        key = _folder_key(path.relative_to(folder))
+        try:
+            check_key(key)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        yield key, image, meta
 
 
 def build_from_folder(
