@@ -84,9 +84,9 @@ def test_sampler_accounts_a_worker_and_its_loader(tmp_path) -> None:
     try:
         with CpuSampler(interval_s=0.25) as sampler:
             time.sleep(1.0)  # both processes started and spinning
-            start, own_start = time.time(), time.process_time()
+            start = time.time()
             time.sleep(2.0)
-            end, own_end = time.time(), time.process_time()
+            end = time.time()
         cores = sampler.cores(start, end)
     finally:
         subprocess.run(["pkill", "-P", str(worker.pid)], check=False)
@@ -98,10 +98,10 @@ def test_sampler_accounts_a_worker_and_its_loader(tmp_path) -> None:
     # busy 2-core CI box; each one is in its role, not in "ray_and_driver" or "other".
     assert cores["workers"] > 0.3 and cores["loaders"] > 0.3
     assert cores["workers"] + cores["loaders"] > min(1.0, num_cpus / 2)
-    # "ray_and_driver" is this test process: the sampler's thread and whatever threads earlier
-    # tests left running in it (torch's pool), never the spinners. Bound it by what this process
-    # itself used, read from the kernel over the same window, with one sampling interval's slack.
-    own_cores = (own_end - own_start) / (end - start)
-    assert cores["ray_and_driver"] < own_cores + 0.15
+    # "ray_and_driver" is this test process and its other descendants: in a full suite the
+    # session's local Ray (raylet, GCS, dashboard) idles there at ~0.2 cores, so its size depends
+    # on what ran before. What must hold is that neither spinner was counted there: each takes
+    # more than what the driver's side gets.
+    assert cores["ray_and_driver"] < min(cores["workers"], cores["loaders"])
     assert sum(cores[r] for r in ROLES) == pytest.approx(num_cpus, rel=0.05)
     assert sampler.cores(end + 10, end + 20) is None  # no samples there
