@@ -103,8 +103,10 @@ def refiner_step(
         if flow is not None:
             penalty = flow_penalty(flow, cfg.loss.flow_lambda, cfg.loss.flow_smooth_lambda)
             loss = loss + penalty
-            metrics["loss_r"] += penalty.item()
-            metrics["flow_px"] = flow.detach().abs().mean().item()
+            # One host sync for both figures, as refiner_loss does for its four.
+            added, flow_px = torch.stack([penalty.detach(), flow.detach().abs().mean()]).tolist()
+            metrics["loss_r"] += added
+            metrics["flow_px"] = flow_px
         refiner.step(loss)
     finally:
         set_requires_grad(disc.module, True)
