@@ -182,7 +182,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
     from simgan_dist.data.reader import BadSampleError
     from simgan_dist.refine.ray_pool import RefineError, refine_shards
 
-    settings = _refine_settings(args, on_bad_sample=args.on_bad_sample)
+    settings = _refine_settings(args, on_bad_sample=args.on_bad_sample, num_variants=args.variants)
     options = _storage_options(args)
     try:
         summary = refine_shards(args.checkpoint, args.input, args.output, settings,
@@ -229,6 +229,7 @@ def cmd_screen(args: argparse.Namespace) -> None:
         num_seeds=args.num_seeds,
         epochs=args.epochs,
         progress=lambda line: print(f"[screen] {line}", file=sys.stderr, flush=True),
+        num_variants=args.variants,
     )
     print(headline(report))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--input", required=True, help="synthetic shards (dir, manifest, pattern)")
     refine.add_argument("--output", required=True, help="output directory or bucket prefix")
     _add_refine_settings_args(refine)
+    refine.add_argument("--variants", type=int, default=1,
+                        help="refined copies per sample, from R's noise input (keys <key>_v<i>)")  # fmt: skip
     refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip")
     refine.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_storage_arg(refine)
@@ -373,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--num-seeds", type=int, default=3, help="classifier seeds per arm (>= 2)")
     screen.add_argument("--epochs", type=int, default=4, help="passes over the synthetic set")
     screen.add_argument("--threads", type=int, default=2, help="torch threads for this process")
+    screen.add_argument("--variants", type=int, default=1,
+                        help="refined copies per synthetic image, from R's noise input")  # fmt: skip
     screen.set_defaults(func=cmd_screen)
 
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")

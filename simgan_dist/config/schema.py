@@ -35,6 +35,10 @@ class ModelConfig:
     # Not in the paper: R also bends the image along a smooth learned displacement field of at
     # most this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner.
     refiner_max_warp: float = 0.0
+    # Not in the paper (its future work): N(0, 1) values per image that drive a warping R's
+    # displacement field, so R gives several refinements of one image (simgan refine
+    # --variants K); needs refiner_max_warp > 0; 0 = off.
+    refiner_noise_channels: int = 0
     discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
 
     def __post_init__(self) -> None:
@@ -54,6 +58,18 @@ class ModelConfig:
             "model.refiner_max_warp",
             "must be in [0, a quarter of the image side] pixels",
             self.refiner_max_warp,
+        )
+        require(
+            0 <= self.refiner_noise_channels <= 16,
+            "model.refiner_noise_channels",
+            "must be in [0, 16]",
+            self.refiner_noise_channels,
+        )
+        require(
+            self.refiner_noise_channels == 0 or self.refiner_max_warp > 0,
+            "model.refiner_noise_channels",
+            "needs model.refiner_max_warp > 0 (the noise drives the displacement field)",
+            self.refiner_noise_channels,
         )
         require(
             self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0,
@@ -78,10 +94,15 @@ class LossConfig:
     # difference of neighbouring displacements. Both 0 = only max_warp bounds it.
     flow_lambda: float = 0.0
     flow_smooth_lambda: float = 0.0
+    # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit
+    # of difference between two noise draws in the adversarial phase, so it uses its noise
+    # instead of ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)|
+    # in pixels; 0 = off.
+    diversity_lambda: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
-        for name in ("flow_lambda", "flow_smooth_lambda"):
+        for name in ("flow_lambda", "flow_smooth_lambda", "diversity_lambda"):
             require(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0", getattr(self, name))
         require(
             self.saturation_margin == 0 or self.saturation_margin >= 3.2,
@@ -324,6 +345,12 @@ class Config:
             "score.every_nimg",
             f"must be a multiple of run.log_every_nimg={self.run.log_every_nimg}",
             self.score.every_nimg,
+        )
+        require(
+            self.loss.diversity_lambda == 0 or self.model.refiner_noise_channels > 0,
+            "loss.diversity_lambda",
+            "needs model.refiner_noise_channels > 0 (a refiner without noise has one output)",
+            self.loss.diversity_lambda,
         )
         digits_shape = (self.model.image_channels, self.model.image_height, self.model.image_width)
         require(

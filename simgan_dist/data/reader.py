@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import itertools
 import json
 import logging
 import random
+import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_SKIPS_KEPT = 100  # StreamStats.skipped keeps the first few; num_skipped counts all
 BAD_SAMPLE_CHOICES = ("skip", "stop")
+# A tar that breaks off part-way (tar_reader raises ReadError; gzip and zlib their own): its
+# bytes are what they are, so reading it again gives the same. Anything else (missing object,
+# dropped connection) may read fine next time.
+DAMAGE_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 class BadSampleError(ValueError):
@@ -46,6 +53,10 @@ class StreamStats:
     num_samples: int = 0
     num_skipped: int = 0
     skipped: list[str] = field(default_factory=list)  # "url key ...: reason", first MAX_SKIPS_KEPT
+    # Shards whose reading stopped early, by url: "damaged: <what>" (the bytes are there but the
+    # tar breaks off: what follows is lost) or "unreadable: <what>" (could not be opened or
+    # fetched, e.g. deleted or a dropped connection: reading it again may work).
+    shard_failures: dict[str, str] = field(default_factory=dict)
 
     def record_skip(self, what: str) -> None:
         self.num_skipped += 1
@@ -60,6 +71,7 @@ class _Skip:
     url: str
     key: str
     reason: str
+    shard_failure: str = ""  # "damaged" or "unreadable" when the whole rest of the shard is lost
 
     def describe(self) -> str:
         return f"{self.url} key {self.key}: {self.reason}"
@@ -118,7 +130,10 @@ def _shard_items(
                 item = _Skip(url, raw["__key__"], f"{type(err).__name__}: {err}")
             yield item
     except Exception as err:
-        yield _Skip(url, f"after {last_key}", f"unreadable tar: {type(err).__name__}: {err}")
+        failure = "damaged" if isinstance(err, DAMAGE_ERRORS) else "unreadable"
+        yield _Skip(
+            url, f"after {last_key}", f"{failure} tar: {type(err).__name__}: {err}", failure
+        )
 
 
 @dataclass(frozen=True)
@@ -345,6 +360,8 @@ def read_samples(
                     raise BadSampleError(f"bad sample {item.describe()}")
                 log.warning("skipping bad sample %s", item.describe())
                 stats.record_skip(item.describe())
+                if item.shard_failure:
+                    stats.shard_failures[item.url] = f"{item.shard_failure}: {item.describe()}"
                 continue
             img, meta = item
             key, url_ = meta.pop("__key__"), meta.pop("__url__")

@@ -34,8 +34,20 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def labeled_tensors(location: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images in [-1, 1], labels from each sample's json, and keys, for a labeled corpus."""
+def source_key(meta: dict) -> str:
+    """The synthetic sample a refined copy came from (lineage.source_key, written by
+    `simgan refine --variants K`); any other sample is its own source."""
+    lineage = meta.get("lineage")
+    if isinstance(lineage, dict) and isinstance(lineage.get("source_key"), str):
+        return lineage["source_key"]
+    return meta.get("__key__", "")
+
+
+def labeled_tensors(
+    location: str, by_source: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Images in [-1, 1], labels from each sample's json, and keys, for a labeled corpus;
+    by_source=True: each sample's source_key instead of its own key."""
     images, metas = load_arrays(location)
     missing = [m.get("__key__", "?") for m in metas if "label" not in m]
     if missing:
@@ -44,7 +56,8 @@ def labeled_tensors(location: str) -> tuple[torch.Tensor, torch.Tensor, list[str
         )
     x = to_batch(images)
     y = torch.tensor([int(m["label"]) for m in metas])
-    return x, y, [m.get("__key__", "") for m in metas]
+    keys = [source_key(m) if by_source else m.get("__key__", "") for m in metas]
+    return x, y, keys
 
 
 def steps_for_epochs(num_images: int, epochs: int, batch_size: int = BATCH_SIZE) -> int:

@@ -28,25 +28,37 @@ REALISM_IMAGES = 2000  # per set, at most; half train the two-sample classifier,
 Progress = Callable[[str], None]
 
 
-def _aligned_refined(refined: str, keys_syn: list[str], y_syn: torch.Tensor) -> torch.Tensor:
-    """Refined images in the synthetic corpus's order; every key once, labels kept."""
-    x_ref, y_ref, keys_ref = labeled_tensors(refined)
-    position = {k: i for i, k in enumerate(keys_ref)}
-    missing = [k for k in keys_syn if k not in position]
+def _aligned_refined(
+    refined: str, keys_syn: list[str], y_syn: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(first refined copy of each synthetic sample in the synthetic corpus's order, every
+    refined copy, their labels): every synthetic key at least once and every label kept. A
+    corpus from `refine --variants K` has K copies of each; others have one."""
+    x_all, y_all, sources = labeled_tensors(refined, by_source=True)
+    syn_index = {k: i for i, k in enumerate(keys_syn)}
+    first: dict[str, int] = {}
+    for i, k in enumerate(sources):
+        first.setdefault(k, i)
+    missing = [k for k in keys_syn if k not in first]
     if missing:
         raise ValueError(
             f"{refined}: {len(missing)} of {len(keys_syn)} synthetic samples have "
             f"no refined copy (first key: {missing[0]})"
         )
-    order = [position[k] for k in keys_syn]
-    x_ref, y_ref = x_ref[order], y_ref[order]
-    changed = (y_syn != y_ref).nonzero().flatten().tolist()
+    strangers = [k for k in sources if k not in syn_index]
+    if strangers:
+        raise ValueError(
+            f"{refined}: {len(strangers)} refined samples come from no synthetic sample "
+            f"(first key: {strangers[0]})"
+        )
+    expected = y_syn[[syn_index[k] for k in sources]]
+    changed = (expected != y_all).nonzero().flatten().tolist()
     if changed:
         raise ValueError(
             f"{refined}: {len(changed)} refined samples changed their label "
-            f"(first key: {keys_syn[changed[0]]}); annotations must be kept"
+            f"(first key: {sources[changed[0]]}); annotations must be kept"
         )
-    return x_ref
+    return x_all[[first[k] for k in keys_syn]], x_all, y_all
 
 
 def _arm(values: list[float]) -> dict[str, Any]:
@@ -86,7 +98,7 @@ def evaluate_digits(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     x_syn, y_syn, keys_syn = labeled_tensors(synthetic)
-    x_ref = _aligned_refined(refined, keys_syn, y_syn)
+    x_ref, x_ref_all, y_ref_all = _aligned_refined(refined, keys_syn, y_syn)
     x_real, y_real, _ = labeled_tensors(real_eval)
     oracle_data = labeled_tensors(real_train_labeled) if real_train_labeled else None
 
@@ -102,7 +114,7 @@ def evaluate_digits(
         preserved["synthetic"].append(accuracy(model, x_syn, y_syn))
         say(f"classifier seed {s} ({i + 1}/{num_seeds}): refined")
         acc["refined"].append(
-            accuracy(train_classifier(x_ref, y_syn, s, num_steps), x_real, y_real)
+            accuracy(train_classifier(x_ref_all, y_ref_all, s, num_steps), x_real, y_real)
         )
         if oracle_data is not None:
             say(f"classifier seed {s} ({i + 1}/{num_seeds}): real-data oracle")
@@ -133,6 +145,7 @@ def evaluate_digits(
         "num_steps": num_steps,
         "epochs": epochs,
         "num_train": len(keys_syn),
+        "num_refined_train": len(y_ref_all),  # > num_train with `refine --variants K`
         "num_oracle_train": len(oracle_data[1]) if oracle_data is not None else 0,
         "num_real_eval": len(x_real),
         "synthetic": synthetic,

@@ -32,6 +32,7 @@ class ResnetBlock(nn.Module):
 # The flow field of a warping refiner is blurred by this many 5x5 box filters (stride 1, so at
 # full resolution): neighbouring pixels move together, strokes bend instead of tearing apart.
 FLOW_SMOOTHING_PASSES = 2
+FLOW_HEAD_INIT_STD = 1e-3  # a noise-driven flow head's initial weights: fields of ~0.01 px
 
 
 def warp(images: Tensor, flow: Tensor) -> Tensor:
@@ -58,46 +59,100 @@ class Refiner(nn.Module):
     of at most max_warp pixels and R's output is its pixel image resampled along it: R may bend
     strokes, which a per-pixel change cannot, while the shape's topology (and so its label) is
     kept. The head starts at zero, so R starts as the paper's.
+
+    With noise_channels > 0 (the paper's future work; needs max_warp > 0) a vector of that many
+    N(0, 1) values per image drives the displacement field, so one synthetic image has many
+    refinements that differ in shape: the flow comes from a small branch (conv3x3 + ReLU +
+    conv1x1) over R's features and the noise, each noise value broadcast over the image as one
+    channel. The pixel path never sees the noise (noise there shows up as texture, which D
+    spots at once; measured in the README's ablation). Drawn from torch's RNG unless given
+    (refine passes noise from a seeded generator, so a redone shard comes out the same).
     """
 
     def __init__(
-        self, channels: int, features: int, num_blocks: int, kernel: int, max_warp: float = 0.0
+        self,
+        channels: int,
+        features: int,
+        num_blocks: int,
+        kernel: int,
+        max_warp: float = 0.0,
+        noise_channels: int = 0,
     ) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"refiner kernel must be odd to keep the size, got {kernel}")
         if max_warp < 0:
             raise ValueError(f"max_warp must be >= 0, got {max_warp}")
+        if noise_channels < 0 or (noise_channels and max_warp == 0):
+            raise ValueError(
+                f"noise_channels must be >= 0 and needs max_warp > 0, got {noise_channels}"
+            )
+        self.noise_channels = noise_channels
         self.stem = nn.Sequential(
             nn.Conv2d(channels, features, kernel, stride=1, padding=kernel // 2), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResnetBlock(features, kernel) for _ in range(num_blocks)])
         self.head = nn.Conv2d(features, channels, 1)
         self.max_warp = float(max_warp)
-        self.flow_head: nn.Conv2d | None = None
+        self.flow_head: nn.Module | None = None
         if max_warp > 0:
             head = nn.Conv2d(features, 2, 1)
-            nn.init.zeros_(head.weight)
+            if noise_channels:
+                # Small random weights, so two noise draws start with (slightly) different
+                # fields and the diversity term, whose |.| has no gradient at 0, can grow them.
+                nn.init.normal_(head.weight, std=FLOW_HEAD_INIT_STD)
+            else:
+                nn.init.zeros_(head.weight)  # R starts as the paper's
             if head.bias is not None:
                 nn.init.zeros_(head.bias)
             self.flow_head = head
+            if noise_channels:
+                self.flow_head = nn.Sequential(
+                    nn.Conv2d(features + noise_channels, features, 3, padding=1), nn.ReLU(), head
+                )
 
-    def parts(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def noise_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+        """Fresh input noise for the batch x (None for a refiner without a noise input)."""
+        if self.noise_channels == 0:
+            return None
+        n, _, h, w = x.shape
+        shape = (n, self.noise_channels, 1, 1)
+        noise = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+        return noise.expand(n, self.noise_channels, h, w)
+
+    def parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(pre-tanh pixel values, displacement field in pixels or None without warping)."""
+        if noise is not None and not self.noise_channels:
+            raise ValueError("this refiner has no noise input (model.refiner_noise_channels 0)")
         features = self.blocks(self.stem(x))
         z = self.head(features)
         if self.flow_head is None:
             return z, None
-        flow = self.max_warp * torch.tanh(self.flow_head(features))
+        flow_input = features
+        if self.noise_channels:
+            if noise is None:
+                noise = self.noise_like(x)
+                assert noise is not None
+            expected = (x.shape[0], self.noise_channels, *x.shape[2:])
+            if tuple(noise.shape) != expected:
+                raise ValueError(f"noise must be {expected}, got {tuple(noise.shape)}")
+            flow_input = torch.cat([features, noise.to(features.dtype)], dim=1)
+        flow = self.max_warp * torch.tanh(self.flow_head(flow_input))
         for _ in range(FLOW_SMOOTHING_PASSES):
             flow = F.avg_pool2d(flow, 5, stride=1, padding=2, count_include_pad=False)
         return z, flow
 
-    def forward(self, x: Tensor, pre_tanh: bool = False, parts: bool = False) -> Tensor | tuple:
+    def forward(
+        self,
+        x: Tensor,
+        pre_tanh: bool = False,
+        parts: bool = False,
+        noise: Tensor | None = None,
+    ) -> Tensor | tuple:
         """R(x). pre_tanh=True: the pixel values before the tanh instead (for the saturation
         penalty, which needs a gradient where tanh has none); parts=True: parts(x), for the
         losses of a warping R. Keywords, so a DeepSpeed engine passes them through."""
-        z, flow = self.parts(x)
+        z, flow = self.parts(x, noise)
         if parts:
             return z, flow
         if pre_tanh:
@@ -231,6 +286,7 @@ def build_refiner(cfg: ModelConfig) -> Refiner:
         cfg.refiner_blocks,
         cfg.refiner_kernel,
         max_warp=cfg.refiner_max_warp,
+        noise_channels=cfg.refiner_noise_channels,
     )
 
 

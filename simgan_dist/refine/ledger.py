@@ -116,8 +116,10 @@ def assemble_manifest(
     image_shape: tuple[int, int, int],
     storage_options: dict | None,
 ) -> Manifest:
-    """manifest.json over the shards of `names` (input order), from their done-records."""
-    shards = tuple(ShardInfo(**records[n]["shard"]) for n in names if records[n]["shard"])
+    """manifest.json over the shards of `names` (input order) that have a done-record."""
+    shards = tuple(
+        ShardInfo(**records[n]["shard"]) for n in names if n in records and records[n]["shard"]
+    )
     manifest = Manifest(urls.basename(output), shards, image_shape, has_labels=True)
     write_manifest(output, manifest, storage_options)
     return manifest

@@ -61,8 +61,8 @@ class RefineWorker:
         self.refiner = ShardRefiner(weights, model, settings, lineage, storage_options)
 
     @ray.method(concurrency_group="work")
-    def refine(self, source: str, output: str) -> dict[str, Any]:
-        return self.refiner.refine_shard(source, output).to_dict()
+    def refine(self, source: str, output: str, expected: int | None) -> dict[str, Any]:
+        return self.refiner.refine_shard(source, output, expected).to_dict()
 
     @ray.method(concurrency_group="progress")
     def progress(self) -> int:
@@ -98,7 +98,15 @@ def refine_shards(
     if len(set(names)) != len(names):
         raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
     refiner, cfg, checkpoint_dir = load_refiner(checkpoint)
+    if settings.num_variants > 1 and cfg.model.refiner_noise_channels == 0:
+        raise ValueError(
+            f"--variants {settings.num_variants} needs a refiner with a noise input "
+            f"(model.refiner_noise_channels > 0); {checkpoint_dir} has none, so its copies "
+            "would all be the same"
+        )
     lineage = lineage_of(cfg, checkpoint_dir, checkpoint_dir / NETWORKS_FILE)
+    if settings.num_variants > 1:  # a rerun with another count must not mix into this output
+        lineage["num_variants"] = str(settings.num_variants)
     refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
 
     records = refine_ledger.read_done(output, options)
@@ -106,7 +114,7 @@ def refine_shards(
     done = refine_ledger.finished(records, refine_ledger.published_sizes(output, options), names)
     todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
     counts = _expected_counts(input_location, options)
-    total = sum(counts[urls.basename(s)] for s in todo) if counts else None
+    total = sum(counts[urls.basename(s)] for s in todo) * settings.num_variants if counts else None
     log.info(
         "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
     )
@@ -121,8 +129,9 @@ def refine_shards(
                        file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
             with bar:
                 _run_pool(
-                    todo, output, weights, cfg.model, settings, lineage, options, bar, results
-                )
+                    todo, output, weights, cfg.model, settings, lineage, options, bar, results,
+                    counts or {},
+                )  # fmt: skip
     except BaseException as err:
         summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
         summary["error"] = f"{type(err).__name__}: {err}"
@@ -130,13 +139,19 @@ def refine_shards(
             refine_ledger.write_report(output, summary, options)
         raise
 
-    records.update({r["name"]: r for r in results})
+    records.update({r["name"]: r for r in results if not r["failed"]})
     shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
     refine_ledger.assemble_manifest(output, names, records, shape, options)
     refine_ledger.remove_temporaries(output, options)
     summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
     summary["report"] = refine_ledger.write_report(output, summary, options)
     print(format_summary(summary), file=sys.stderr, flush=True)
+    if summary["failed_shards"]:
+        failed = summary["failed_shards"]
+        raise RefineError(
+            f"{len(failed)} input shards could not be read to their end and were not refined "
+            f"(first: {failed[0]}); the others are done: rerun the same command to refine these"
+        )
     return summary
 
 
@@ -150,6 +165,7 @@ def _run_pool(
     options: dict[str, Any],
     bar: tqdm,
     results: list[dict[str, Any]],
+    counts: dict[str, int],
 ) -> None:
     """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
     each shard's result to results. A lost actor is replaced (at most MAX_REPLACEMENTS times)
@@ -181,7 +197,8 @@ def _run_pool(
         for _ in range(settings.shards_per_worker - held):
             if queue:
                 source = queue.popleft()
-                in_flight[actor.refine.remote(source, output)] = (source, actor)
+                expected = counts.get(urls.basename(source))
+                in_flight[actor.refine.remote(source, output, expected)] = (source, actor)
 
     try:
         while in_flight or queue:
@@ -255,9 +272,10 @@ def _summary(
     started: float,
     checkpoint: str,
 ) -> dict[str, Any]:
-    fresh = {r["name"]: r for r in results}
+    fresh = {r["name"]: r for r in results if not r.get("failed")}
     everything = [fresh.get(n) or records[n] for n in names if n in fresh or n in done_before]
     skipped = [s for r in everything for s in r["skipped"]]
+    lost = [r.get("num_lost") for r in everything if r.get("damaged")]
     refined = sum(r["num_samples"] for r in results)
     wall_s = time.perf_counter() - started
     return {
@@ -267,10 +285,15 @@ def _summary(
         "num_input_shards": len(names),
         "num_shards_skipped_already_done": len(done_before),
         "num_images_refined": refined,
-        "num_shards_refined": len(results),
+        "num_shards_refined": len(fresh),
         "num_skipped_samples": sum(r["num_skipped"] for r in everything),
         "skipped": skipped[:MAX_SKIPS_KEPT],
         "empty_shards": [r["source"] for r in everything if not r["shard"]],
+        # Broke off part-way: published with the samples before the damage (see ShardResult).
+        "damaged_shards": [r["damaged"] for r in everything if r.get("damaged")],
+        "num_lost_samples": None if None in lost else sum(n or 0 for n in lost),
+        # Not read to their end for another reason: not done, a rerun refines them.
+        "failed_shards": [r["failed"] for r in results if r.get("failed")],
         "wall_s": round(wall_s, 2),
         "images_per_s": round(refined / wall_s, 1) if wall_s > 0 else None,
         "checkpoint": checkpoint,
@@ -281,7 +304,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     return (
         f"[refine] {summary['num_images']} images in {summary['num_shards']} shards at "
         f"{summary['output']} ({summary['num_shards_skipped_already_done']} shards done before); "
-        f"skipped {summary['num_skipped_samples']} bad samples; this run refined "
+        f"skipped {summary['num_skipped_samples']} bad samples; "
+        f"{len(summary['damaged_shards'])} damaged and {len(summary['failed_shards'])} "
+        "unreadable shards; this run refined "
         f"{summary['num_images_refined']} images in {summary['wall_s']:.1f} s = "
         f"{summary['images_per_s']} images/s"
     )

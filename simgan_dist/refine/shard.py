@@ -50,9 +50,12 @@ class RefineSettings:
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
     on_bad_sample: str = "skip"  # skip: listed in the report; stop: the job stops
+    # Refined copies per input sample, each from its own draw of R's noise input; 1 keeps the
+    # input's keys, K > 1 writes <key>_v0 .. <key>_v{K-1} (variant_key).
+    num_variants: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "threads_per_worker", "shards_per_worker"):
+        for name in ("batch_size", "threads_per_worker", "shards_per_worker", "num_variants"):
             if getattr(self, name) < 1:
                 raise ValueError(f"refine {name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
@@ -69,6 +72,17 @@ class RefineSettings:
     @property
     def bf16(self) -> bool:
         return self.precision == "bf16" or (self.precision == "auto" and self.use_gpu)
+
+
+def variant_key(key: str, variant: int, num_variants: int) -> str:
+    """The output key of one refined copy: the input key itself when there is one copy."""
+    return key if num_variants == 1 else f"{key}_v{variant}"
+
+
+def noise_seed(shard_name: str, variant: int) -> int:
+    """Seed of R's noise for one shard and variant: a redone shard gets the same pixels."""
+    digest = hashlib.sha256(f"{shard_name}/{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def file_sha256(path: Path) -> str:
@@ -100,8 +114,16 @@ class ShardResult:
     source: str
     name: str  # output shard name (the input's base name)
     num_samples: int = 0
-    num_skipped: int = 0
+    num_skipped: int = 0  # bad samples, plus those lost in a damaged tar when the count is known
     skipped: list[str] = field(default_factory=list)
+    # "damaged: ..." when the tar broke off part-way (published with what came before, recorded
+    # done: reading it again gives the same); num_lost: the samples after the damage, from the
+    # input manifest's count (None without one).
+    damaged: str = ""
+    num_lost: int | None = None
+    # "unreadable: ..." when the shard could not be read to its end for another reason (deleted,
+    # dropped connection): nothing published, no done-record, so a rerun refines it again.
+    failed: str = ""
     shard: dict | None = None  # the ShardInfo fields; None when no sample survived
     lineage: dict[str, str] = field(default_factory=dict)
     started: float = 0.0  # wall clock (time.time) on the worker
@@ -135,16 +157,24 @@ class ShardRefiner:
         self.in_progress: dict[str, int] = {}  # source url -> samples refined so far (progress)
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> np.ndarray:
-        """Float (N,C,H,W) in [-1, 1] -> refined uint8 (N,H,W[,C])."""
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """Float (N,C,H,W) in [-1, 1] -> refined uint8 (N,H,W[,C]); R's noise input, if it has
+        one, drawn from generator (on the CPU, so the draw is the same on every device)."""
         x = batch.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        noise = self.refiner.noise_like(batch, generator)
+        if noise is not None:
+            noise = noise.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
-            y = self.refiner(x)
+            y = self.refiner(x, noise=noise)
         return to_uint8(y)
 
-    def refine_shard(self, source: str, output: str) -> ShardResult:
+    def refine_shard(
+        self, source: str, output: str, expected_samples: int | None = None
+    ) -> ShardResult:
         """Refine one input shard into output/<its name> and record it done; raises on a write
-        failure, and on a bad sample when settings.on_bad_sample is "stop"."""
+        failure, and on a bad sample when settings.on_bad_sample is "stop". expected_samples
+        (the input manifest's count) sizes the loss of a damaged tar; a shard that cannot be
+        read to its end is returned with `failed` set, neither published nor recorded done."""
         name = urls.basename(source)
         out_url = urls.join(output, name)
         result = ShardResult(source, name, lineage=self.lineage)
@@ -155,22 +185,35 @@ class ShardRefiner:
         reader = threading.Thread(target=self._read, args=(source, stats, batches, stop))
         reader.start()
         writer: _Writer | None = None
+        num_variants = self.settings.num_variants
+        generators = [
+            torch.Generator().manual_seed(noise_seed(name, v)) for v in range(num_variants)
+        ]
         self.in_progress[source] = 0
+        failure = ""
         try:
             while (item := batches.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 keys, tensor, metas = item
-                with self._forward_lock:
-                    refined = self.forward(tensor)
                 if writer is None:  # started on the first batch: a shard with none is not written
                     writer = _Writer(out_url, self.storage_options)
-                writer.put([
-                    (key, img, self._annotate(meta, source))
-                    for key, img, meta in zip(keys, refined, metas, strict=True)
-                ])  # fmt: skip
-                self.in_progress[source] += len(keys)
-            if writer is not None:
+                for variant, generator in enumerate(generators):
+                    with self._forward_lock:
+                        refined = self.forward(tensor, generator)
+                    writer.put([
+                        (variant_key(key, variant, num_variants), img,
+                         self._annotate(meta, source, key, variant))
+                        for key, img, meta in zip(keys, refined, metas, strict=True)
+                    ])  # fmt: skip
+                self.in_progress[source] += len(keys) * num_variants
+            failure = stats.shard_failures.get(source, failure)
+            if failure.startswith("unreadable"):
+                if writer is not None:
+                    writer.abort()
+                    writer = None
+                result.failed = failure
+            elif writer is not None:
                 result.shard = writer.finish()
         except BaseException:
             stop.set()
@@ -183,12 +226,30 @@ class ShardRefiner:
         result.num_samples = result.shard["num_samples"] if result.shard else 0
         result.num_skipped, result.skipped = stats.num_skipped, stats.skipped
         result.finished = time.time()
+        if result.failed:
+            return result
+        num_bad = stats.num_skipped - (1 if failure else 0)  # the damage is one skip record
+        num_read = result.num_samples // self.settings.num_variants + num_bad
+        if not failure and expected_samples is not None and num_read < expected_samples:
+            # Cut at a member boundary, a tar looks whole: only the manifest's count tells.
+            failure = (
+                f"damaged: {source}: ends after {num_read} of the {expected_samples} samples "
+                "its manifest lists"
+            )
+        if failure.startswith("damaged"):
+            result.damaged = failure
+            if expected_samples is not None:
+                result.num_lost = max(0, expected_samples - num_read)
+                result.num_skipped = num_bad + result.num_lost
         refine_ledger.write_done(output, result.to_dict(), self.storage_options)
         return result
 
-    def _annotate(self, meta: dict, source: str) -> dict:
+    def _annotate(self, meta: dict, source: str, key: str, variant: int) -> dict:
         annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
-        annotations["lineage"] = {"source_shard": source, **self.lineage}
+        lineage: dict[str, Any] = {"source_shard": source, **self.lineage}
+        if self.settings.num_variants > 1:
+            lineage.update(source_key=key, variant=variant)
+        annotations["lineage"] = lineage
         return annotations
 
     def _read(self, source: str, stats: StreamStats, out: queue.Queue, stop: threading.Event):
@@ -201,6 +262,7 @@ class ShardRefiner:
                 stats,
                 image_shape=self.image_shape,
                 storage_options=self.storage_options,
+                require_json=True,  # a refined copy without its annotation is of no use
             )
             keys, images, metas = [], [], []
             for key, img, meta, _ in samples:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from simgan_dist.data.reader import load_arrays
 from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.history import HistoryBuffer
-from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
 from simgan_dist.model.pixels import to_batch, to_uint8
+from simgan_dist.refine.shard import noise_seed, variant_key
 from simgan_dist.train.engine import TorchUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.train.loop import LoopState, Phase, optimizer_steps, train
 
@@ -60,9 +61,25 @@ def _images(location: str, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
 
 
 @torch.no_grad()
-def _refine_all(refiner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _refine_all(refiner: Refiner, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     refiner.eval()
-    return torch.cat([refiner(x[i : i + REFINE_BATCH]) for i in range(0, len(x), REFINE_BATCH)])
+    chunks = (x[i : i + REFINE_BATCH] for i in range(0, len(x), REFINE_BATCH))
+    return torch.cat([refiner(c, noise=refiner.noise_like(c, generator)) for c in chunks])
+
+
+def _refined_samples(
+    refiner: Refiner, x_syn: torch.Tensor, metas: list[dict], num_variants: int
+) -> Iterator[tuple[str, Any, dict]]:
+    """(key, uint8 image, json) of every refined copy, as `simgan refine --variants` names them."""
+    for variant in range(num_variants):
+        generator = torch.Generator().manual_seed(noise_seed("screen", variant))
+        refined = to_uint8(_refine_all(refiner, x_syn, generator))
+        for meta, img in zip(metas, refined, strict=True):
+            key = meta["__key__"]
+            annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
+            if num_variants > 1:
+                annotations["lineage"] = {"source_key": key, "variant": variant}
+            yield variant_key(key, variant, num_variants), img, annotations
 
 
 def screen(
@@ -72,10 +89,14 @@ def screen(
     num_seeds: int = 3,
     epochs: int = 4,
     progress: Callable[[str], None] | None = None,
+    num_variants: int = 1,
 ) -> dict[str, Any]:
     """Train R and D on cfg in this process, refine cfg.data.synthetic, and score it against
     `validation` (labeled real images that are not the eval set). Writes out_dir/config.yaml,
-    out_dir/refined/ (shards with the synthetic keys and labels) and the eval report there."""
+    out_dir/refined/ (shards with the synthetic keys and labels; num_variants copies of each
+    from R's noise input, named as `simgan refine --variants` names them) and the eval report."""
+    if num_variants > 1 and cfg.model.refiner_noise_channels == 0:
+        raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +134,7 @@ def screen(
     train_s = time.perf_counter() - started
 
     say(f"trained in {train_s:.0f} s; refining {len(x_syn)} images")
-    refined = to_uint8(_refine_all(r_net, x_syn))
-    keys = [m["__key__"] for m in metas]
-    labels = [{k: v for k, v in m.items() if not k.startswith("__")} for m in metas]
-    samples = zip(keys, refined, labels, strict=True)
+    samples = _refined_samples(r_net, x_syn, metas, num_variants)
     write_shards(samples, out_dir / "refined", "refined", samples_per_shard=5000)
     report = evaluate_digits(
         cfg.data.synthetic,
@@ -129,6 +147,7 @@ def screen(
         progress=say,
         real_eval_role="validation",
     )
-    report["screen"] = {"train_s": round(train_s, 1), "num_images": total}
+    report["screen"] = {"train_s": round(train_s, 1), "num_images": total,
+                        "num_variants": num_variants}  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report

@@ -4,6 +4,7 @@ server), half-done states are redone, bad input is skipped and reported, bad out
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import signal
@@ -157,6 +158,37 @@ def test_bad_input_is_skipped_and_reported_or_stops(
         refine_shards(slow_checkpoint, str(source), tmp_path / "stopped", stop, progress=False)
     assert not (tmp_path / "stopped" / "manifest.json").exists()
     assert "error" in (tmp_path / "stopped" / refine_ledger.REPORT_NAME).read_text()
+
+
+def test_vanished_shard_is_not_done_and_a_rerun_after_restore_completes(
+    ray_local, slow_checkpoint, tmp_path
+) -> None:
+    """Issue 18, items 2-3: a shard deleted from under the job is retried, not recorded as an
+    empty done shard; a damaged one counts every sample it lost (from the manifest)."""
+    corpus = tmp_path / "corpus"
+    write_shards(_samples(40), corpus, "synth", samples_per_shard=10)
+    gone, cut = corpus / "synth-000001.tar", corpus / "synth-000002.tar"
+    kept = gone.read_bytes()
+    gone.unlink()
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 100])
+    out = tmp_path / "refined"
+    with pytest.raises(RefineError, match="1 input shards could not be read.*synth-000001"):
+        refine_shards(slow_checkpoint, str(corpus), out, ONE_WORKER, progress=False)
+    report = json.loads((out / refine_ledger.REPORT_NAME).read_text())
+    assert len(report["failed_shards"]) == 1 and "FileNotFoundError" in report["failed_shards"][0]
+    assert len(report["damaged_shards"]) == 1 and "synth-000002" in report["damaged_shards"][0]
+    num_cut = sum(1 for k in _keys(str(out)) if k.startswith("s0002"))
+    assert report["num_lost_samples"] == 10 - num_cut > 0
+    assert report["num_skipped_samples"] == report["num_lost_samples"]
+    assert "synth-000001.tar" not in refine_ledger.read_done(str(out), None)
+
+    gone.write_bytes(kept)  # restored: the rerun refines exactly what was missing
+    summary = refine_shards(slow_checkpoint, str(corpus), out, ONE_WORKER, progress=False)
+    assert summary["num_shards_refined"] == 1 and not summary["failed_shards"]
+    assert _keys(str(out)) == collections.Counter(
+        k for k, _, _ in _samples(40) if not k.startswith("s0002") or int(k[1:]) - 20 < num_cut
+    )
 
 
 def test_unwritable_output_stops_before_work(
