@@ -43,7 +43,7 @@ DAMAGE_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 class BadSampleError(ValueError):
-    """A sample that cannot be used (unreadable tar, undecodable PNG, wrong shape), by url and key."""
+    """A sample that cannot be used (damaged or unreadable tar, undecodable PNG, wrong shape), by url and key."""
 
 
 @dataclass
@@ -261,7 +261,7 @@ def batch_stream(
     matter. Each meta is the sample's json ({} when it has none, or when with_meta is False) plus
     "__key__", "__url__" and "__epoch__". on_shard_end(epoch, url) is called in this process for
     each shard a loader has read to its end. Deterministic for a seed, also with loader
-    workers (the DataLoader returns their batches round-robin). Bad samples (unreadable tar,
+    workers (the DataLoader returns their batches round-robin). Bad samples (damaged or unreadable tar,
     undecodable PNG, wrong image shape, no json when require_json) are skipped (logged
     and counted in stats) or, with on_bad_sample="stop", raise BadSampleError naming url and key.
     """

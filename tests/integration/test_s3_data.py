@@ -129,7 +129,9 @@ def test_bad_samples_in_a_bucket_are_skipped_and_counted_or_stop(s3_server, s3_b
     assert f"{root}/b-corrupt-png.tar key corrupt-png: ValueError: undecodable PNG" in reasons
     assert f"{root}/c-no-json.tar key no-json: ValueError: no json" in reasons
     assert f"{root}/d-wrong-size.tar key wrong-size-0000: ValueError: image shape" in reasons
-    assert f"{root}/e-truncated.tar key after cut-" in reasons and "unreadable tar" in reasons
+    assert (
+        f"{root}/e-truncated.tar key after cut-" in reasons and "damaged tar: ReadError" in reasons
+    )
 
     # The training stream: the same skips are counted (4 per epoch)...
     stats = StreamStats()

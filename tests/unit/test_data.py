@@ -185,7 +185,7 @@ def test_bad_data_skipped_and_counted(tmp_path: Path, workers: int) -> None:
     assert stats.num_skipped >= 6  # 3 bad samples per epoch, reported with url and key
     text = "\n".join(stats.skipped)
     assert f"{bad} key corrupt-1" in text and f"{bad} key small-2" in text
-    assert "trunc.tar key after s-00" in text and "unreadable tar: ReadError: truncated" in text
+    assert "trunc.tar key after s-00" in text and "damaged tar: ReadError: truncated" in text
 
 
 @pytest.mark.parametrize("workers", [0, 2])
