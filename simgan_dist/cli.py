@@ -180,6 +180,7 @@ def _refine_settings(args: argparse.Namespace, **fields: Any):
 
 def cmd_refine(args: argparse.Namespace) -> None:
     from simgan_dist.data.reader import BadSampleError
+    from simgan_dist.refine.lease import OutputBusyError
     from simgan_dist.refine.ray_pool import RefineError, refine_shards
 
     settings = _refine_settings(args, on_bad_sample=args.on_bad_sample, num_variants=args.variants)
@@ -187,7 +188,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
     try:
         summary = refine_shards(args.checkpoint, args.input, args.output, settings,
                                 storage_options=options, progress=not args.no_progress)  # fmt: skip
-    except (RefineError, BadSampleError, OSError, ValueError) as err:
+    except (RefineError, OutputBusyError, BadSampleError, OSError, ValueError) as err:
         print(f"simgan refine: {err}", file=sys.stderr)
         sys.exit(1)
     print(json.dumps(summary, indent=1))

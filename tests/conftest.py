@@ -46,7 +46,9 @@ def ray_local():
     """One local Ray (2 CPUs, as in CI) shared by every Ray test: each start costs ~5 s."""
     import ray
 
-    ray.init(num_cpus=2)
+    from simgan_dist.train.ray_start import ensure_ray
+
+    ensure_ray(num_cpus=2)  # the shipped start: loopback only
     yield ray
     ray.shutdown()
 

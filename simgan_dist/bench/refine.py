@@ -67,7 +67,7 @@ def bench_refine(
     work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure both figures in one run; see the module doc."""
-    import ray
+    from simgan_dist.train.ray_start import ensure_ray
 
     settings = settings or RefineSettings()
     cfg = load_config(preset=preset)
@@ -86,8 +86,7 @@ def bench_refine(
     load_before = os.getloadavg()
     try:
         halves = [bare_forward(bare, batch, BARE_SECONDS)]
-        if not ray.is_initialized():
-            ray.init(num_cpus=os.cpu_count())
+        ensure_ray(os.cpu_count())
         out = work / "refined"
         summary = refine_shards(checkpoint, shards, out, settings, progress=False)
         halves.append(bare_forward(bare, batch, BARE_SECONDS))

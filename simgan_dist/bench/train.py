@@ -238,7 +238,7 @@ def _combine(parts: list[dict]) -> dict:
 def _has_two_gpus() -> bool:
     import ray
 
-    from simgan_dist.train.ray_train import ensure_ray
+    from simgan_dist.train.ray_start import ensure_ray
 
     ensure_ray()
     return ray.cluster_resources().get("GPU", 0) >= 2

@@ -5,15 +5,23 @@ A location is a local path or a URI that pyarrow understands, e.g.
 store. Ray Train writes checkpoints there through pyarrow; this module uses the same filesystem
 resolution, so both always agree on where a run lives. Credentials come from the standard AWS
 chain (environment, config files, instance roles) and are never logged.
+
+Functions that read take optional fsspec `storage_options` (as shards do, e.g. `{"endpoint_url":
+"http://127.0.0.1:9000"}`): given, a plain URI is opened through fsspec, wrapped for pyarrow, so
+`refine --checkpoint s3://... --storage-option endpoint_url=...` reaches the same store as its
+shards.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
+
+from simgan_dist.io import urls
 
 
 def is_uri(location: str) -> bool:
@@ -38,15 +46,25 @@ def split(location: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(path=parent)), name
 
 
-def resolve(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
+def resolve(
+    location: str, storage_options: dict[str, Any] | None = None
+) -> tuple[pyarrow.fs.FileSystem, str]:
     if not is_uri(location):
         return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+    if storage_options:
+        if urlsplit(location).query:
+            raise ValueError(
+                f"{location}: give the endpoint once, either in the URI's query or as "
+                "storage options, not both"
+            )
+        fs, path = urls.filesystem(location, storage_options)
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
     return pyarrow.fs.FileSystem.from_uri(location)
 
 
-def list_names(location: str) -> list[str]:
+def list_names(location: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Names directly under a location (empty when it does not exist)."""
-    fs, path = resolve(location)
+    fs, path = resolve(location, storage_options)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     return sorted(Path(info.path).name for info in infos)
 
@@ -56,8 +74,8 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
-def read_text(location: str) -> str:
-    fs, path = resolve(location)
+def read_text(location: str, storage_options: dict[str, Any] | None = None) -> str:
+    fs, path = resolve(location, storage_options)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
 
@@ -69,11 +87,13 @@ def write_text(location: str, text: str) -> None:
         f.write(text.encode())
 
 
-def fetch_dir(location: str, local_dir: Path) -> Path:
+def fetch_dir(
+    location: str, local_dir: Path, storage_options: dict[str, Any] | None = None
+) -> Path:
     """A local copy of a directory (the directory itself when it is already local)."""
     if not is_uri(location):
         return Path(location)
-    fs, path = resolve(location)
+    fs, path = resolve(location, storage_options)
     if local_dir.exists():
         shutil.rmtree(local_dir)
     local_dir.mkdir(parents=True)

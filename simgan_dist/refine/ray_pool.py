@@ -31,8 +31,10 @@ from simgan_dist.data.reader import MAX_SKIPS_KEPT
 from simgan_dist.io import urls
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
+from simgan_dist.refine.lease import OutputLease
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner, lineage_of
 from simgan_dist.train.checkpoint import NETWORKS_FILE, load_refiner
+from simgan_dist.train.ray_start import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def refine_shards(
         )
     if len(set(names)) != len(names):
         raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
-    refiner, cfg, checkpoint_dir = load_refiner(checkpoint)
+    refiner, cfg, checkpoint_dir = load_refiner(checkpoint, storage_options=options)
     if settings.num_variants > 1 and cfg.model.refiner_noise_channels == 0:
         raise ValueError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "
@@ -108,51 +110,63 @@ def refine_shards(
     if settings.num_variants > 1:  # a rerun with another count must not mix into this output
         lineage["num_variants"] = str(settings.num_variants)
     refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
-
-    records = refine_ledger.read_done(output, options)
-    refine_ledger.check_lineage(records, lineage, output)
-    done = refine_ledger.finished(records, refine_ledger.published_sizes(output, options), names)
-    todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
-    counts = _expected_counts(input_location, options)
-    total = sum(counts[urls.basename(s)] for s in todo) * settings.num_variants if counts else None
-    log.info(
-        "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
-    )
-
-    results: list[dict[str, Any]] = []
-    try:
-        if todo:
-            if not ray.is_initialized():
-                ray.init()  # joins RAY_ADDRESS under `ray job submit`, else starts a local one
-            weights = refiner.state_dict()
-            bar = tqdm(total=total, unit="img", desc="refine", disable=not progress,
-                       file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-            with bar:
-                _run_pool(
-                    todo, output, weights, cfg.model, settings, lineage, options, bar, results,
-                    counts or {},
-                )  # fmt: skip
-    except BaseException as err:
-        summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
-        summary["error"] = f"{type(err).__name__}: {err}"
-        with contextlib.suppress(Exception):  # the output may be what failed; err says more
-            refine_ledger.write_report(output, summary, options)
-        raise
-
-    records.update({r["name"]: r for r in results if not r["failed"]})
-    shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
-    refine_ledger.assemble_manifest(output, names, records, shape, options)
-    refine_ledger.remove_temporaries(output, options)
-    summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
-    summary["report"] = refine_ledger.write_report(output, summary, options)
-    print(format_summary(summary), file=sys.stderr, flush=True)
-    if summary["failed_shards"]:
-        failed = summary["failed_shards"]
-        raise RefineError(
-            f"{len(failed)} input shards could not be read to their end and were not refined "
-            f"(first: {failed[0]}); the others are done: rerun the same command to refine these"
+    # Held from here to the end: a second job on this output is refused before it writes.
+    with OutputLease(output, options) as lease:
+        records = refine_ledger.read_done(output, options)
+        refine_ledger.check_lineage(records, lineage, output)
+        done = refine_ledger.finished(
+            records, refine_ledger.published_sizes(output, options), names
         )
-    return summary
+        todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
+        counts = _expected_counts(input_location, options)
+        total = (
+            sum(counts[urls.basename(s)] for s in todo) * settings.num_variants if counts else None
+        )
+        log.info(
+            "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
+        )
+
+        results: list[dict[str, Any]] = []
+        try:
+            if todo:
+                ensure_ray()
+                weights = refiner.state_dict()
+                bar = tqdm(total=total, unit="img", desc="refine", disable=not progress,
+                           file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
+                with bar:
+                    _run_pool(
+                        todo, output, weights, cfg.model, settings, lineage, options, bar, results,
+                        counts or {}, lease,
+                    )  # fmt: skip
+        except BaseException as err:
+            # Shards still in flight when the job stopped may have finished: count what the
+            # done-records say, not only the results collected before the error.
+            with contextlib.suppress(Exception):
+                records = {**records, **refine_ledger.read_done(output, options)}
+            finished_late = {n for n in names if n in records and n not in done} - {
+                r["name"] for r in results
+            }
+            summary = _summary(output, records, results, names, done, started,
+                               str(checkpoint_dir), finished_late)  # fmt: skip
+            summary["error"] = f"{type(err).__name__}: {err}"
+            with contextlib.suppress(Exception):  # the output may be what failed; err says more
+                refine_ledger.write_report(output, summary, options)
+            raise
+
+        records.update({r["name"]: r for r in results if not r["failed"]})
+        shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+        refine_ledger.assemble_manifest(output, names, records, shape, options)
+        refine_ledger.remove_temporaries(output, options)
+        summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
+        summary["report"] = refine_ledger.write_report(output, summary, options)
+        print(format_summary(summary), file=sys.stderr, flush=True)
+        if summary["failed_shards"]:
+            failed = summary["failed_shards"]
+            raise RefineError(
+                f"{len(failed)} input shards could not be read to their end and were not refined "
+                f"(first: {failed[0]}); the others are done: rerun the same command to refine these"
+            )
+        return summary
 
 
 def _run_pool(
@@ -166,6 +180,7 @@ def _run_pool(
     bar: tqdm,
     results: list[dict[str, Any]],
     counts: dict[str, int],
+    lease: OutputLease,
 ) -> None:
     """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
     each shard's result to results. A lost actor is replaced (at most MAX_REPLACEMENTS times)
@@ -202,6 +217,7 @@ def _run_pool(
 
     try:
         while in_flight or queue:
+            lease.check()
             for actor in actors:
                 feed(actor)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
@@ -271,12 +287,15 @@ def _summary(
     done_before: set[str],
     started: float,
     checkpoint: str,
+    finished_late: set[str] | None = None,
 ) -> dict[str, Any]:
+    """finished_late: shards this run finished whose results it never collected (it stopped)."""
     fresh = {r["name"]: r for r in results if not r.get("failed")}
+    fresh.update({n: records[n] for n in finished_late or ()})
     everything = [fresh.get(n) or records[n] for n in names if n in fresh or n in done_before]
     skipped = [s for r in everything for s in r["skipped"]]
     lost = [r.get("num_lost") for r in everything if r.get("damaged")]
-    refined = sum(r["num_samples"] for r in results)
+    refined = sum(r["num_samples"] for r in fresh.values())
     wall_s = time.perf_counter() - started
     return {
         "output": output,

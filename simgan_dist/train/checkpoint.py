@@ -188,9 +188,10 @@ def find_latest_checkpoint(location: str | Path) -> Path:
     )
 
 
-def fetch_checkpoint(location: str) -> Path:
-    """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache."""
-    names = storage.list_names(location)
+def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = None) -> Path:
+    """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache.
+    storage_options: fsspec options for the store (endpoint_url, ...), as for shards."""
+    names = storage.list_names(location, storage_options)
     candidates = (
         [location]
         if STATE_FILE in names
@@ -200,23 +201,29 @@ def fetch_checkpoint(location: str) -> Path:
             if n.startswith("checkpoint-")
         ]
     )
+    endpoint = str((storage_options or {}).get("endpoint_url", ""))
     for candidate in candidates:
-        files = set(storage.list_names(candidate))
+        files = set(storage.list_names(candidate, storage_options))
         state_location = storage.join(candidate, STATE_FILE)
-        state = storage.read_text(state_location) if STATE_FILE in files else None
+        state = storage.read_text(state_location, storage_options) if STATE_FILE in files else None
         if _is_complete(files, state):
-            digest = hashlib.sha256(candidate.encode()).hexdigest()[:16]
+            # One cache entry per store and path: two endpoints may hold the same bucket name.
+            digest = hashlib.sha256(f"{endpoint} {candidate}".encode()).hexdigest()[:16]
             cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
-            local = storage.fetch_dir(candidate, cache / storage.split(candidate)[1])
-            return local
+            return storage.fetch_dir(
+                candidate, cache / storage.split(candidate)[1], storage_options
+            )
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
-def load_refiner(location: str | Path, device: str = "cpu") -> tuple[Refiner, Config, Path]:
+def load_refiner(
+    location: str | Path, device: str = "cpu", storage_options: dict[str, Any] | None = None
+) -> tuple[Refiner, Config, Path]:
     """The trained refiner (eval mode), its config and the checkpoint directory it came from.
-    location: a checkpoint or run directory, or the same on an object store (a URI)."""
+    location: a checkpoint or run directory, or the same on an object store (a URI, reached
+    with storage_options when given)."""
     if storage.is_uri(str(location)):
-        directories = [fetch_checkpoint(str(location))]
+        directories = [fetch_checkpoint(str(location), storage_options)]
     elif (Path(location) / STATE_FILE).exists():
         directories = [Path(location)]
     else:  # a run directory: the newest checkpoint that loads, older ones if it does not

@@ -23,6 +23,7 @@ from simgan_dist.train.hooks import TrainingHooks
 from simgan_dist.train.loop import LoopState, optimizer_steps, train
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, restore_catalogs, start_catalogs
+from simgan_dist.train.ray_start import ensure_ray
 
 
 def make_buffer(
@@ -141,12 +142,6 @@ def failure_line(err: BaseException) -> str:
     # Ray's own message may lead with a traceback header; the last line holds the exception.
     text = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
     return f"rank {rank}: {type(cause).__name__}: {text}"
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join RAY_ADDRESS's cluster when set (e.g. under `ray job submit`), else start a local Ray."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus)
 
 
 def run_training(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,10 @@ class RunLog:
             return row
         # "time" (Unix seconds) lines rows up with other records, such as the bench's CPU samples.
         stamped = {"cur_nimg": cur_nimg, "phase": phase, "time": round(time.time(), 3), **row}
-        self.jsonl.write(json.dumps(stamped) + "\n")
+        # NaN/inf become null: bare NaN is not JSON, and strict parsers (jq, browsers) reject it.
+        strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in stamped.items()}  # fmt: skip
+        self.jsonl.write(json.dumps(strict, allow_nan=False) + "\n")
         for key, value in row.items():
             self.tb.add_scalar(key, value, global_step=cur_nimg)
         parts = [f"{k} {v:.4g}" for k, v in sorted(row.items())]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
 from simgan_dist.io import storage
+from simgan_dist.io.shardio import resolve_shard_urls
 
 RUN_CONFIG_FILE = "config.yaml"
 
@@ -74,10 +75,21 @@ def start_run(cfg: Config) -> tuple[Config, Path]:
             f"run.name: {location} already holds a run; continue it with "
             f"`simgan train --resume {location}` or choose another run.name"
         )
+    _check_data_exists(cfg)  # before the run directory exists: a typo leaves nothing behind
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     _save_run_config(cfg, out)
     return cfg, out
+
+
+def _check_data_exists(cfg: Config) -> None:
+    """Resolve both corpora's shard lists (a listing each; the workers resolve them again)."""
+    for field_name in ("synthetic", "real"):
+        location = getattr(cfg.data, field_name)
+        try:
+            resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"data.{field_name}: {err}") from None
 
 
 def resume_run(location: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:

@@ -187,7 +187,7 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from simgan_dist.train.ray_train import ensure_ray
+    from simgan_dist.train.ray_start import ensure_ray
 
     ensure_ray()
     # Reports taken before the first score (e.g. a pretraining checkpoint) carry no objective;

@@ -157,7 +157,12 @@ def test_bad_input_is_skipped_and_reported_or_stops(
     with pytest.raises(RefineError, match="bad sample"):
         refine_shards(slow_checkpoint, str(source), tmp_path / "stopped", stop, progress=False)
     assert not (tmp_path / "stopped" / "manifest.json").exists()
-    assert "error" in (tmp_path / "stopped" / refine_ledger.REPORT_NAME).read_text()
+    stopped = json.loads((tmp_path / "stopped" / refine_ledger.REPORT_NAME).read_text())
+    assert "error" in stopped
+    # Issue 18, item 16: shards that finished while the job was stopping are counted.
+    on_disk = refine_ledger.read_done(str(tmp_path / "stopped"), None)
+    assert stopped["num_shards"] == sum(1 for r in on_disk.values() if r["shard"])
+    assert stopped["num_images"] == sum(r["num_samples"] for r in on_disk.values())
 
 
 def test_vanished_shard_is_not_done_and_a_rerun_after_restore_completes(
@@ -236,3 +241,45 @@ def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> N
     )
     text = bench_refine.format_refine_table(result)
     assert "ratio end-to-end / bare" in text and "projected for 1,000,000 images" in text
+
+
+def test_a_second_job_on_the_same_output_is_refused_and_the_first_completes(
+    ray_local, s3_server, s3_bucket, slow_checkpoint, tmp_path
+) -> None:
+    """Issue 18, item 5: two refine jobs on one output; the second stops before writing anything,
+    the first finishes with every key once and its own report."""
+    from simgan_dist.refine.lease import LEASE_NAME, OutputBusyError
+
+    options = {"endpoint_url": s3_server}
+    source, output = "s3://simgan-test/synth-busy", "s3://simgan-test/refined-busy"
+    write_shards(
+        _samples(NUM_SHARDS * PER_SHARD), source, "synth", PER_SHARD, storage_options=options
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    cmd = [sys.executable, "-m", "simgan_dist.cli", "refine", "--checkpoint", str(slow_checkpoint),
+           "--input", source, "--output", output, "--storage-option", f"endpoint_url={s3_server}",
+           "--num-workers", "1", "--threads-per-worker", "1", "--batch-size", "16", "--no-progress"]  # fmt: skip
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while f"refined-busy/{LEASE_NAME}" not in _bucket_keys(s3_bucket, "refined-busy/_refine/"):
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-3000:]
+        time.sleep(0.05)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    with pytest.raises(OutputBusyError, match="another refine job is writing this output"):
+        refine_shards(
+            slow_checkpoint, source, output, ONE_WORKER, storage_options=options, progress=False
+        )
+    assert first.poll() is None, "the first job ended before the second tried: test too short"
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"simgan refine: {output}: another refine job is writing"), last
+    assert "Traceback" not in second.stderr
+    log = first.communicate(timeout=300)[0].decode()
+    assert first.returncode == 0, log[-3000:]
+    assert _keys(output, options) == collections.Counter(
+        {k: 1 for k, _, _ in _samples(NUM_SHARDS * PER_SHARD)}
+    )
+    report = json.loads(s3_bucket.get_object(
+        Bucket="simgan-test", Key=f"refined-busy/{refine_ledger.REPORT_NAME}")["Body"].read())  # fmt: skip
+    assert "error" not in report and report["num_images"] == NUM_SHARDS * PER_SHARD
+    assert f"refined-busy/{LEASE_NAME}" not in _bucket_keys(s3_bucket, "refined-busy/")

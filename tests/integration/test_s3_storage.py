@@ -79,3 +79,33 @@ def test_wrong_endpoint_stops_with_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(OSError):
         has_checkpoints("s3://nobucket/runs/x?endpoint_override=127.0.0.1:1&scheme=http")
+
+
+def test_refine_checkpoint_on_s3_is_read_through_the_storage_options(
+    s3_server, s3_bucket, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 18, item 15: the endpoint given as --storage-option reaches the checkpoint too, not
+    only the shards (before, the checkpoint went to the default AWS host)."""
+    import s3fs
+
+    from simgan_dist.config import load_config
+    from simgan_dist.train.checkpoint import load_refiner, save_initial_checkpoint
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    local = save_initial_checkpoint(
+        load_config(preset="debug"), tmp_path / "checkpoint-000000000007"
+    )
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server)
+    fs.put(str(local), "simgan-test/opts-run/", recursive=True)
+    options = {"endpoint_url": s3_server}
+    for location in (
+        "s3://simgan-test/opts-run",
+        "s3://simgan-test/opts-run/checkpoint-000000000007",
+    ):
+        refiner, cfg, directory = load_refiner(location, storage_options=options)
+        assert directory.name == "checkpoint-000000000007" and cfg.model.image_height == 28
+        assert refiner.state_dict().keys() == load_refiner(local)[0].state_dict().keys()
+    with pytest.raises(ValueError, match="either in the URI's query or as storage options"):
+        load_refiner(
+            f"s3://simgan-test/opts-run?endpoint_override={s3_server}", storage_options=options
+        )

@@ -1,0 +1,27 @@
+"""Starting Ray: join RAY_ADDRESS's cluster when set, else a local instance that listens on loopback only."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray._private import ray_constants
+
+# Ray's services start on the node's address, and for a local instance it resolves 127.0.0.1
+# to the machine's reachable address unless "clusters" are off (its Windows/macOS default).
+# Off, every gRPC server, agent and metrics port of a local instance binds 127.0.0.1.
+# Ray 2.60 has no public setting for this; tests/integration/test_ray_bind.py checks it holds.
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to Ray once per process: RAY_ADDRESS's cluster (e.g. under `ray job submit`)
+    when set, else start a local instance whose ports all listen on 127.0.0.1."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(num_cpus=num_cpus)
+        return
+    os.environ[_CLUSTER_SWITCH] = "0"  # for processes that import ray afresh (workers, agents)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already
+    ray.init(num_cpus=num_cpus)  # the dashboard's own default host is 127.0.0.1
