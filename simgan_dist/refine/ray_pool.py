@@ -227,7 +227,9 @@ def _run_pool(
                     result = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:  # raised in refine_shard itself
                     cause = err.cause if err.cause is not None else err
-                    raise RefineError(f"{source}: {type(cause).__name__}: {cause}") from cause
+                    raise RefineError(
+                        f"{source} (refined into {output}): {type(cause).__name__}: {cause}"
+                    ) from cause
                 except ray.exceptions.RayActorError as err:  # the process died: OOM, node lost
                     queue.appendleft(source)  # its temporary is never published
                     slot = next((i for i, a in enumerate(actors) if a is actor), None)

@@ -3,7 +3,8 @@
 Every case runs `simgan ...` in-process through cli.main and asserts the exit status, that stderr
 ends in one line naming the file, URL, key or field (no traceback), and that nothing outside the
 case's own output appeared. The corpus damage is seeded: a failing case names its seed, and the
-same seed rebuilds the same bytes.
+same seed rebuilds the same bytes. Each case's outcome is tallied and kept in pytest's cache
+(`pytest --cache-show 'robustness/*'`), so a run can say how many cases ended how.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from simgan_dist.train.checkpoint import NETWORKS_FILE, save_initial_checkpoint
 NUM_SHARDS, PER_SHARD = 6, 20
 DAMAGE_SEEDS = range(12)
 ONE_WORKER = RefineSettings(batch_size=16, num_workers=1, threads_per_worker=1)
+OUTCOMES: collections.Counter = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tally(request):
+    yield
+    request.config.cache.set("robustness/outcomes", dict(sorted(OUTCOMES.items())))
 
 
 def _samples(n: int):
@@ -108,6 +116,7 @@ def test_verify_finds_every_seeded_damage_and_names_the_shard(
     assert status == 1, f"seed {seed} ({name}, {what}) passed verify:\n{out}"
     assert name in out and "Traceback" not in out + err
     assert _tree(tmp_path) == before  # verify writes nothing
+    OUTCOMES["verify: damaged shard reported, exit 1"] += 1
 
 
 @pytest.mark.ray
@@ -139,6 +148,14 @@ def test_refine_over_a_seeded_damaged_corpus_counts_every_sample(
         )
     assert summary["num_images"] == sum(keys.values())
     assert {k: v for k, v in _tree(tmp_path).items() if not k.startswith("refined")} == before
+    OUTCOMES["refine: damaged corpus, shards published"] += summary["num_shards"]
+    OUTCOMES["refine: damaged corpus, samples skipped and counted"] += summary[
+        "num_skipped_samples"
+    ]
+    OUTCOMES["refine: damaged corpus, shards damaged (lost counted)"] += len(
+        summary["damaged_shards"]
+    )
+    OUTCOMES["refine: damaged corpus, shards unreadable (left undone)"] += len(failed)
 
 
 BAD_SETS = [
@@ -169,6 +186,7 @@ def test_bad_set_values_stop_train_with_one_line_naming_the_field(
     _assert_one_line_error(err, field)
     assert "S3CR3T" not in err
     assert not list(tmp_path.iterdir())  # no run directory, no config written
+    OUTCOMES["train --set: refused in one line, exit 2"] += 1
 
 
 def _truncated_networks(directory: Path, seed: int) -> None:
@@ -209,3 +227,73 @@ def test_spoilt_checkpoints_stop_refine_with_one_line_naming_the_file(
     _assert_one_line_error(err, NETWORKS_FILE)
     assert "pickle payload ran" not in stdout + err
     assert not out.exists() or not list(out.glob("*.tar"))
+    OUTCOMES["refine --checkpoint spoilt: refused in one line, exit 1"] += 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_shards_build_folder_on_a_seeded_damaged_image(seed: int, tmp_path, capsys) -> None:
+    """One of ten PNGs cut or bit-flipped: either it still decodes and all ten are built, or the
+    build stops in one line naming that file."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.random.default_rng(seed).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"img{i}.png")
+    victim = folder / f"img{rng.randrange(10)}.png"
+    data = bytearray(victim.read_bytes())
+    if rng.random() < 0.5:
+        data = data[: rng.randrange(1, len(data))]
+    else:
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    victim.write_bytes(bytes(data))
+    out = tmp_path / "shards"
+    status, _, err = _run(
+        ["shards", "build", "folder", "--folder", str(folder), "--out", str(out)], capsys
+    )
+    if status == 0:
+        assert read_manifest(str(out)).num_samples == 10
+        OUTCOMES["shards build: damaged image still decodes, all built"] += 1
+    else:
+        assert status == 1
+        _assert_one_line_error(err, victim.name)
+        OUTCOMES["shards build: stopped in one line naming the image, exit 1"] += 1
+    assert {p.name for p in tmp_path.iterdir()} <= {"photos", "shards"}
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, nearly full: a real ENOSPC. Needs mount rights (root, as in CI's container)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
+    try:
+        (mount / "filler").write_bytes(bytes(56 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.ray
+def test_refine_onto_a_full_disk_stops_in_one_line_and_leaves_no_temporary(
+    ray_local, full_disk, clean_corpus, checkpoint, capsys
+) -> None:
+    out = full_disk / "refined"
+    status, _, err = _run(
+        ["refine", "--checkpoint", str(checkpoint), "--input", str(clean_corpus), "--output",
+         str(out), "--num-workers", "1", "--threads-per-worker", "1", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert status == 1
+    _assert_one_line_error(err, "No space left on device")
+    left = [p.name for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"]
+    assert not [name for name in left if ".tmp-" in name], left
+    assert not (out / "manifest.json").exists()
+    OUTCOMES["refine onto a full disk: stopped in one line, no temporary left"] += 1
