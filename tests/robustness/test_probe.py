@@ -173,6 +173,7 @@ BAD_SETS = [
     ("data.storage_options={client_kwargs: {aws_secret_access_key: S3CR3T}}", "storage_options"),
     ("loss.self_reg_lambda=-1", "loss.self_reg_lambda"),
     ("run.num_workers=0", "run.num_workers"),
+    ("data.synthetic=/nonexistent/shards", "data.synthetic"),  # before any run directory exists
 ]
 
 
