@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from simgan_dist.config.credentials import check_storage_options
+from simgan_dist.config.rules import (
+    NOT_EMPTY,
+    Rule,
+    Section,
+    above,
+    at_least,
+    checked,
+    in_range,
+    one_of,
+    require,
+)
 
 PSI_CHOICES = ("identity", "channel_mean", "gradients")
 DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits", "digits_wide")
@@ -16,43 +27,38 @@ class ConfigError(ValueError):
     """A config problem, as one line naming the file and the field."""
 
 
-def require(cond: bool, name: str, msg: str, value: Any) -> None:
-    # Raised as ValueError(field: msg); load_config prefixes the file name.
-    if not cond:
-        raise ValueError(f"{name}: {msg}, got {value!r}")
+POSITIVE_ODD = Rule(
+    lambda v: v > 0 and v % 2 == 1, "must be a positive odd number (same padding keeps the size)"
+)
+POSITIVE_EVEN = Rule(lambda v: v > 0 and v % 2 == 0, "must be a positive even number")
+# tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255.
+SATURATION_MARGIN = Rule(
+    lambda v: v == 0 or v >= 3.2,
+    "must be 0 (off) or >= 3.2 (tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255)",
+)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """Refiner and discriminator shapes (DESIGN.md section 1)."""
 
-    image_channels: int = 1
-    image_height: int = 28
-    image_width: int = 28
-    refiner_features: int = 64
-    refiner_blocks: int = 4
-    refiner_kernel: int = 3
+    SECTION: ClassVar[str] = "model"
+    image_channels: int = checked(1, above(0))
+    image_height: int = checked(28, above(0))
+    image_width: int = checked(28, above(0))
+    refiner_features: int = checked(64, above(0))
+    refiner_blocks: int = checked(4, at_least(0))
+    refiner_kernel: int = checked(3, POSITIVE_ODD)
     # Not in the paper: R also bends the image along a smooth learned displacement field of at
     # most this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner.
     refiner_max_warp: float = 0.0
     # Not in the paper (its future work): N(0, 1) values per image that drive a warping R's
     # displacement field, so R gives several refinements of one image (simgan refine
     # --variants K); needs refiner_max_warp > 0; 0 = off.
-    refiner_noise_channels: int = 0
+    refiner_noise_channels: int = checked(0, in_range(0, 16, closed=True))
     discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
 
-    def __post_init__(self) -> None:
-        for name in ("image_channels", "image_height", "image_width"):
-            require(getattr(self, name) > 0, f"model.{name}", "must be > 0", getattr(self, name))
-        require(
-            self.refiner_features > 0,
-            "model.refiner_features",
-            "must be > 0",
-            self.refiner_features,
-        )
-        require(
-            self.refiner_blocks >= 0, "model.refiner_blocks", "must be >= 0", self.refiner_blocks
-        )
+    def check(self) -> None:
         require(
             0 <= self.refiner_max_warp <= min(self.image_height, self.image_width) / 4,
             "model.refiner_max_warp",
@@ -60,153 +66,97 @@ class ModelConfig:
             self.refiner_max_warp,
         )
         require(
-            0 <= self.refiner_noise_channels <= 16,
-            "model.refiner_noise_channels",
-            "must be in [0, 16]",
-            self.refiner_noise_channels,
-        )
-        require(
             self.refiner_noise_channels == 0 or self.refiner_max_warp > 0,
             "model.refiner_noise_channels",
             "needs model.refiner_max_warp > 0 (the noise drives the displacement field)",
             self.refiner_noise_channels,
         )
-        require(
-            self.refiner_kernel % 2 == 1 and self.refiner_kernel > 0,
-            "model.refiner_kernel",
-            "must be a positive odd number (same padding keeps the size)",
-            self.refiner_kernel,
-        )
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Section):
     """Refiner loss: adversarial + reg_lambda * |psi(R(x)) - psi(x)|_1."""
 
-    reg_lambda: float = 0.5
+    SECTION: ClassVar[str] = "loss"
+    reg_lambda: float = checked(0.5, at_least(0))
     psi: Literal["identity", "channel_mean", "gradients"] = "identity"
     # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off),
     # so R never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every
     # pixel black) stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor).
-    saturation_margin: float = 4.0
+    saturation_margin: float = checked(4.0, SATURATION_MARGIN)
     # A warping R (model.refiner_max_warp > 0) pays for its displacement field: flow_lambda times
     # the mean squared displacement (pixels^2) plus flow_smooth_lambda times the mean squared
     # difference of neighbouring displacements. Both 0 = only max_warp bounds it.
-    flow_lambda: float = 0.0
-    flow_smooth_lambda: float = 0.0
+    flow_lambda: float = checked(0.0, at_least(0))
+    flow_smooth_lambda: float = checked(0.0, at_least(0))
     # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit
     # of difference between two noise draws in the adversarial phase, so it uses its noise
     # instead of ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)|
     # in pixels; 0 = off.
-    diversity_lambda: float = 0.0
-
-    def __post_init__(self) -> None:
-        require(self.reg_lambda >= 0, "loss.reg_lambda", "must be >= 0", self.reg_lambda)
-        for name in ("flow_lambda", "flow_smooth_lambda", "diversity_lambda"):
-            require(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0", getattr(self, name))
-        require(
-            self.saturation_margin == 0 or self.saturation_margin >= 3.2,
-            "loss.saturation_margin",
-            "must be 0 (off) or >= 3.2 (tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255)",
-            self.saturation_margin,
-        )
+    diversity_lambda: float = checked(0.0, at_least(0))
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
 
+    SECTION: ClassVar[str] = "optim"
     optimizer: Literal["sgd", "adam"] = "sgd"
     disc_optimizer: Literal["same", "sgd", "adam"] = "same"  # D's own choice, if it differs
-    refiner_lr: float = 1e-3
-    disc_lr: float = 1e-3
-    momentum: float = 0.0
-    adam_betas: tuple[float, float] = (0.5, 0.999)
+    refiner_lr: float = checked(1e-3, above(0))
+    disc_lr: float = checked(1e-3, above(0))
+    momentum: float = checked(0.0, in_range(0, 1))
+    adam_betas: tuple[float, float] = checked(
+        (0.5, 0.999),
+        Rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)"),
+    )
     # Per engine, over its own optimizer steps: linear warmup, then constant or cosine to 0.
     lr_schedule: Literal["constant", "warmup_cosine"] = "constant"
-    warmup_steps: int = 0
-    total_steps: int = 0  # cosine horizon in optimizer steps (0 = the whole schedule)
-
-    def __post_init__(self) -> None:
-        require(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
-        require(self.total_steps >= 0, "optim.total_steps", "must be >= 0", self.total_steps)
-        require(self.refiner_lr > 0, "optim.refiner_lr", "must be > 0", self.refiner_lr)
-        require(self.disc_lr > 0, "optim.disc_lr", "must be > 0", self.disc_lr)
-        require(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
-        require(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "optim.adam_betas",
-            "must be two numbers in [0, 1)",
-            self.adam_betas,
-        )
+    warmup_steps: int = checked(0, at_least(0))
+    # cosine horizon in optimizer steps (0 = the whole schedule)
+    total_steps: int = checked(0, at_least(0))
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(Section):
     """DeepSpeed settings, the same for the R and D engines."""
 
-    zero_stage: int = 0  # 0: plain data parallel; 1/2 shard optimizer state / gradients
+    SECTION: ClassVar[str] = "engine"
+    # 0: plain data parallel; 1/2 shard optimizer state / gradients
+    zero_stage: int = checked(0, one_of(0, 1, 2))
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: GPU only
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    grad_accum_steps: int = 1  # micro-batches per optimizer step (global batch unchanged)
+    grad_clip: float = checked(0.0, at_least(0))  # max gradient norm; 0 = off
+    # micro-batches per optimizer step (global batch unchanged)
+    grad_accum_steps: int = checked(1, at_least(1))
     channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
 
-    def __post_init__(self) -> None:
-        require(
-            self.zero_stage in (0, 1, 2), "engine.zero_stage", "must be 0, 1 or 2", self.zero_stage
-        )
-        require(self.grad_clip >= 0, "engine.grad_clip", "must be >= 0", self.grad_clip)
-        require(
-            self.grad_accum_steps >= 1,
-            "engine.grad_accum_steps",
-            "must be >= 1",
-            self.grad_accum_steps,
-        )
-
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Algorithm 1, with time counted in synthetic images drawn from the stream."""
 
-    batch_size: int = 512  # global b, split evenly over workers
-    refiner_pretrain_nimg: int = 512_000  # ~1,000 steps of b=512
-    disc_pretrain_nimg: int = 102_400  # ~200 steps
-    adversarial_nimg: int = 5_120_000
-    k_g: int = 2
-    k_d: int = 1
-    buffer_size: int = 25_600  # B
-    history_fraction: float = 0.5  # share of D's fake batch drawn from the buffer; 0 = off
-
-    def __post_init__(self) -> None:
-        require(
-            self.batch_size > 0 and self.batch_size % 2 == 0,
-            "schedule.batch_size",
-            "must be a positive even number",
-            self.batch_size,
-        )
-        for name in ("refiner_pretrain_nimg", "disc_pretrain_nimg", "adversarial_nimg"):
-            require(
-                getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0", getattr(self, name)
-            )
-        require(self.k_g >= 1, "schedule.k_g", "must be >= 1", self.k_g)
-        require(self.k_d >= 1, "schedule.k_d", "must be >= 1", self.k_d)
-        require(self.buffer_size >= 0, "schedule.buffer_size", "must be >= 0", self.buffer_size)
-        require(
-            0.0 <= self.history_fraction < 1.0,
-            "schedule.history_fraction",
-            "must be in [0, 1)",
-            self.history_fraction,
-        )
+    SECTION: ClassVar[str] = "schedule"
+    batch_size: int = checked(512, POSITIVE_EVEN)  # global b, split evenly over workers
+    refiner_pretrain_nimg: int = checked(512_000, at_least(0))  # ~1,000 steps of b=512
+    disc_pretrain_nimg: int = checked(102_400, at_least(0))  # ~200 steps
+    adversarial_nimg: int = checked(5_120_000, at_least(0))
+    k_g: int = checked(2, at_least(1))
+    k_d: int = checked(1, at_least(1))
+    buffer_size: int = checked(25_600, at_least(0))  # B
+    # share of D's fake batch drawn from the buffer; 0 = off
+    history_fraction: float = checked(0.5, in_range(0, 1))
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Where the two corpora live. A location is a shard directory, a manifest or a URL pattern."""
 
-    synthetic: str = "shards/digits-synth"
-    real: str = "shards/digits-real-train"
-    num_loader_workers: int = 1  # DataLoader processes per training worker (0 = in-process)
-    shuffle_buffer: int = 2000
+    SECTION: ClassVar[str] = "data"
+    synthetic: str = checked("shards/digits-synth", NOT_EMPTY)
+    real: str = checked("shards/digits-real-train", NOT_EMPTY)
+    # DataLoader processes per training worker (0 = in-process)
+    num_loader_workers: int = checked(1, at_least(0))
+    shuffle_buffer: int = checked(2000, at_least(1))
     on_bad_sample: Literal["skip", "stop"] = "skip"
     # "shards": each rank streams its own shards (scales). "batch_rows": every rank reads the
     # same global batch and keeps its rows (W x decode cost, but identical for any worker count).
@@ -219,18 +169,7 @@ class DataConfig:
     # per batch), to check that an epoch used every sample exactly once, across resumes too.
     record_keys: bool = False
 
-    def __post_init__(self) -> None:
-        require(bool(self.synthetic), "data.synthetic", "must be set", self.synthetic)
-        require(bool(self.real), "data.real", "must be set", self.real)
-        require(
-            self.num_loader_workers >= 0,
-            "data.num_loader_workers",
-            "must be >= 0",
-            self.num_loader_workers,
-        )
-        require(
-            self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", self.shuffle_buffer
-        )
+    def check(self) -> None:
         try:
             check_storage_options(self.storage_options)
         except ValueError as err:
@@ -238,79 +177,52 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """Where a run writes and how it is spread over Ray Train workers."""
 
+    SECTION: ClassVar[str] = "run"
     name: str = ""  # empty: simgan train picks a unique, timestamped one
     storage_path: str = "runs"
-    num_workers: int = 2
+    num_workers: int = checked(2, at_least(1))
     use_gpu: bool = False
-    threads_per_worker: int = 1
+    threads_per_worker: int = checked(1, at_least(1))
     seed: int = 0
-    log_every_nimg: int = 10_240
-    grid_every_nimg: int = 102_400
-    checkpoint_every_nimg: int = 256_000
-    keep_checkpoints: int = 3  # older checkpoints are deleted by Ray Train
-    max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
-
-    def __post_init__(self) -> None:
-        require(self.num_workers >= 1, "run.num_workers", "must be >= 1", self.num_workers)
-        require(
-            self.threads_per_worker >= 1,
-            "run.threads_per_worker",
-            "must be >= 1",
-            self.threads_per_worker,
-        )
-        require(
-            self.keep_checkpoints >= 1,
-            "run.keep_checkpoints",
-            "must be >= 1",
-            self.keep_checkpoints,
-        )
-        for name in ("log_every_nimg", "grid_every_nimg", "checkpoint_every_nimg"):
-            require(getattr(self, name) > 0, f"run.{name}", "must be > 0", getattr(self, name))
+    log_every_nimg: int = checked(10_240, above(0))
+    grid_every_nimg: int = checked(102_400, above(0))
+    checkpoint_every_nimg: int = checked(256_000, above(0))
+    keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
+    # worker-group restarts from the latest checkpoint before giving up
+    max_failures: int = 0
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(Section):
     """Label-free scores on held-out images during training (scores.py); `simgan tune` maximizes
     their `objective`. Computed on rank 0 and reported by every rank at each interval."""
 
-    every_nimg: int = 0  # 0 = off; else a multiple of run.log_every_nimg (scores join that row)
-    num_images: int = 256  # per domain; half train the two-sample classifier, half test it
+    SECTION: ClassVar[str] = "score"
+    # 0 = off; else a multiple of run.log_every_nimg (scores join that row)
+    every_nimg: int = checked(0, at_least(0))
+    # per domain; half train the two-sample classifier, half test it
+    num_images: int = checked(256, at_least(4))
     synthetic: str = ""  # held-out synthetic corpus ("" = the first images of data.synthetic)
     real: str = ""  # held-out real corpus ("" = the first images of data.real)
-    classifier_steps: int = 200  # Adam steps of the refined-vs-real classifier, batch 64
-    fidelity_weight: float = 1.0  # objective = realism - fidelity_weight * fidelity_l1
+    # Adam steps of the refined-vs-real classifier, batch 64
+    classifier_steps: int = checked(200, at_least(1))
+    # objective = realism - fidelity_weight * fidelity_l1
+    fidelity_weight: float = checked(1.0, at_least(0))
     # "downstream": objective = accuracy on real_labeled of a digit classifier trained on the
     # refined held-out synthetic images with their synthetic labels (digits-shaped data only).
     objective: Literal["realism_fidelity", "downstream"] = "realism_fidelity"
     real_labeled: str = ""  # labeled real validation split, for objective "downstream"
-    downstream_epochs: int = 4
+    downstream_epochs: int = checked(4, at_least(1))
 
-    def __post_init__(self) -> None:
-        require(self.every_nimg >= 0, "score.every_nimg", "must be >= 0", self.every_nimg)
-        require(self.num_images >= 4, "score.num_images", "must be >= 4", self.num_images)
-        require(
-            self.classifier_steps >= 1,
-            "score.classifier_steps",
-            "must be >= 1",
-            self.classifier_steps,
-        )
-        require(
-            self.fidelity_weight >= 0, "score.fidelity_weight", "must be >= 0", self.fidelity_weight
-        )
+    def check(self) -> None:
         require(
             self.objective != "downstream" or bool(self.real_labeled),
             "score.real_labeled",
             "must name a labeled real split when score.objective is downstream",
             self.real_labeled,
-        )
-        require(
-            self.downstream_epochs >= 1,
-            "score.downstream_epochs",
-            "must be >= 1",
-            self.downstream_epochs,
         )
 
 

@@ -23,7 +23,7 @@ NUM_GRID_IMAGES = 16
 @dataclass
 class IteratorBatches:
     """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
-    Counts what it drew, so a resumed run can skip to the same position (see fast_forward)."""
+    Counts what it drew, so a resumed run can skip to the same position (its state_dict)."""
 
     synthetic: Iterator[tuple[torch.Tensor, list[dict]]]
     real: Iterator[tuple[torch.Tensor, list[dict]]]
@@ -39,10 +39,11 @@ class IteratorBatches:
         self.num_real += 1
         return next(self.real)[0].to(self.device, non_blocking=True)
 
-    def position(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
+        """The position: batches drawn from each stream."""
         return {"num_synthetic": self.num_synthetic, "num_real": self.num_real}
 
-    def fast_forward(self, position: dict[str, int]) -> None:
+    def load_state_dict(self, position: dict[str, int]) -> None:
         """Skip to a saved position of streams rebuilt with the same seeds. Costs one decode per
         skipped sample (the streams are replayed, not seeked), bought for bit-exact resume."""
         for _ in range(position["num_synthetic"] - self.num_synthetic):

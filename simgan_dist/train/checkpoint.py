@@ -8,8 +8,9 @@ import logging
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -60,47 +61,139 @@ def checkpoint_name(cur_nimg: int) -> str:
     return f"checkpoint-{cur_nimg:012d}"
 
 
-def save_training_state(
-    directory: str | Path,
-    *,
-    rank: int,
-    world_size: int,
-    refiner: Updater,
-    disc: Updater,
-    buffer: History | None,
-    state: LoopState,
-    cfg: Config,
-    data_position: dict[str, int] | None = None,
-) -> None:
-    """Write this rank's part of a checkpoint. Rank 0 writes the shared part."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        torch.save(
-            {
-                "refiner": refiner.module.state_dict(),
-                "disc": disc.module.state_dict(),
-            },
-            directory / NETWORKS_FILE,
-        )
-        meta = {
-            "format": FORMAT_VERSION,
-            "world_size": world_size,
-            "loop": state.to_dict(),
-            "config": cfg.to_dict(),
+class Stateful(Protocol):
+    """A part of a checkpoint: plain values and tensors out, the same back in."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+class OptimizerState:
+    """An updater's optimizer state (under ZeRO 1/2 this rank's partition) as a checkpoint part."""
+
+    def __init__(self, updater: Updater) -> None:
+        self.updater = updater
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.updater.optimizer_state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updater.load_optimizer_state_dict(state)
+
+    def load_resized_state_dict(self, state: dict[str, Any]) -> bool:
+        """Rank 0's state on another worker count: usable only unsharded (ZeRO 0, the same on
+        every rank). Returns whether it was loaded."""
+        if state["zero_stage"] != 0:
+            return False
+        self.updater.load_optimizer_state_dict(state)
+        return True
+
+
+class TrainingCheckpoint:
+    """Everything a training checkpoint holds, saved and restored by name (as EDM2's
+    CheckpointIO): `networks` (the same on every rank) go to networks.pt from rank 0, `per_rank`
+    parts (optimizer partitions, buffer slice, data position) to rank-NNNN.pt from each rank,
+    and the loop counters with the config to state.json. No RNG state is saved: the loop seeds
+    each iteration from (seed, rank, cur_nimg) (loop.iteration_seed), so the order in which parts
+    are restored does not matter. Per-rank parts are restored only on the same worker count; on
+    another, a part with load_resized_state_dict gets rank 0's state and the rest start fresh.
+    The shard catalogs' record is saved by rank 0 after the checkpoint barrier
+    (catalog.save_catalogs) and restored before the streams are built (ray_catalog)."""
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        world_size: int,
+        networks: Mapping[str, Stateful],
+        per_rank: Mapping[str, Stateful],
+        loop: LoopState,
+    ) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.networks, self.per_rank, self.loop = dict(networks), dict(per_rank), loop
+
+    @classmethod
+    def of_training(
+        cls,
+        *,
+        rank: int,
+        world_size: int,
+        refiner: Updater,
+        disc: Updater,
+        buffer: History | None,
+        loop: LoopState,
+        data: Stateful | None = None,
+    ) -> TrainingCheckpoint:
+        """The parts of a SimGAN training run, by the names its files use."""
+        per_rank: dict[str, Stateful] = {
+            "refiner_optim": OptimizerState(refiner),
+            "disc_optim": OptimizerState(disc),
         }
-        (directory / STATE_FILE).write_text(json.dumps(meta, indent=1))
-        save_config(cfg, directory / CONFIG_FILE)
-    torch.save(
-        {
-            "refiner_optim": refiner.optimizer_state_dict(),
-            "disc_optim": disc.optimizer_state_dict(),
-            "buffer": buffer.state_dict() if buffer is not None else {},
-            "torch_rng": torch.get_rng_state(),
-            "data_position": data_position or {},
-        },
-        directory / rank_file(rank),
-    )
+        if buffer is not None:
+            per_rank["buffer"] = buffer
+        if data is not None:
+            per_rank["data_position"] = data
+        networks = {"refiner": refiner.module, "disc": disc.module}
+        return cls(
+            rank=rank, world_size=world_size, networks=networks, per_rank=per_rank, loop=loop
+        )
+
+    def save(self, directory: str | Path, cfg: Config) -> None:
+        """Write this rank's part of a checkpoint; rank 0 also writes the shared part."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            nets = {name: part.state_dict() for name, part in self.networks.items()}
+            torch.save(nets, directory / NETWORKS_FILE)
+            meta = {
+                "format": FORMAT_VERSION,
+                "world_size": self.world_size,
+                "loop": self.loop.state_dict(),
+                "config": cfg.to_dict(),
+            }
+            (directory / STATE_FILE).write_text(json.dumps(meta, indent=1))
+            save_config(cfg, directory / CONFIG_FILE)
+        parts = {name: part.state_dict() for name, part in self.per_rank.items()}
+        torch.save(parts, directory / rank_file(self.rank))
+
+    def load(self, directory: str | Path) -> None:
+        """Restore every part from a checkpoint directory, by name."""
+        directory = Path(directory)
+        meta = read_state(directory)
+        nets = load_tensors(directory / NETWORKS_FILE)
+        for name, part in self.networks.items():
+            part.load_state_dict(_part(nets, name, directory / NETWORKS_FILE))
+        self.loop.load_state_dict(meta["loop"])
+        per_rank = directory / rank_file(self.rank)
+        if meta["world_size"] == self.world_size and per_rank.exists():
+            saved = load_tensors(per_rank)
+            for name, part in self.per_rank.items():
+                part.load_state_dict(_part(saved, name, per_rank))
+            return
+        # Another worker count: slices, ZeRO partitions and stream splits differ.
+        rank0_file = directory / rank_file(0)
+        rank0 = load_tensors(rank0_file)
+        kept = [
+            name
+            for name, part in self.per_rank.items()
+            if hasattr(part, "load_resized_state_dict")
+            and part.load_resized_state_dict(_part(rank0, name, rank0_file))
+        ]
+        log.warning(
+            "%s: saved with %d workers, resumed with %d: kept %s; the rest (history buffer, data "
+            "position, ZeRO-sharded optimizer state) starts fresh",
+            directory,
+            meta["world_size"],
+            self.world_size,
+            ", ".join(kept) or "nothing per rank",
+        )
+
+
+def _part(saved: Any, name: str, path: Path) -> Any:
+    if not isinstance(saved, dict) or name not in saved:
+        raise CheckpointError(f"{path}: has no part {name!r}")
+    return saved[name]
 
 
 def read_state(directory: str | Path) -> dict:
@@ -113,51 +206,6 @@ def read_state(directory: str | Path) -> dict:
             f"{path}: checkpoint format {meta.get('format')}, this version reads {FORMAT_VERSION}"
         )
     return meta
-
-
-def load_training_state(
-    directory: str | Path,
-    *,
-    rank: int,
-    world_size: int,
-    refiner: Updater,
-    disc: Updater,
-    buffer: History | None,
-) -> tuple[LoopState, dict[str, int]]:
-    """Restore networks, optimizers, this rank's buffer slice and RNG; return the loop counters
-    and this rank's data position ({} when it is unknown)."""
-    directory = Path(directory)
-    meta = read_state(directory)
-    nets = load_tensors(directory / NETWORKS_FILE)
-    refiner.module.load_state_dict(nets["refiner"])
-    disc.module.load_state_dict(nets["disc"])
-    per_rank = directory / rank_file(rank)
-    data_position: dict[str, int] = {}
-    same_world = meta["world_size"] == world_size
-    if per_rank.exists() and same_world:
-        rank_state = load_tensors(per_rank)
-        refiner.load_optimizer_state_dict(rank_state["refiner_optim"])
-        disc.load_optimizer_state_dict(rank_state["disc_optim"])
-        if buffer is not None and rank_state["buffer"]:
-            buffer.load_state_dict(rank_state["buffer"])
-        torch.set_rng_state(rank_state["torch_rng"])
-        data_position = rank_state["data_position"]
-        return LoopState(**meta["loop"]), data_position
-    # Another worker count: slices, ZeRO partitions and stream splits differ. Unsharded
-    # optimizer state (ZeRO 0, the same on every rank) is reused; the buffer and the data
-    # streams start fresh.
-    rank0_state = load_tensors(directory / rank_file(0))
-    for updater, key in ((refiner, "refiner_optim"), (disc, "disc_optim")):
-        if rank0_state[key]["zero_stage"] == 0:
-            updater.load_optimizer_state_dict(rank0_state[key])
-    log.warning(
-        "%s: saved with %d workers, resumed with %d: history buffer, data position and any "
-        "ZeRO-sharded optimizer state start fresh",
-        directory,
-        meta["world_size"],
-        world_size,
-    )
-    return LoopState(**meta["loop"]), data_position
 
 
 def _is_complete(names: set[str], state_text: str | None) -> bool:
@@ -257,14 +305,12 @@ def save_initial_checkpoint(cfg: Config, directory: str | Path, seed: int = 0) -
     torch.manual_seed(seed)
     r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
     directory = Path(directory)
-    save_training_state(
-        directory,
+    TrainingCheckpoint.of_training(
         rank=0,
         world_size=1,
         refiner=TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.1)),
         disc=TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.1)),
         buffer=None,
-        state=LoopState(cur_nimg=0),
-        cfg=cfg,
-    )
+        loop=LoopState(cur_nimg=0),
+    ).save(directory, cfg)
     return directory

@@ -17,7 +17,7 @@ from simgan_dist.eval.grids import save_grid
 from simgan_dist.eval.scores import Scorer
 from simgan_dist.model.history import History
 from simgan_dist.train import dist
-from simgan_dist.train.checkpoint import checkpoint_name, save_training_state
+from simgan_dist.train.checkpoint import TrainingCheckpoint, checkpoint_name
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState, Phase, phases_for
 from simgan_dist.train.run_log import RunLog
@@ -137,11 +137,10 @@ class TrainingHooks:
             check_finite(dist.mean_over_ranks(self.collector.means()), self._where(state))
         metrics = {"cur_nimg": state.cur_nimg, **self.last_metrics}
         with tempfile.TemporaryDirectory(prefix="simgan-ckpt-") as tmp:
-            save_training_state(
-                tmp, rank=self.rank, world_size=self.world_size, refiner=self.refiner,
-                disc=self.disc, buffer=self.buffer, state=state, cfg=self.cfg,
-                data_position=self.batches.position(),
-            )  # fmt: skip
+            TrainingCheckpoint.of_training(
+                rank=self.rank, world_size=self.world_size, refiner=self.refiner,
+                disc=self.disc, buffer=self.buffer, loop=state, data=self.batches,
+            ).save(tmp, self.cfg)  # fmt: skip
             dist.barrier()  # every rank's finished shards are recorded by now
             if self.rank == 0 and self.catalogs:
                 save_catalogs(tmp, self.catalogs)

@@ -49,8 +49,19 @@ class LoopState:
     cur_step: int = 0  # optimizer steps of R and D together
     cur_iter: int = 0  # completed iterations (a checkpoint is only taken between them)
 
-    def to_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for name, value in LoopState(**state).state_dict().items():
+            setattr(self, name, value)
+
+
+def iteration_seed(seed: int, rank: int, cur_nimg: int) -> int:
+    """The torch seed of the iteration that starts at cur_nimg on this rank: randomness is a
+    function of where the run is, so a resumed run draws what an unbroken one would, with no
+    RNG state in the checkpoint. Distinct per rank (each draws its own noise)."""
+    return ((seed * 1_000_003 + rank) * 1_000_000_007 + cur_nimg) % 2**63  # torch takes < 2**64
 
 
 class Batches(Protocol):
@@ -173,6 +184,7 @@ def train(
     buffer: History | None = None,
     after_iteration: StepHook | None = None,
     stats: Collector | None = None,
+    rank: int = 0,
 ) -> LoopState:
     """Run Algorithm 1 from `state` to the end of the last phase.
 
@@ -181,7 +193,8 @@ def train(
     each whole iteration, so logging, grids and checkpoints always see a consistent state.
 
     Every step's (and micro-batch's) metrics are reported to `stats`, which holds them until the
-    hooks take the interval's means; the hook also gets the iteration's own means.
+    hooks take the interval's means; the hook also gets the iteration's own means. Each iteration
+    reseeds torch's global RNG from iteration_seed(cfg.run.seed, rank, cur_nimg).
     """
     stats = stats if stats is not None else Collector()
     phases = phases_for(cfg.schedule)
@@ -192,6 +205,7 @@ def train(
     while True:
         phase = phases[state.phase_index]
         while state.phase_nimg < phase.num_images:
+            torch.manual_seed(iteration_seed(cfg.run.seed, rank, state.cur_nimg))
             iteration = Collector()
             for _ in range(phase.refiner_steps):
                 for _ in range(num_micro):

@@ -16,7 +16,7 @@ from simgan_dist.data.streams import KeyLog, image_shape, make_batches
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train import dist
-from simgan_dist.train.checkpoint import load_training_state
+from simgan_dist.train.checkpoint import TrainingCheckpoint
 from simgan_dist.train.engine import DeepSpeedUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.train.global_history import GlobalHistoryBuffer
 from simgan_dist.train.hooks import TrainingHooks
@@ -71,22 +71,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     stats = StreamStats()
     catalogs = connect_catalogs(loop_config.get("catalogs"), cfg, world_size)
 
-    state, data_position = LoopState(), dict[str, int]()
+    state = LoopState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
     else:
         with checkpoint.as_directory() as directory:
-            # The catalogs' record first (the streams are dealt from it), then the streams,
-            # then the training state: it restores the RNG the streams' creation consumed.
+            # The catalogs' record first: the streams are dealt from it.
             restore_catalogs(directory, catalogs, cfg, rank, world_size)
             batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
-            state, data_position = load_training_state(
-                directory, rank=rank, world_size=world_size, refiner=refiner, disc=disc,
-                buffer=buffer,
-            )  # fmt: skip
-    if data_position:
-        batches.fast_forward(data_position)
+            TrainingCheckpoint.of_training(
+                rank=rank, world_size=world_size, refiner=refiner, disc=disc, buffer=buffer,
+                loop=state, data=batches,
+            ).load(directory)  # fmt: skip
     if cfg.data.record_keys:
         path = run_dir / "keys" / f"rank-{rank:04d}.jsonl"
         batches.synthetic = KeyLog(batches.synthetic, path, start=batches.num_synthetic)
@@ -96,8 +93,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         report_to_ray, catalogs,
     )  # fmt: skip
     state = train(
-        refiner, disc, batches, cfg, state, buffer, after_iteration=hooks, stats=hooks.collector
-    )
+        refiner, disc, batches, cfg, state, buffer, after_iteration=hooks,
+        stats=hooks.collector, rank=rank,
+    )  # fmt: skip
     hooks.finish(state)
 
 

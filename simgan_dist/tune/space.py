@@ -8,11 +8,12 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
+from simgan_dist.config.rules import Section, above, at_least, checked
 
 SEARCHES_DIR = Path(__file__).parent / "searches"
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform")
@@ -21,40 +22,22 @@ MANAGED_FIELDS = ("run.name", "run.storage_path")
 
 
 @dataclass(frozen=True)
-class SearchSettings:
+class SearchSettings(Section):
     """The `tune:` section of a search file."""
 
+    SECTION: ClassVar[str] = "tune"
     name: str = ""  # experiment name (empty: tune-<timestamp>)
     storage_path: str = ""  # where the experiment goes (empty: the base config's run.storage_path)
-    num_samples: int = 4  # trials drawn from the space (each grid point counts num_samples times)
-    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs/GPUs hold at once
+    # trials drawn from the space (each grid point counts num_samples times)
+    num_samples: int = checked(4, at_least(1))
+    # 0: as many as the cluster's CPUs/GPUs hold at once
+    max_concurrent_trials: int = checked(0, at_least(0))
     scheduler: Literal["asha", "none"] = "asha"
     # ASHA, with time counted in images (cur_nimg) like training. 0: pretraining plus one
     # score interval, so no trial is judged before it has seen the adversarial phase.
-    grace_period_nimg: int = 0
-    reduction_factor: float = 2.0
+    grace_period_nimg: int = checked(0, at_least(0))
+    reduction_factor: float = checked(2.0, above(1))
     seed: int = 0  # seeds the random search (the trials' own seed is run.seed)
-
-    def __post_init__(self) -> None:
-        require(self.num_samples >= 1, "tune.num_samples", "must be >= 1", self.num_samples)
-        require(
-            self.max_concurrent_trials >= 0,
-            "tune.max_concurrent_trials",
-            "must be >= 0",
-            self.max_concurrent_trials,
-        )
-        require(
-            self.grace_period_nimg >= 0,
-            "tune.grace_period_nimg",
-            "must be >= 0",
-            self.grace_period_nimg,
-        )
-        require(
-            self.reduction_factor > 1,
-            "tune.reduction_factor",
-            "must be > 1",
-            self.reduction_factor,
-        )
 
 
 @dataclass(frozen=True)

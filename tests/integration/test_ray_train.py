@@ -91,7 +91,8 @@ def test_train_writes_outputs_and_resumes(ray_local, debug_overrides, tmp_path: 
 
 def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: Path) -> None:
     """Stopped at 144 images and resumed to 240 ends where one straight run to 240 ends: networks,
-    optimizer states, the global history buffer, RNG and the data position are all restored."""
+    optimizer states, the global history buffer and the data position are restored, and the
+    randomness follows from (seed, rank, cur_nimg) with no RNG state saved."""
     same = {
         "schedule.adversarial_nimg": 96,
         "run.checkpoint_every_nimg": 96,
