@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from simgan_dist.cli import _storage_options
+from simgan_dist.cli.commands import storage_options_from_args
 from simgan_dist.config import ConfigError, load_config
 
 SECRET = "S3cr3tValue"
@@ -31,7 +31,7 @@ def test_credentials_refused_at_any_depth_without_printing_them(options: str) ->
 def test_storage_option_flag_refuses_nested_credentials_without_printing_them() -> None:
     args = argparse.Namespace(storage_options=[f"client_kwargs={{secret: {SECRET}}}"])
     with pytest.raises(ConfigError) as err:
-        _storage_options(args)
+        storage_options_from_args(args)
     assert "client_kwargs.secret" in str(err.value) and SECRET not in str(err.value)
 
 
@@ -60,7 +60,7 @@ def test_unparsable_override_is_one_line_naming_the_field(override: str) -> None
 def test_bad_yaml_in_storage_option_flag() -> None:
     args = argparse.Namespace(storage_options=["endpoint_url=["])
     with pytest.raises(ConfigError, match="--storage-option endpoint_url: the value is not valid"):
-        _storage_options(args)
+        storage_options_from_args(args)
 
 
 def test_non_utf8_config_file_names_the_file(tmp_path) -> None:

@@ -1,0 +1,264 @@
+"""The `simgan` subcommands: each turns parsed arguments into one call of the packages below."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simgan_dist.config import ConfigError, load_config
+
+
+def storage_options_from_args(args: argparse.Namespace) -> dict:
+    from simgan_dist.config.credentials import check_storage_options
+
+    options = {}
+    for text in args.storage_options:
+        key, sep, raw = text.partition("=")
+        if not sep or not key:
+            raise ConfigError("--storage-option: expected KEY=VALUE")
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(
+                f"--storage-option {key}: the value is not valid YAML ({reason})"
+            ) from None
+    try:
+        check_storage_options(options)
+    except ValueError as err:
+        raise ConfigError(f"--storage-option: {err}") from None
+    return options
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 35x55")
+    return int(parts[0]), int(parts[1])
+
+
+def cmd_shards_build(args: argparse.Namespace) -> None:
+    from simgan_dist.data import build as shard_build
+    from simgan_dist.io.urls import join
+
+    out, options = args.out, storage_options_from_args(args)
+    if args.samples_per_shard < 1:
+        raise ConfigError(f"--samples-per-shard: must be >= 1, got {args.samples_per_shard}")
+    if args.source == "digits":
+        synth = shard_build.build_synthetic_digits(
+            join(out, "digits-synth"), args.num_samples, args.samples_per_shard, args.seed, options
+        )
+        real_train, real_eval = shard_build.build_real_digits(
+            join(out, "digits-real-train"), join(out, "digits-real-eval"),
+            args.samples_per_shard, storage_options=options,
+        )  # fmt: skip
+        # The same real training digits with labels: only the oracle row of `simgan eval` reads them.
+        real_labeled = shard_build.build_real_train_labeled(
+            join(out, "digits-real-train-labeled"), args.samples_per_shard, storage_options=options
+        )
+        for manifest in (synth, real_train, real_eval, real_labeled):
+            print(
+                f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards"
+            )
+    elif args.source == "eyes":
+        manifest = shard_build.build_synthetic_eyes(
+            join(out, "eyes-synth"), args.num_samples, args.samples_per_shard, args.seed, options
+        )
+        print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
+    else:
+        if not args.folder:
+            raise ConfigError("--folder: required with source 'folder'")
+        size = _parse_size(args.size) if args.size else None
+        manifest = shard_build.build_from_folder(
+            args.folder, out, args.samples_per_shard, not args.rgb, size, options
+        )
+        print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
+
+
+def cmd_shards_verify(args: argparse.Namespace) -> None:
+    from simgan_dist.data.check import verify_shards
+
+    problems = verify_shards(args.location, storage_options_from_args(args))
+    for problem in problems:
+        print(problem)
+    print(f"{args.location}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    if problems:
+        sys.exit(1)
+
+
+def cmd_shards_stats(args: argparse.Namespace) -> None:
+    from simgan_dist.data.check import shard_stats
+
+    print(json.dumps(shard_stats(args.location, storage_options_from_args(args)), indent=1))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from simgan_dist.train.ray_train import TrainingError, run_training
+    from simgan_dist.train.runs import resume_run, start_run
+
+    if args.resume:
+        cfg, run_dir = resume_run(args.resume, args.overrides)
+    else:
+        if not (args.config or args.preset):
+            raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
+        cfg, run_dir = start_run(load_config(args.config, args.preset, args.overrides))
+    print(f"[simgan] run directory: {run_dir}", flush=True)
+    try:
+        result = run_training(cfg, run_dir)
+    except TrainingError as err:
+        raise SystemExit(f"simgan train: training failed: {err}") from None
+    assert result.checkpoint is not None  # a run without error ends with one
+    print(f"[simgan] final checkpoint: {result.checkpoint.path}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from simgan_dist.tune.search import resume_search, run_and_report, start_search
+    from simgan_dist.tune.space import load_search
+
+    if args.resume:
+        exp = resume_search(args.resume)
+    else:
+        if not (args.search and (args.config or args.preset)):
+            raise ConfigError(
+                "tune: give --search FILE and --config FILE or --preset NAME "
+                "(or --resume EXPERIMENT_DIR)"
+            )
+        cfg = load_config(args.config, args.preset, args.overrides)
+        exp = start_search(cfg, load_search(args.search, cfg))
+    print(f"[simgan] search: {exp.location}", flush=True)
+    summary = run_and_report(exp, resume=bool(args.resume))
+    print(Path(summary["table"]).read_text())
+    print(json.dumps(summary, indent=1))
+
+
+def refine_settings_from_args(args: argparse.Namespace, **fields: Any):
+    from simgan_dist.refine.shard import RefineSettings
+
+    try:
+        return RefineSettings(
+            batch_size=args.batch_size, num_workers=args.num_workers,
+            threads_per_worker=args.threads_per_worker, use_gpu=args.gpu,
+            precision=args.precision, **fields,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def cmd_refine(args: argparse.Namespace) -> None:
+    from simgan_dist.data.reader import BadSampleError
+    from simgan_dist.refine.lease import OutputBusyError
+    from simgan_dist.refine.ray_pool import RefineError, refine_shards
+
+    settings = refine_settings_from_args(
+        args, on_bad_sample=args.on_bad_sample, num_variants=args.variants
+    )
+    options = storage_options_from_args(args)
+    try:
+        summary = refine_shards(args.checkpoint, args.input, args.output, settings,
+                                storage_options=options, progress=not args.no_progress)  # fmt: skip
+    except (RefineError, OutputBusyError, BadSampleError, OSError, ValueError) as err:
+        print(f"simgan refine: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(summary, indent=1))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.eval.report import headline
+
+    report = evaluate_digits(
+        args.synthetic,
+        args.refined,
+        args.real_eval,
+        args.out,
+        real_train_labeled=args.real_train_labeled,
+        seed=args.seed,
+        epochs=args.epochs,
+        num_seeds=args.num_seeds,
+        progress=lambda line: print(f"[eval] {line}", file=sys.stderr, flush=True),
+    )
+    print(headline(report))
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+def cmd_screen(args: argparse.Namespace) -> None:
+    import torch
+
+    from simgan_dist.eval.report import headline
+    from simgan_dist.tune.screen import screen
+
+    if not (args.config or args.preset):
+        raise ConfigError("screen: give --config FILE or --preset NAME")
+    cfg = load_config(args.config, args.preset, args.overrides)
+    torch.set_num_threads(args.threads)
+    report = screen(
+        cfg,
+        args.validation,
+        args.out,
+        num_seeds=args.num_seeds,
+        epochs=args.epochs,
+        progress=lambda line: print(f"[screen] {line}", file=sys.stderr, flush=True),
+        num_variants=args.variants,
+    )
+    print(headline(report))
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from simgan_dist.demo import run_demo
+
+    run_demo(
+        Path(args.out), shards_root=Path(args.shards), seed=args.seed, overrides=args.overrides
+    )
+
+
+def _print_figures(table: str, result: dict, out: str | None) -> None:
+    """A bench's table on stdout and, with --out, its figures as JSON."""
+    print(table, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"[bench] figures written to {out}")
+
+
+def cmd_bench_data(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.data import bench_data, format_table
+
+    result = bench_data(
+        num_samples=args.num_samples,
+        num_batches=args.num_batches,
+        num_loader_workers=args.num_loader_workers,
+        preset=args.preset,
+        endpoint_url=args.endpoint_url,
+    )
+    _print_figures(format_table(result), result, args.out)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.table import format_table
+    from simgan_dist.bench.train import bench_train
+
+    result = bench_train(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        nimg=args.nimg,
+        device=args.device,
+        shards=args.shards,
+        work_dir=args.work_dir,
+        overrides=args.overrides,
+        rounds=args.rounds,
+    )
+    _print_figures(format_table(result), result, args.out)
+
+
+def cmd_bench_refine(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.refine import bench_refine, format_refine_table
+
+    result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
+                          refine_settings_from_args(args), args.shards, args.work_dir)  # fmt: skip
+    _print_figures(format_refine_table(result), result, args.out)

@@ -1,0 +1,195 @@
+"""The `simgan` argument parser: every command, option, default and help text in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+from simgan_dist.cli.commands import (
+    cmd_bench,
+    cmd_bench_data,
+    cmd_bench_refine,
+    cmd_demo,
+    cmd_eval,
+    cmd_refine,
+    cmd_screen,
+    cmd_shards_build,
+    cmd_shards_stats,
+    cmd_shards_verify,
+    cmd_train,
+    cmd_tune,
+)
+
+DESCRIPTION = (
+    "SimGAN refiners at scale: shards, train, tune, screen, refine, eval, demo, bench. "
+    "Parses arguments and calls the packages."
+)
+
+
+def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE", help=help_text)  # fmt: skip
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (may name a `preset:` to start from)")
+    parser.add_argument("--preset", help="start from a bundled preset: gaze, hand, digits, debug")
+    _add_set_arg(parser, "override one field (repeatable)")
+
+
+def _add_storage_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="fsspec option for s3:// or gs:// locations, e.g. "
+                             "endpoint_url=http://127.0.0.1:9000 (repeatable; no credentials)")  # fmt: skip
+
+
+def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="refiner actors (default: one per GPU, or per threads-per-worker CPUs)")  # fmt: skip
+    parser.add_argument("--threads-per-worker", type=int, default=2, help="torch threads per actor")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per actor")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast on GPU, fp32 on CPU")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simgan", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    shards = sub.add_parser("shards", help="build and check WebDataset shards")
+    shards_sub = shards.add_subparsers(dest="shards_command", required=True)
+    build = shards_sub.add_parser("build", help="write shards from a simulator or a folder")
+    build.add_argument("source", choices=["digits", "eyes", "folder"])
+    build.add_argument("--out", default="shards", help="output root (digits, eyes) or directory")
+    build.add_argument("--num-samples", type=int, default=20_000, help="synthetic samples")
+    build.add_argument("--samples-per-shard", type=int, default=2_000)
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
+    build.add_argument("--size", help="resize to HxW (source 'folder')")
+    build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
+    _add_storage_arg(build)
+    build.set_defaults(func=cmd_shards_build)
+    verify = shards_sub.add_parser("verify", help="decode every sample, check the manifest")
+    verify.add_argument("location")
+    _add_storage_arg(verify)
+    verify.set_defaults(func=cmd_shards_verify)
+    stats = shards_sub.add_parser("stats", help="counts, sizes and pixel statistics")
+    stats.add_argument("location")
+    _add_storage_arg(stats)
+    stats.set_defaults(func=cmd_shards_stats)
+
+    train = sub.add_parser("train", help="train a refiner on Ray Train + DeepSpeed")
+    _add_config_args(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    tune = sub.add_parser("tune", help="hyperparameter search: one Ray Train run per trial")
+    _add_config_args(tune)
+    tune.add_argument("--search", help="search YAML (space: and tune:) or a bundled name: digits")
+    tune.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
+    tune.set_defaults(func=cmd_tune)
+
+    refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")
+    refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory (or URI)")
+    refine.add_argument("--input", required=True, help="synthetic shards (dir, manifest, pattern)")
+    refine.add_argument("--output", required=True, help="output directory or bucket prefix")
+    _add_refine_settings_args(refine)
+    refine.add_argument("--variants", type=int, default=1,
+                        help="refined copies per sample, from R's noise input (keys <key>_v<i>)")  # fmt: skip
+    refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip")
+    refine.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_arg(refine)
+    refine.set_defaults(func=cmd_refine)
+
+    evaluate = sub.add_parser("eval", help="downstream digit classifier: synthetic vs refined")
+    evaluate.add_argument("--synthetic", required=True)
+    evaluate.add_argument("--refined", required=True)
+    evaluate.add_argument("--real-eval", required=True, help="labeled real shards (never trained)")
+    evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.add_argument(
+        "--real-train-labeled",
+        default=None,
+        help="labeled real *training* shards: trains the real-data oracle row only",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="first classifier seed")
+    evaluate.add_argument(
+        "--num-seeds", type=int, default=5, help="classifier seeds per arm (>= 2, paired)"
+    )
+    evaluate.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="passes over the synthetic set; every arm gets its steps",
+    )
+    evaluate.set_defaults(func=cmd_eval)
+
+    screen = sub.add_parser(
+        "screen",
+        help="choose settings: train in one process, refine in memory, score on a validation split",
+    )
+    _add_config_args(screen)
+    screen.add_argument(
+        "--validation",
+        default="shards/digits-real-train-labeled",
+        help="labeled real shards to score on; never the eval set (default: the labels of the "
+        "real training digits, the documented validation split)",
+    )
+    screen.add_argument("--out", required=True, help="report and refined-shard directory")
+    screen.add_argument("--num-seeds", type=int, default=3, help="classifier seeds per arm (>= 2)")
+    screen.add_argument("--epochs", type=int, default=4, help="passes over the synthetic set")
+    screen.add_argument("--threads", type=int, default=2, help="torch threads for this process")
+    screen.add_argument("--variants", type=int, default=1,
+                        help="refined copies per synthetic image, from R's noise input")  # fmt: skip
+    screen.set_defaults(func=cmd_screen)
+
+    demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--shards", default="shards")
+    demo.add_argument("--seed", type=int, default=0)
+    _add_set_arg(demo, "override the digits preset")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    bench_train = bench_sub.add_parser(
+        "train", help="images/s: bare PyTorch loop vs our loop on 1 and 2 Ray workers"
+    )
+    bench_train.add_argument("--preset", default="digits")
+    bench_train.add_argument("--batch-size", type=int, help="global batch (default: the preset's)")
+    bench_train.add_argument(
+        "--nimg", type=int, default=9600, help="adversarial images timed per configuration"
+    )
+    bench_train.add_argument(
+        "--rounds", type=int, default=2, help="alternating Ray runs per configuration"
+    )
+    bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench_train.add_argument("--shards", help="shard root holding the preset's corpora")
+    bench_train.add_argument("--work-dir", help="keep the bench runs here (default: temporary)")
+    bench_train.add_argument("--out", help="write the figures as JSON here")
+    _add_set_arg(bench_train, "override the preset (repeatable)")
+    bench_train.set_defaults(func=cmd_bench)
+    bench_refine = bench_sub.add_parser(
+        "refine", help="images/s: bare refiner forward vs shards in, shards out on Ray"
+    )
+    bench_refine.add_argument("--preset", default="gaze")
+    bench_refine.add_argument("--num-images", type=int, default=4096)
+    bench_refine.add_argument("--samples-per-shard", type=int, default=512)
+    bench_refine.add_argument("--shards", help="refine these shards instead of simulated ones")
+    bench_refine.add_argument("--work-dir", help="keep the bench files here (default: temporary)")
+    bench_refine.add_argument("--out", help="write the figures as JSON here")
+    _add_refine_settings_args(bench_refine)
+    bench_refine.set_defaults(func=cmd_bench_refine)
+    bench_data = bench_sub.add_parser(
+        "data", help="decoded images/s: local S3 server vs local disk vs training's appetite"
+    )
+    bench_data.add_argument(
+        "--preset", default="digits", help="model and batch of the train figure"
+    )
+    bench_data.add_argument("--num-samples", type=int, default=8000, help="digits in the corpus")
+    bench_data.add_argument("--num-batches", type=int, default=200, help="batches timed per source")
+    bench_data.add_argument("--num-loader-workers", type=int, default=1)
+    bench_data.add_argument("--endpoint-url", help="an S3-compatible store instead of local moto")
+    bench_data.add_argument("--out", help="write the figures as JSON here")
+    bench_data.set_defaults(func=cmd_bench_data)
+    return parser
