@@ -15,6 +15,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        # Work already done is kept: training resumes with --resume, refine skips done shards.
+        print("simgan: interrupted", file=sys.stderr)
+        sys.exit(130)
     except ConfigError as err:
         print(f"simgan: config error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from simgan_dist.config import ConfigError, load_config
+from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config
 
 
 def storage_options_from_args(args: argparse.Namespace) -> dict:
@@ -97,16 +97,27 @@ def cmd_shards_stats(args: argparse.Namespace) -> None:
     print(json.dumps(shard_stats(args.location, storage_options_from_args(args)), indent=1))
 
 
+def _train_config(args: argparse.Namespace) -> Config:
+    if not (args.config or args.preset):
+        raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
+    return load_config(args.config, args.preset, args.overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from simgan_dist.train.ray_train import TrainingError, run_training
-    from simgan_dist.train.runs import resume_run, start_run
+    from simgan_dist.train.runs import absolutize, resume_run, run_config, start_run
 
+    if args.print_config:
+        if args.resume:
+            cfg = run_config(args.resume, args.overrides)
+        else:
+            cfg = absolutize(_train_config(args))
+        print(config_to_yaml(cfg), end="")
+        return
     if args.resume:
         cfg, run_dir = resume_run(args.resume, args.overrides)
     else:
-        if not (args.config or args.preset):
-            raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
-        cfg, run_dir = start_run(load_config(args.config, args.preset, args.overrides))
+        cfg, run_dir = start_run(_train_config(args))
     print(f"[simgan] run directory: {run_dir}", flush=True)
     try:
         result = run_training(cfg, run_dir)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from simgan_dist import __version__
 from simgan_dist.cli.commands import (
     cmd_bench,
     cmd_bench_data,
@@ -19,10 +21,33 @@ from simgan_dist.cli.commands import (
     cmd_tune,
 )
 
+EXIT_CODES = (
+    "exit status: 0 done; 1 a run-time failure (data, store, checkpoint, training or refine "
+    "stopped: one line names the cause); 2 a config or usage error (names the field and the "
+    "file); 130 interrupted (Ctrl-C)."
+)
 DESCRIPTION = (
     "SimGAN refiners at scale: shards, train, tune, screen, refine, eval, demo, bench. "
     "Parses arguments and calls the packages."
 )
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default where it has a real one (not None, off or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text
+        return f"{text} (default: %(default)s)" if shown and action.option_strings else text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: defaults shown in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -44,7 +69,7 @@ def _add_storage_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="images per refiner forward")
     parser.add_argument("--num-workers", type=int, default=0,
                         help="refiner actors (default: one per GPU, or per threads-per-worker CPUs)")  # fmt: skip
     parser.add_argument("--threads-per-worker", type=int, default=2, help="torch threads per actor")
@@ -54,34 +79,39 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simgan", description=DESCRIPTION)
+    parser = _Parser(prog="simgan", description=DESCRIPTION, epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"simgan-dist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     shards = sub.add_parser("shards", help="build and check WebDataset shards")
     shards_sub = shards.add_subparsers(dest="shards_command", required=True)
     build = shards_sub.add_parser("build", help="write shards from a simulator or a folder")
-    build.add_argument("source", choices=["digits", "eyes", "folder"])
+    build.add_argument("source", choices=["digits", "eyes", "folder"],
+                       help="digits or eyes: the bundled simulators (and, for digits, the bundled "
+                            "real digits); folder: your own images")  # fmt: skip
     build.add_argument("--out", default="shards", help="output root (digits, eyes) or directory")
     build.add_argument("--num-samples", type=int, default=20_000, help="synthetic samples")
-    build.add_argument("--samples-per-shard", type=int, default=2_000)
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--samples-per-shard", type=int, default=2_000, help="samples per tar")
+    build.add_argument("--seed", type=int, default=0, help="simulator seed (same seed, same bytes)")
     build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
     build.add_argument("--size", help="resize to HxW (source 'folder')")
     build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
     _add_storage_arg(build)
     build.set_defaults(func=cmd_shards_build)
     verify = shards_sub.add_parser("verify", help="decode every sample, check the manifest")
-    verify.add_argument("location")
+    verify.add_argument("location", help="shard directory, manifest, URL pattern or URI")
     _add_storage_arg(verify)
     verify.set_defaults(func=cmd_shards_verify)
     stats = shards_sub.add_parser("stats", help="counts, sizes and pixel statistics")
-    stats.add_argument("location")
+    stats.add_argument("location", help="shard directory, manifest, URL pattern or URI")
     _add_storage_arg(stats)
     stats.set_defaults(func=cmd_shards_stats)
 
     train = sub.add_parser("train", help="train a refiner on Ray Train + DeepSpeed")
     _add_config_args(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config as YAML and exit (writes and starts nothing)")  # fmt: skip
     train.set_defaults(func=cmd_train)
 
     tune = sub.add_parser("tune", help="hyperparameter search: one Ray Train run per trial")
@@ -97,14 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_refine_settings_args(refine)
     refine.add_argument("--variants", type=int, default=1,
                         help="refined copies per sample, from R's noise input (keys <key>_v<i>)")  # fmt: skip
-    refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip")
+    refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip",
+                        help="skip: count and report it; stop: stop the job naming URL and key")  # fmt: skip
     refine.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_storage_arg(refine)
     refine.set_defaults(func=cmd_refine)
 
     evaluate = sub.add_parser("eval", help="downstream digit classifier: synthetic vs refined")
-    evaluate.add_argument("--synthetic", required=True)
-    evaluate.add_argument("--refined", required=True)
+    evaluate.add_argument("--synthetic", required=True, help="the synthetic shards (with labels)")
+    evaluate.add_argument("--refined", required=True,
+                          help="the same samples refined (same keys, labels kept)")  # fmt: skip
     evaluate.add_argument("--real-eval", required=True, help="labeled real shards (never trained)")
     evaluate.add_argument("--out", required=True, help="report directory")
     evaluate.add_argument(
@@ -144,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     screen.set_defaults(func=cmd_screen)
 
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--shards", default="shards")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="runs/demo", help="run, refined shards and report")
+    demo.add_argument("--shards", default="shards", help="shard root (built there if missing)")
+    demo.add_argument("--seed", type=int, default=0, help="run and first classifier seed")
     _add_set_arg(demo, "override the digits preset")
     demo.set_defaults(func=cmd_demo)
 
@@ -155,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train = bench_sub.add_parser(
         "train", help="images/s: bare PyTorch loop vs our loop on 1 and 2 Ray workers"
     )
-    bench_train.add_argument("--preset", default="digits")
+    bench_train.add_argument("--preset", default="digits", help="model, batch and corpora")
     bench_train.add_argument("--batch-size", type=int, help="global batch (default: the preset's)")
     bench_train.add_argument(
         "--nimg", type=int, default=9600, help="adversarial images timed per configuration"
@@ -163,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument(
         "--rounds", type=int, default=2, help="alternating Ray runs per configuration"
     )
-    bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                             help="where the loops run")  # fmt: skip
     bench_train.add_argument("--shards", help="shard root holding the preset's corpora")
     bench_train.add_argument("--work-dir", help="keep the bench runs here (default: temporary)")
     bench_train.add_argument("--out", help="write the figures as JSON here")
@@ -172,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_refine = bench_sub.add_parser(
         "refine", help="images/s: bare refiner forward vs shards in, shards out on Ray"
     )
-    bench_refine.add_argument("--preset", default="gaze")
-    bench_refine.add_argument("--num-images", type=int, default=4096)
-    bench_refine.add_argument("--samples-per-shard", type=int, default=512)
+    bench_refine.add_argument("--preset", default="gaze", help="refiner shape and image size")
+    bench_refine.add_argument("--num-images", type=int, default=4096, help="images refined")
+    bench_refine.add_argument("--samples-per-shard", type=int, default=512,
+                              help="samples per simulated shard")  # fmt: skip
     bench_refine.add_argument("--shards", help="refine these shards instead of simulated ones")
     bench_refine.add_argument("--work-dir", help="keep the bench files here (default: temporary)")
     bench_refine.add_argument("--out", help="write the figures as JSON here")
@@ -188,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_data.add_argument("--num-samples", type=int, default=8000, help="digits in the corpus")
     bench_data.add_argument("--num-batches", type=int, default=200, help="batches timed per source")
-    bench_data.add_argument("--num-loader-workers", type=int, default=1)
+    bench_data.add_argument("--num-loader-workers", type=int, default=1,
+                            help="DataLoader processes per stream")  # fmt: skip
     bench_data.add_argument("--endpoint-url", help="an S3-compatible store instead of local moto")
     bench_data.add_argument("--out", help="write the figures as JSON here")
     bench_data.set_defaults(func=cmd_bench_data)

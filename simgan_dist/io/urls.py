@@ -43,6 +43,14 @@ def local_path(url: str) -> Path:
     return Path(fsspec.core.strip_protocol(str(url)) if "://" in str(url) else str(url))
 
 
+def absolute(location: str) -> str:
+    """A plain local path made absolute, anything else unchanged: Ray workers and actors do not
+    share the driver's working directory, so a relative path would name another place there."""
+    if not is_local(location) or "://" in str(location) or str(location).startswith("pipe:"):
+        return str(location)
+    return str(Path(location).resolve())
+
+
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for a location; storage options apply to remote ones."""
     if is_local(url):

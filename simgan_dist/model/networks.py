@@ -142,6 +142,16 @@ class Refiner(nn.Module):
             flow = F.avg_pool2d(flow, 5, stride=1, padding=2, count_include_pad=False)
         return z, flow
 
+    @torch.no_grad()
+    def refine(
+        self, images: Tensor, generator: torch.Generator | None = None, batch_size: int = 500
+    ) -> Tensor:
+        """R(images) for inference: float (N,C,H,W) in [-1, 1] in, the same out, in chunks of
+        batch_size, in eval mode; R's noise input (if any) drawn from generator."""
+        self.eval()
+        chunks = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        return torch.cat([self(c, noise=self.noise_like(c, generator)) for c in chunks])
+
     def forward(
         self,
         x: Tensor,

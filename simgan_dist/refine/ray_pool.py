@@ -87,8 +87,8 @@ def refine_shards(
     settings = settings or RefineSettings()
     options = dict(storage_options or {})
     check_storage_options(options)
-    output = str(output)
-    sources = resolve_shard_urls(input_location, allow_pipe, options)
+    output = urls.absolute(str(output))
+    sources = [urls.absolute(s) for s in resolve_shard_urls(input_location, allow_pipe, options)]
     names = [urls.basename(s) for s in sources]
     clash = next((s for s in sources if urls.nested(s.rsplit("/", 1)[0], output)), None)
     if clash is not None:

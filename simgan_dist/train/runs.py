@@ -92,9 +92,9 @@ def _check_data_exists(cfg: Config) -> None:
             raise ConfigError(f"data.{field_name}: {err}") from None
 
 
-def resume_run(location: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
-    """An existing run (local directory or URI), with the config it was started with; overrides
-    (e.g. a longer schedule.adversarial_nimg) are applied and saved with the run."""
+def run_config(location: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config an existing run (local directory or URI) was started with, overrides applied;
+    reads only (resume_run saves it)."""
     location = str(location) if storage.is_uri(str(location)) else str(Path(location).resolve())
     config_location = storage.join(location, RUN_CONFIG_FILE)
     if not storage.exists(config_location):
@@ -105,7 +105,13 @@ def resume_run(location: str | Path, overrides: list[str] | None = None) -> tupl
     cfg = load_config(data, overrides=overrides, source=config_location)
     # The run keeps its name and location even if the directory was moved.
     storage_path, name = storage.split(location)
-    cfg = cfg.replace(run={"name": name, "storage_path": storage_path})
+    return cfg.replace(run={"name": name, "storage_path": storage_path})
+
+
+def resume_run(location: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
+    """An existing run, with the config it was started with; overrides (e.g. a longer
+    schedule.adversarial_nimg) are applied and saved with the run."""
+    cfg = run_config(location, overrides)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     _save_run_config(cfg, out)

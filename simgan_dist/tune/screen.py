@@ -60,20 +60,13 @@ def _images(location: str, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
     return to_batch(images), metas
 
 
-@torch.no_grad()
-def _refine_all(refiner: Refiner, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    refiner.eval()
-    chunks = (x[i : i + REFINE_BATCH] for i in range(0, len(x), REFINE_BATCH))
-    return torch.cat([refiner(c, noise=refiner.noise_like(c, generator)) for c in chunks])
-
-
 def _refined_samples(
     refiner: Refiner, x_syn: torch.Tensor, metas: list[dict], num_variants: int
 ) -> Iterator[tuple[str, Any, dict]]:
     """(key, uint8 image, json) of every refined copy, as `simgan refine --variants` names them."""
     for variant in range(num_variants):
         generator = torch.Generator().manual_seed(noise_seed("screen", variant))
-        refined = to_uint8(_refine_all(refiner, x_syn, generator))
+        refined = to_uint8(refiner.refine(x_syn, generator, REFINE_BATCH))
         for meta, img in zip(metas, refined, strict=True):
             key = meta["__key__"]
             annotations = {k: v for k, v in meta.items() if not k.startswith("__")}

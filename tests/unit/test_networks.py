@@ -169,3 +169,15 @@ def test_same_seed_same_weights() -> None:
         other = build(GAZE)
         assert _same_weights(first, second)
         assert not _same_weights(first, other)
+
+
+def test_refine_is_the_eval_forward_in_chunks_without_grad() -> None:
+    from simgan_dist.config import ModelConfig
+    from simgan_dist.model.networks import build_refiner
+
+    torch.manual_seed(0)
+    refiner = build_refiner(ModelConfig(refiner_features=8, refiner_blocks=1)).train()
+    images = torch.rand(7, 1, 28, 28) * 2 - 1
+    refined = refiner.refine(images, batch_size=3)
+    assert not refiner.training and not refined.requires_grad
+    torch.testing.assert_close(refined, refiner(images).detach())

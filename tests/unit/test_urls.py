@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simgan_dist.io import urls
 from simgan_dist.io.urls import nested
 
 
@@ -22,3 +23,12 @@ def test_nested_remote_locations() -> None:
     assert not nested("s3://bucket/synth", "s3://bucket/synth-refined")
     assert not nested("s3://bucket/synth", "gs://bucket/synth")
     assert not nested("s3://bucket/synth", "/bucket/synth")
+
+
+def test_absolute_fixes_plain_paths_only(tmp_path, monkeypatch) -> None:
+    """Ray actors do not share the driver's working directory: relative paths are made absolute
+    in the driver; URLs (s3://, file://, pipe:) pass unchanged."""
+    monkeypatch.chdir(tmp_path)
+    assert urls.absolute("shards/a.tar") == str(tmp_path / "shards" / "a.tar")
+    for location in ("s3://bucket/a.tar", "file:///data/a.tar", "pipe:cat a.tar"):
+        assert urls.absolute(location) == location
