@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from simgan_dist.io import urls
+from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import (
     MANIFEST_NAME,
     Manifest,
     check_key,
-    decode_png,
     image_chw,
     iter_tar_stream,
     read_manifest,
@@ -45,15 +44,13 @@ def _check_sample(sample: dict[str, Any], manifest: Manifest, seen: set[str]) ->
     if sample["__key__"] in seen:
         raise ValueError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
     seen.add(sample["__key__"])
-    img = decode_png(sample["png"])
+    img = decode_image(sample)
     shape = image_chw(img)
     if shape != manifest.image_shape:
         raise ValueError(f"shape {shape}, manifest says {manifest.image_shape}")
-    if manifest.has_labels:
-        if "json" not in sample:
-            raise ValueError("no json annotation")
-    if "json" in sample and not isinstance(json.loads(sample["json"]), dict):
-        raise ValueError("json is not an object (a mapping of annotations)")
+    if manifest.has_labels and not has_annotation(sample):
+        raise ValueError("no json annotation (nor a cls label)")
+    decode_annotations(sample)  # a json that is not an object, a cls that is not a number
     return img
 
 
@@ -161,7 +158,7 @@ def shard_stats(location: str, storage_options: dict[str, Any] | None = None) ->
                 except Exception:  # counted here; `shards verify` says which and why
                     stats.num_bad += 1
                     continue
-                meta = json.loads(sample["json"]) if "json" in sample else None
+                meta = decode_annotations(sample) if has_annotation(sample) else None
                 stats.add(img, meta)
                 num_in_shard += 1
         stats.num_shards += 1

@@ -6,7 +6,6 @@ import functools
 import gzip
 import io
 import itertools
-import json
 import logging
 import random
 import tarfile
@@ -22,9 +21,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from simgan_dist.data.catalog import EpochPlan
 from simgan_dist.io import urls as urlmod
+from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import (
     check_key,
-    decode_png,
     image_chw,
     iter_tar_samples,
     iter_tar_stream,
@@ -84,16 +83,12 @@ def _decode(
     require_json: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     check_key(raw["__key__"])  # refine writes it back as a member name: never '..' or '/...'
-    if "png" not in raw:
-        raise ValueError(f"no png in sample (has {sorted(k for k in raw if k[0] != '_')})")
-    if require_json and "json" not in raw:
-        raise ValueError("no json annotation in sample")
-    img = decode_png(raw["png"])
+    if require_json and not has_annotation(raw):
+        raise ValueError("no json annotation in sample (nor a cls label)")
+    img = decode_image(raw)
     if image_shape is not None and image_chw(img) != tuple(image_shape):
         raise ValueError(f"image shape {image_chw(img)} is not {tuple(image_shape)}")
-    meta = json.loads(raw["json"]) if with_meta and "json" in raw else {}
-    if not isinstance(meta, dict):
-        raise ValueError(f"json is a {type(meta).__name__}, not an object")
+    meta = decode_annotations(raw) if with_meta else {}
     meta["__key__"], meta["__url__"] = raw["__key__"], raw["__url__"]
     return img, meta
 

@@ -283,3 +283,33 @@ def test_a_second_job_on_the_same_output_is_refused_and_the_first_completes(
         Bucket="simgan-test", Key=f"refined-busy/{refine_ledger.REPORT_NAME}")["Body"].read())  # fmt: skip
     assert "error" not in report and report["num_images"] == NUM_SHARDS * PER_SHARD
     assert f"refined-busy/{LEASE_NAME}" not in _bucket_keys(s3_bucket, "refined-busy/")
+
+
+def test_a_plain_webdataset_jpg_cls_corpus_refines_to_png_json(
+    ray_local, checkpoint, tmp_path
+) -> None:
+    """Shards as users have them (webdataset.TarWriter, jpg + cls, no manifest): every key
+    refined once, as PNG with a json that keeps the label."""
+    import io
+
+    from PIL import Image
+
+    corpus = tmp_path / "user-corpus"
+    corpus.mkdir()
+    for shard in range(2):
+        with webdataset.TarWriter(str(corpus / f"part-{shard}.tar")) as sink:
+            for key, img, meta in _samples(10, seed=shard):
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="JPEG")
+                sink.write({"__key__": f"{shard}-{key}", "jpg": buf.getvalue(),
+                            "cls": str(meta["label"]).encode()})  # fmt: skip
+    out = tmp_path / "refined"
+    summary = refine_shards(checkpoint, str(corpus), out, ONE_WORKER, progress=False)
+    assert summary["num_images"] == 20 and summary["num_skipped_samples"] == 0
+    refined = list(read_samples(resolve_shard_urls(str(out)), "stop"))
+    assert sorted(k for k, _, _, _ in refined) == sorted(
+        f"{s}-s{i:05d}" for s in range(2) for i in range(10)
+    )
+    assert all(meta["label"] == int(key[-1]) % 10 for key, _, meta, _ in refined)
+    with webdataset.WebDataset(str(out / "part-0.tar"), shardshuffle=False) as first:
+        assert {"png", "json"} <= set(next(iter(first)))

@@ -1,0 +1,70 @@
+"""A shard sample's fields as users' WebDataset corpora have them: png/jpg/jpeg/webp, json/cls."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from simgan_dist.io.shardio import decode_png
+
+# In this order of preference when a sample has several (WebDataset's own extension names).
+IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
+ANNOTATION_FIELDS = ("json", "cls")
+_PILLOW_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+def image_field(raw: dict[str, Any]) -> str:
+    """The field holding the sample's image; a ValueError naming what the sample has if none."""
+    for name in IMAGE_FIELDS:
+        if name in raw:
+            return name
+    has = sorted(k for k in raw if not k.startswith("_"))
+    raise ValueError(f"no image in sample (one of {', '.join(IMAGE_FIELDS)}; has {has})")
+
+
+def decode_image(raw: dict[str, Any]) -> np.ndarray:
+    """The sample's image as uint8 (H,W) / (H,W,C) (uint16 (H,W) for 16-bit PNG depth maps).
+    PNG goes through the fast checked decoder; JPEG and WebP through Pillow, whose format must
+    match the extension (a PNG named .jpg is refused, not guessed)."""
+    name = image_field(raw)
+    data = raw[name]
+    if name == "png":
+        return decode_png(data)
+    try:
+        im = Image.open(io.BytesIO(data))
+        with im:
+            if im.format != _PILLOW_FORMATS[name]:
+                raise ValueError(f"not a {_PILLOW_FORMATS[name]} image (format {im.format})")
+            if im.mode not in ("L", "RGB", "RGBA"):  # CMYK, palette, LA...
+                return np.array(im.convert("RGBA" if "A" in im.mode else "RGB"))
+            return np.array(im)
+    except OSError as err:  # not an image at all, or cut short
+        raise ValueError(f"undecodable {name}: {err}") from None
+
+
+def has_annotation(raw: dict[str, Any]) -> bool:
+    return any(name in raw for name in ANNOTATION_FIELDS)
+
+
+def decode_annotations(raw: dict[str, Any]) -> dict[str, Any]:
+    """The sample's annotations: its json object, and a `cls` field (WebDataset's integer class
+    label as text) as "label". {} when it has neither. A cls that contradicts the json's label
+    is an error, not a choice between them."""
+    meta: dict[str, Any] = {}
+    if "json" in raw:
+        meta = json.loads(raw["json"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"json is a {type(meta).__name__}, not an object")
+    if "cls" in raw:
+        text = raw["cls"].decode("utf-8").strip() if isinstance(raw["cls"], bytes) else raw["cls"]
+        try:
+            label = int(text)
+        except ValueError:
+            raise ValueError(f"cls is not an integer class label: {text!r}") from None
+        if meta.setdefault("label", label) != label:
+            raise ValueError(f"cls says {label}, json's label says {meta['label']!r}")
+    return meta
