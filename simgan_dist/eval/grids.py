@@ -31,8 +31,10 @@ def grid_array(rows: list[torch.Tensor], scale: int = 2) -> np.ndarray:
     return canvas[..., 0] if channels == 1 else canvas
 
 
-def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 2) -> Path:
+def save_grid(rows: list[torch.Tensor] | np.ndarray, path: str | Path, scale: int = 2) -> Path:
+    """Rows as grid_array makes them (or an array it made) written as a PNG file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_array(rows, scale)).save(path)
+    array = rows if isinstance(rows, np.ndarray) else grid_array(rows, scale)
+    Image.fromarray(array).save(path)
     return path

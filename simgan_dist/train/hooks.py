@@ -9,11 +9,11 @@ from typing import Protocol, cast
 
 import torch
 
-from simgan_dist.config import Config
+from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.data.catalog import ShardSource, save_catalogs
 from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import IteratorBatches, grid_images
-from simgan_dist.eval.grids import save_grid
+from simgan_dist.eval.grids import grid_array, save_grid
 from simgan_dist.eval.scores import Scorer
 from simgan_dist.model.history import History
 from simgan_dist.train import dist
@@ -70,6 +70,7 @@ class TrainingHooks:
         self.last_metrics: dict[str, float] = {}
         if start_nimg > 0:
             self.log.event("resumed", start_nimg)
+        self.log.config(cfg.to_dict(), config_to_yaml(cfg))
         self.grid_synthetic = self.grid_real = None
         if rank == 0:
             self.grid_synthetic = grid_images(cfg.data.synthetic, cfg).to(batches.device)
@@ -79,6 +80,7 @@ class TrainingHooks:
         if rank == 0 and cfg.score.every_nimg:
             self.scorer = Scorer.from_config(cfg, batches.device)
         self.scored_nimg = -1
+        self.grid_nimg = -1
 
     def __call__(self, state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
         run = self.cfg.run
@@ -121,13 +123,15 @@ class TrainingHooks:
         self.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
 
     def save_grid(self, state: LoopState) -> None:
-        if self.rank != 0:
+        if self.rank != 0 or self.grid_nimg == state.cur_nimg:  # the end may fall on an interval
             return
+        self.grid_nimg = state.cur_nimg
         assert self.grid_synthetic is not None and self.grid_real is not None  # read on rank 0
         with torch.no_grad():
             refined = self.refiner.frozen_forward(self.grid_synthetic).float()
-        rows = [self.grid_synthetic, refined, self.grid_real]
-        save_grid(rows, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png", scale=3)
+        grid = grid_array([self.grid_synthetic, refined, self.grid_real], scale=3)
+        save_grid(grid, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png")
+        self.log.image("grid synthetic | refined | real", grid, state.cur_nimg)
 
     def _where(self, state: LoopState) -> str:
         return f"in {phases_for(self.cfg.schedule)[state.phase_index].name} by cur_nimg {state.cur_nimg}"

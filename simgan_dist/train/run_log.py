@@ -1,4 +1,4 @@
-"""Run outputs on rank 0: metrics as JSONL and TensorBoard scalars, and a console line per interval."""
+"""Run outputs on rank 0: metrics as JSONL, TensorBoard scalars, grids and hparams, console lines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,24 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A nested config dict as TensorBoard hparams: dotted names, scalars kept, the rest as text."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:  # tuples, lists, empty mappings
+            flat[name] = json.dumps(value)
+    return flat
 
 
 class RunLog:
@@ -49,6 +65,19 @@ class RunLog:
         )
         sys.stdout.flush()
         return row
+
+    def config(self, config: dict[str, Any], text: str) -> None:
+        """The resolved config: TensorBoard hparams (dotted names) and its YAML as text."""
+        if self.enabled:
+            # run_name=".": the same event directory as the scalars, not a timestamped subfolder.
+            self.tb.add_hparams(flat_hparams(config), {}, run_name=".")
+            self.tb.add_text("config", "```yaml\n" + text + "```")
+
+    def image(self, tag: str, array: np.ndarray, cur_nimg: int) -> None:
+        """A uint8 (H,W) or (H,W,C) image, such as a grid, at this image count."""
+        if self.enabled:
+            formats = "HW" if array.ndim == 2 else "HWC"
+            self.tb.add_image(tag, array, global_step=cur_nimg, dataformats=formats)
 
     def event(self, name: str, cur_nimg: int) -> None:
         """A one-off row such as {"event": "resumed", "cur_nimg": ...}."""

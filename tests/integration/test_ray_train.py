@@ -74,6 +74,13 @@ def test_train_writes_outputs_and_resumes(ray_local, debug_overrides, tmp_path: 
     assert {"loss_r", "loss_d", "d_acc_real", "d_acc_refined", "images_per_s"} <= set(rows[-1])
     assert list((run_dir / "grids").glob("grid-*.png"))
     assert list((run_dir / "tensorboard").glob("events.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    board.Reload()
+    grids = board.Images("grid synthetic | refined | real")
+    assert [g.step for g in grids] == [72, 144]  # past each 64-image interval, and the end once
+    assert "_hparams_/session_start_info" in board.summary_metadata
 
     # A second start under the same name is refused; --resume continues it for more images.
     with pytest.raises(SystemExit):
