@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from simgan_dist.cli.console import configure_console
 from simgan_dist.cli.parser import build_parser
 from simgan_dist.config import ConfigError
 
@@ -13,6 +14,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    configure_console(args.log_level, args.quiet, args.verbose)
     try:
         args.func(args)
     except KeyboardInterrupt:

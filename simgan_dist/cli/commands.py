@@ -171,7 +171,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
     options = storage_options_from_args(args)
     try:
         summary = refine_shards(args.checkpoint, args.input, args.output, settings,
-                                storage_options=options, progress=not args.no_progress)  # fmt: skip
+                                storage_options=options, progress=not (args.no_progress or args.quiet))  # fmt: skip
     except (RefineError, OutputBusyError, BadSampleError, OSError, ValueError) as err:
         print(f"simgan refine: {err}", file=sys.stderr)
         sys.exit(1)

@@ -20,6 +20,7 @@ from simgan_dist.cli.commands import (
     cmd_train,
     cmd_tune,
 )
+from simgan_dist.cli.console import LOG_LEVELS
 
 EXIT_CODES = (
     "exit status: 0 done; 1 a run-time failure (data, store, checkpoint, training or refine "
@@ -81,6 +82,12 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="simgan", description=DESCRIPTION, epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"simgan-dist {__version__}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
+                        help="our own log lines at this level and above")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true",
+                        help="only warnings and errors of our own, no refine progress bar")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true",
+                        help="also Ray's and DeepSpeed's own INFO and WARNING lines")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     shards = sub.add_parser("shards", help="build and check WebDataset shards")

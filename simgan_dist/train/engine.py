@@ -98,6 +98,27 @@ class TorchUpdater:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def _import_deepspeed_quietly() -> None:
+    """Import DeepSpeed with its logger at ERROR unless `simgan --verbose`: its import warns
+    "Setting accelerator to CPU" in every CPU worker, and its INFO lines repeat per engine.
+    Its logger is created, with its own level and handler, during the import, so it is
+    disabled across the import and then set."""
+    import logging
+
+    from simgan_dist.config.verbosity import third_party_verbose
+
+    level = logging.INFO if third_party_verbose() else logging.ERROR
+    ds_logger = logging.getLogger("DeepSpeed")
+    ds_logger.disabled = level > logging.INFO
+    try:
+        import deepspeed  # noqa: F401
+    finally:
+        ds_logger.disabled = False
+    ds_logger.setLevel(level)
+    for handler in ds_logger.handlers:
+        handler.setLevel(level)
+
+
 def _skip_shm_comm_build() -> None:
     """DeepSpeed JIT-builds a shared-memory all-reduce op on CPU at first init (30-60 s cold, and a
     compile killed midway leaves a lock that hangs the next one). It only serves inference
@@ -141,6 +162,7 @@ class DeepSpeedUpdater:
         cfg: EngineConfig | None = None,
         lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
+        _import_deepspeed_quietly()
         import deepspeed  # imported here so the rest of the package never needs it
 
         _skip_shm_comm_build()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
 from ray._private import ray_constants
+
+from simgan_dist.config.verbosity import third_party_verbose
 
 # Ray's services start on the node's address, and for a local instance it resolves 127.0.0.1
 # to the machine's reachable address unless "clusters" are off (its Windows/macOS default).
@@ -19,9 +22,13 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     when set, else start a local instance whose ports all listen on 127.0.0.1."""
     if ray.is_initialized():
         return
+    # Ray's own INFO lines (the dashboard address, "Started a local Ray instance") and warnings
+    # only with `simgan --verbose`; its errors always.
+    logging_level = logging.INFO if third_party_verbose() else logging.ERROR
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(num_cpus=num_cpus)
+        ray.init(num_cpus=num_cpus, logging_level=logging_level)
         return
     os.environ[_CLUSTER_SWITCH] = "0"  # for processes that import ray afresh (workers, agents)
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already
-    ray.init(num_cpus=num_cpus)  # the dashboard's own default host is 127.0.0.1
+    # The dashboard's own default host is 127.0.0.1.
+    ray.init(num_cpus=num_cpus, logging_level=logging_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import ray.train.torch
 import torch
 
 from simgan_dist.config import Config, from_dict
+from simgan_dist.config.verbosity import third_party_verbose
 from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import KeyLog, image_shape, make_batches
 from simgan_dist.model.history import HistoryBuffer
@@ -43,6 +45,10 @@ def make_buffer(
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker; the process group (gloo or NCCL) is already set up."""
     tune_malloc()  # ~10% more images/s with 2 CPU workers (bench train, 2 cores)
+    if not third_party_verbose():
+        # Ray Train logs each report (the whole metrics dict) at INFO on a logger named by its
+        # file path, under the root logger that its worker config sets to INFO.
+        logging.getLogger().setLevel(logging.WARNING)
     cfg = from_dict(loop_config["config"], source="<train_loop_config>")
     run_dir = Path(loop_config["run_dir"])
     torch.set_num_threads(cfg.run.threads_per_worker)
@@ -177,6 +183,12 @@ def run_training(
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             callbacks=callbacks,
+            # Ray Train's own console lines (worker group starts, every checkpoint report with
+            # its whole metrics dict) only with `simgan --verbose`; our lines are not its logs.
+            # ray.train.RunConfig is Train V2's at run time; the type stubs name ray.air's.
+            logging_config=ray.LoggingConfig(  # type: ignore[call-arg]
+                log_level="INFO" if third_party_verbose() else "WARNING"
+            ),
         ),
     )
     try:
