@@ -8,7 +8,7 @@ The names below load on first use, so `import simgan_dist` is cheap and starts n
     load_refiner(location) -> (Refiner, Config, checkpoint directory)   a trained R, eval mode
     Refiner.refine(images, generator=None) -> images                    R on a float batch in [-1, 1]
     refine_corpus(checkpoint, input, output, **settings) -> summary     `simgan refine`, exactly once
-    evaluate(synthetic, refined, real_eval, out_dir, ...) -> report     `simgan eval`
+    evaluate_digits(synthetic, refined, real_eval, out_dir, ...) -> report  `simgan eval`
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simgan_dist.api import evaluate, refine_corpus, train_refiner
+    from simgan_dist.api import refine_corpus, train_refiner
     from simgan_dist.config import Config, ConfigError, load_config
+    from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.model.networks import Refiner
     from simgan_dist.train.checkpoint import load_refiner
 
@@ -37,7 +38,7 @@ _EXPORTS = {
     "load_refiner": "simgan_dist.train.checkpoint",
     "train_refiner": "simgan_dist.api",
     "refine_corpus": "simgan_dist.api",
-    "evaluate": "simgan_dist.api",
+    "evaluate_digits": "simgan_dist.eval.protocol",
 }
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "ConfigError",
     "Refiner",
     "__version__",
-    "evaluate",
+    "evaluate_digits",
     "load_config",
     "load_refiner",
     "refine_corpus",

@@ -1,4 +1,4 @@
-"""The Python API behind `import simgan_dist`: train, refine and evaluate as the CLI does."""
+"""The Python API behind `import simgan_dist`: train and refine as the CLI does."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from simgan_dist.config import Config, ConfigSource, load_config
-from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
 from simgan_dist.train.checkpoint import load_refiner
 from simgan_dist.train.ray_train import run_training
 from simgan_dist.train.runs import resume_run, run_location, start_run
 
-__all__ = ["evaluate", "load_refiner", "refine_corpus", "train_refiner"]
+__all__ = ["load_refiner", "refine_corpus", "train_refiner"]
 
 
 def train_refiner(
@@ -54,23 +53,4 @@ def refine_corpus(
     return refine_shards(
         checkpoint, input_location, output, RefineSettings(**settings),
         storage_options=storage_options, progress=progress,
-    )  # fmt: skip
-
-
-def evaluate(
-    synthetic: str,
-    refined: str,
-    real_eval: str,
-    out_dir: str | Path,
-    *,
-    real_train_labeled: str | None = None,
-    num_seeds: int = 5,
-    epochs: int = 4,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The S+U protocol on digits, as `simgan eval` does: synthetic, refined and (with
-    real_train_labeled) oracle arms; writes report.json and report.md, returns the report."""
-    return evaluate_digits(
-        synthetic, refined, real_eval, out_dir, real_train_labeled=real_train_labeled,
-        seed=seed, epochs=epochs, num_seeds=num_seeds,
     )  # fmt: skip

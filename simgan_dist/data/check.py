@@ -38,8 +38,11 @@ def _base(location: str) -> str:
     return location.rsplit("/", 1)[0] if urls.basename(location) == MANIFEST_NAME else location
 
 
-def _check_sample(sample: dict[str, Any], manifest: Manifest, seen: set[str]) -> np.ndarray:
-    """The checks the readers make (training and refine skip or stop on what fails here)."""
+def _check_sample(
+    sample: dict[str, Any], manifest: Manifest, seen: set[str]
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The checks the readers make (training and refine skip or stop on what fails here);
+    the decoded image and annotations (None when the sample has none)."""
     check_key(sample["__key__"])
     if sample["__key__"] in seen:
         raise ValueError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
@@ -50,8 +53,8 @@ def _check_sample(sample: dict[str, Any], manifest: Manifest, seen: set[str]) ->
         raise ValueError(f"shape {shape}, manifest says {manifest.image_shape}")
     if manifest.has_labels and not has_annotation(sample):
         raise ValueError("no json annotation (nor a cls label)")
-    decode_annotations(sample)  # a json that is not an object, a cls that is not a number
-    return img
+    # A json that is not an object or a cls that is not a number fails here.
+    return img, decode_annotations(sample) if has_annotation(sample) else None
 
 
 def verify_shards(location: str, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -154,11 +157,10 @@ def shard_stats(location: str, storage_options: dict[str, Any] | None = None) ->
         with urls.open_url(url, "rb", storage_options) as stream:
             for sample in iter_tar_stream(stream, url):
                 try:
-                    img = _check_sample(sample, manifest, seen)
+                    img, meta = _check_sample(sample, manifest, seen)
                 except Exception:  # counted here; `shards verify` says which and why
                     stats.num_bad += 1
                     continue
-                meta = decode_annotations(sample) if has_annotation(sample) else None
                 stats.add(img, meta)
                 num_in_shard += 1
         stats.num_shards += 1

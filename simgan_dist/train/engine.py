@@ -98,7 +98,7 @@ class TorchUpdater:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _import_deepspeed_quietly() -> None:
+def _import_deepspeed_quietly() -> Any:
     """Import DeepSpeed with its logger at ERROR unless `simgan --verbose`: its import warns
     "Setting accelerator to CPU" in every CPU worker, and its INFO lines repeat per engine.
     Its logger is created, with its own level and handler, during the import, so it is
@@ -111,12 +111,13 @@ def _import_deepspeed_quietly() -> None:
     ds_logger = logging.getLogger("DeepSpeed")
     ds_logger.disabled = level > logging.INFO
     try:
-        import deepspeed  # noqa: F401
+        import deepspeed
     finally:
         ds_logger.disabled = False
     ds_logger.setLevel(level)
     for handler in ds_logger.handlers:
         handler.setLevel(level)
+    return deepspeed
 
 
 def _skip_shm_comm_build() -> None:
@@ -162,8 +163,7 @@ class DeepSpeedUpdater:
         cfg: EngineConfig | None = None,
         lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
-        _import_deepspeed_quietly()
-        import deepspeed  # imported here so the rest of the package never needs it
+        deepspeed = _import_deepspeed_quietly()  # here, so the rest of the package never needs it
 
         _skip_shm_comm_build()
         cfg = cfg or EngineConfig()

@@ -6,22 +6,15 @@ import datetime
 from pathlib import Path
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
-from simgan_dist.io import storage
+from simgan_dist.io import storage, urls
 from simgan_dist.io.shardio import resolve_shard_urls
 
 RUN_CONFIG_FILE = "config.yaml"
 
 
-def _is_url(location: str) -> bool:
-    return "://" in location or location.startswith("pipe:")
-
-
-def absolutize(cfg: Config, base: Path | None = None) -> Config:
+def absolutize(cfg: Config) -> Config:
     """Ray workers do not share the driver's working directory: make local paths absolute."""
-    base = base or Path.cwd()
-
-    def fix(location: str) -> str:
-        return location if _is_url(location) else str((base / location).resolve())
+    fix = urls.absolute
 
     # Empty score locations mean "use data.*": they stay empty.
     score = {
