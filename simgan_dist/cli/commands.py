@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config
+from simgan_dist.io.progress import progress_line
 
 
 def storage_options_from_args(args: argparse.Namespace) -> dict:
@@ -191,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         epochs=args.epochs,
         num_seeds=args.num_seeds,
-        progress=lambda line: print(f"[eval] {line}", file=sys.stderr, flush=True),
+        progress=lambda line: progress_line(f"[eval] {line}"),
     )
     print(headline(report))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -213,7 +214,7 @@ def cmd_screen(args: argparse.Namespace) -> None:
         args.out,
         num_seeds=args.num_seeds,
         epochs=args.epochs,
-        progress=lambda line: print(f"[screen] {line}", file=sys.stderr, flush=True),
+        progress=lambda line: progress_line(f"[screen] {line}"),
         num_variants=args.variants,
     )
     print(headline(report))

@@ -7,6 +7,7 @@ import os
 import sys
 
 from simgan_dist.config.verbosity import VERBOSE_ENV
+from simgan_dist.io.progress import PROGRESS_ENV
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -21,5 +22,7 @@ def configure_console(log_level: str = "INFO", quiet: bool = False, verbose: boo
     package.handlers[:] = [handler]  # replaced, not added to, when main() runs again in-process
     package.setLevel(logging.WARNING if quiet else getattr(logging, log_level))
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    if quiet:  # no progress bars either (SIMGAN_PROGRESS=0 set by the user also holds)
+        os.environ[PROGRESS_ENV] = "0"
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")

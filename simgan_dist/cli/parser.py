@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
                         help="our own log lines at this level and above")  # fmt: skip
     parser.add_argument("--quiet", action="store_true",
-                        help="only warnings and errors of our own, no refine progress bar")  # fmt: skip
+                        help="only warnings and errors of our own, no progress bars")  # fmt: skip
     parser.add_argument("--verbose", action="store_true",
                         help="also Ray's and DeepSpeed's own INFO and WARNING lines")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)

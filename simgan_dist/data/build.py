@@ -18,6 +18,7 @@ from PIL import Image
 
 from simgan_dist.data.sim.real_digits import real_train_labels, split_real_digits
 from simgan_dist.io import urls
+from simgan_dist.io.progress import with_progress
 from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, check_key, write_shards
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _write_simulated(
         (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
     )
     name = urls.basename(str(out_dir))
+    samples = with_progress(samples, num_samples, f"build {name}")
     return write_shards(samples, out_dir, "synth", samples_per_shard, name, storage_options)
 
 
@@ -84,12 +86,14 @@ def build_real_digits(
     protocol; nothing may train on it.
     """
     train_images, eval_images, eval_labels = split_real_digits(seed)
+    name = urls.basename(str(train_dir))
+    samples = ((f"real-{i:07d}", img, None) for i, img in enumerate(train_images))
     train = write_shards(
-        ((f"real-{i:07d}", img, None) for i, img in enumerate(train_images)),
+        with_progress(samples, len(train_images), f"build {name}"),
         train_dir,
         "real",
         samples_per_shard,
-        urls.basename(str(train_dir)),
+        name,
         storage_options,
     )
     evaluation = _write_labeled(
@@ -107,17 +111,13 @@ def _write_labeled(
     storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """Real digits with json {"label": int}, keyed prefix-NNNNNNN in order."""
-    return write_shards(
-        (
-            (f"{prefix}-{i:07d}", img, {"label": int(label)})
-            for i, (img, label) in enumerate(zip(images, labels, strict=True))
-        ),
-        out_dir,
-        prefix,
-        samples_per_shard,
-        urls.basename(str(out_dir)),
-        storage_options,
+    name = urls.basename(str(out_dir))
+    samples = (
+        (f"{prefix}-{i:07d}", img, {"label": int(label)})
+        for i, (img, label) in enumerate(zip(images, labels, strict=True))
     )
+    samples = with_progress(samples, len(labels), f"build {name}")
+    return write_shards(samples, out_dir, prefix, samples_per_shard, name, storage_options)
 
 
 def _folder_key(rel: Path) -> str:
@@ -142,11 +142,8 @@ def _load_image(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np
 
 
 def _folder_samples(
-    folder: Path, grayscale: bool, size: tuple[int, int] | None
+    folder: Path, paths: list[Path], grayscale: bool, size: tuple[int, int] | None
 ) -> Iterator[tuple[str, np.ndarray, dict | None]]:
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images")
     for path in paths:
         sidecar = path.with_suffix(".json")
         try:
@@ -184,7 +181,12 @@ def build_from_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory")
-    samples = _folder_samples(folder, grayscale, size)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images")
+    samples = with_progress(
+        _folder_samples(folder, paths, grayscale, size), len(paths), f"build {folder.name}"
+    )
     return write_shards(samples, out_dir, "images", samples_per_shard, folder.name, storage_options)
 
 

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from simgan_dist.io import urls
+from simgan_dist.io.progress import progress_bar
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import (
     MANIFEST_NAME,
     Manifest,
+    ShardInfo,
     check_key,
     image_chw,
     iter_tar_stream,
@@ -64,32 +67,48 @@ def verify_shards(location: str, storage_options: dict[str, Any] | None = None) 
     base = _base(location)
     problems: list[str] = []
     seen: set[str] = set()  # keys over the whole corpus: ~100 bytes each
-    for info in manifest.shards:
-        url = urls.join(base, info.name)
-        try:
-            stream = urls.open_url(url, "rb", storage_options)
-        except FileNotFoundError:
-            problems.append(f"{info.name}: missing")
-            continue
-        hashed, count = _HashingReader(stream), 0
-        try:
-            for sample in iter_tar_stream(hashed, url):
-                count += 1
-                try:
-                    _check_sample(sample, manifest, seen)
-                except Exception as err:  # every bad sample is reported, not raised
-                    problems.append(f"{info.name}: sample {sample['__key__']}: {err!r}")
-        except Exception as err:
-            problems.append(f"{info.name}: unreadable after {count} samples: {err!r}")
-        finally:
-            stream.close()
-        if hashed.num_bytes != info.num_bytes or hashed.sha.hexdigest() != info.sha256:
-            problems.append(
-                f"{info.name}: checksum mismatch ({hashed.num_bytes} bytes, manifest says "
-                f"{info.num_bytes}; sha256 differs)"
-            )
-        if count != info.num_samples:
-            problems.append(f"{info.name}: {count} samples, manifest says {info.num_samples}")
+    with progress_bar(manifest.num_samples, f"verify {manifest.name}") as bar:
+        for info in manifest.shards:
+            problems.extend(_verify_shard(base, info, manifest, seen, storage_options, bar))
+    return problems
+
+
+def _verify_shard(
+    base: str,
+    info: ShardInfo,
+    manifest: Manifest,
+    seen: set[str],
+    storage_options: dict[str, Any] | None,
+    bar: tqdm,
+) -> list[str]:
+    """One shard's problems; the bar advances per sample read."""
+    problems: list[str] = []
+    url = urls.join(base, info.name)
+    try:
+        stream = urls.open_url(url, "rb", storage_options)
+    except FileNotFoundError:
+        bar.update(info.num_samples)
+        return [f"{info.name}: missing"]
+    hashed, count = _HashingReader(stream), 0
+    try:
+        for sample in iter_tar_stream(hashed, url):
+            count += 1
+            bar.update(1)
+            try:
+                _check_sample(sample, manifest, seen)
+            except Exception as err:  # every bad sample is reported, not raised
+                problems.append(f"{info.name}: sample {sample['__key__']}: {err!r}")
+    except Exception as err:
+        problems.append(f"{info.name}: unreadable after {count} samples: {err!r}")
+    finally:
+        stream.close()
+    if hashed.num_bytes != info.num_bytes or hashed.sha.hexdigest() != info.sha256:
+        problems.append(
+            f"{info.name}: checksum mismatch ({hashed.num_bytes} bytes, manifest says "
+            f"{info.num_bytes}; sha256 differs)"
+        )
+    if count != info.num_samples:
+        problems.append(f"{info.name}: {count} samples, manifest says {info.num_samples}")
     return problems
 
 
@@ -151,20 +170,22 @@ def shard_stats(location: str, storage_options: dict[str, Any] | None = None) ->
     base = _base(location)
     stats = CorpusStats(manifest.name, manifest.image_shape)
     seen: set[str] = set()
-    for info in manifest.shards:
-        url = urls.join(base, info.name)
-        num_in_shard = 0
-        with urls.open_url(url, "rb", storage_options) as stream:
-            for sample in iter_tar_stream(stream, url):
-                try:
-                    img, meta = _check_sample(sample, manifest, seen)
-                except Exception:  # counted here; `shards verify` says which and why
-                    stats.num_bad += 1
-                    continue
-                stats.add(img, meta)
-                num_in_shard += 1
-        stats.num_shards += 1
-        stats.num_samples += num_in_shard
-        stats.num_bytes += info.num_bytes
-        stats.shard_samples.append(num_in_shard)
+    with progress_bar(manifest.num_samples, f"stats {manifest.name}") as bar:
+        for info in manifest.shards:
+            url = urls.join(base, info.name)
+            num_in_shard = 0
+            with urls.open_url(url, "rb", storage_options) as stream:
+                for sample in iter_tar_stream(stream, url):
+                    bar.update(1)
+                    try:
+                        img, meta = _check_sample(sample, manifest, seen)
+                    except Exception:  # counted here; `shards verify` says which and why
+                        stats.num_bad += 1
+                        continue
+                    stats.add(img, meta)
+                    num_in_shard += 1
+            stats.num_shards += 1
+            stats.num_samples += num_in_shard
+            stats.num_bytes += info.num_bytes
+            stats.shard_samples.append(num_in_shard)
     return stats.summary()

@@ -21,6 +21,7 @@ from simgan_dist.eval.grids import save_grid
 from simgan_dist.eval.paired import gap_closed, mean_interval, paired_difference
 from simgan_dist.eval.report import markdown_report
 from simgan_dist.eval.scores import two_sample_accuracy
+from simgan_dist.io.progress import progress_bar
 
 REALISM_STEPS = 400  # Adam steps of each two-sample classifier (batch 64)
 REALISM_IMAGES = 2000  # per set, at most; half train the two-sample classifier, half test it
@@ -106,30 +107,36 @@ def evaluate_digits(
     seeds = [seed + i for i in range(num_seeds)]
     acc: dict[str, list[float]] = {"synthetic": [], "refined": [], "oracle": []}
     preserved: dict[str, list[float]] = {"refined": [], "synthetic": []}
-    for i, s in enumerate(seeds):
-        say(f"classifier seed {s} ({i + 1}/{num_seeds}): synthetic")
-        model = train_classifier(x_syn, y_syn, s, num_steps)
-        acc["synthetic"].append(accuracy(model, x_real, y_real))
-        preserved["refined"].append(accuracy(model, x_ref, y_syn))
-        preserved["synthetic"].append(accuracy(model, x_syn, y_syn))
-        say(f"classifier seed {s} ({i + 1}/{num_seeds}): refined")
-        acc["refined"].append(
-            accuracy(train_classifier(x_ref_all, y_ref_all, s, num_steps), x_real, y_real)
-        )
-        if oracle_data is not None:
-            say(f"classifier seed {s} ({i + 1}/{num_seeds}): real-data oracle")
-            x_o, y_o, _ = oracle_data
-            acc["oracle"].append(accuracy(train_classifier(x_o, y_o, s, num_steps), x_real, y_real))
+    # Classifier fits, each about as long: 2 or 3 arms per seed, then 2 realism classifiers.
+    num_fits = num_seeds * (3 if oracle_data is not None else 2) + 2
+    with progress_bar(num_fits, "eval", unit="fit") as bar:
+        for i, s in enumerate(seeds):
+            say(f"classifier seed {s} ({i + 1}/{num_seeds}): synthetic")
+            model = train_classifier(x_syn, y_syn, s, num_steps)
+            acc["synthetic"].append(accuracy(model, x_real, y_real))
+            preserved["refined"].append(accuracy(model, x_ref, y_syn))
+            preserved["synthetic"].append(accuracy(model, x_syn, y_syn))
+            bar.update(1)
+            say(f"classifier seed {s} ({i + 1}/{num_seeds}): refined")
+            acc["refined"].append(
+                accuracy(train_classifier(x_ref_all, y_ref_all, s, num_steps), x_real, y_real)
+            )
+            bar.update(1)
+            if oracle_data is not None:
+                say(f"classifier seed {s} ({i + 1}/{num_seeds}): real-data oracle")
+                x_o, y_o, _ = oracle_data
+                oracle = train_classifier(x_o, y_o, s, num_steps)
+                acc["oracle"].append(accuracy(oracle, x_real, y_real))
+                bar.update(1)
 
-    say("realism: two-sample classifiers")
-    real_pixels = oracle_data[0] if oracle_data is not None else x_real
-    real_sample = _subsample(real_pixels, REALISM_IMAGES, seed)
-    realism = {
-        name: two_sample_accuracy(
-            _subsample(x, REALISM_IMAGES, seed), real_sample, REALISM_STEPS, seed
-        )
-        for name, x in (("synthetic_vs_real", x_syn), ("refined_vs_real", x_ref))
-    }
+        say("realism: two-sample classifiers")
+        real_pixels = oracle_data[0] if oracle_data is not None else x_real
+        real_sample = _subsample(real_pixels, REALISM_IMAGES, seed)
+        realism = {}
+        for name, x in (("synthetic_vs_real", x_syn), ("refined_vs_real", x_ref)):
+            x_sample = _subsample(x, REALISM_IMAGES, seed)
+            realism[name] = two_sample_accuracy(x_sample, real_sample, REALISM_STEPS, seed)
+            bar.update(1)
     difference = paired_difference(acc["synthetic"], acc["refined"])
     report: dict[str, Any] = {
         "accuracy": {name: _arm(v) for name, v in acc.items() if v},

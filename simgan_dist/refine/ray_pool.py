@@ -29,6 +29,7 @@ from simgan_dist.config import ModelConfig
 from simgan_dist.config.credentials import check_storage_options
 from simgan_dist.data.reader import MAX_SKIPS_KEPT
 from simgan_dist.io import urls
+from simgan_dist.io.progress import progress_bar
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
@@ -131,8 +132,7 @@ def refine_shards(
             if todo:
                 ensure_ray()
                 weights = refiner.state_dict()
-                bar = tqdm(total=total, unit="img", desc="refine", disable=not progress,
-                           file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
+                bar = progress_bar(total, "refine", enabled=progress)
                 with bar:
                     _run_pool(
                         todo, output, weights, cfg.model, settings, lineage, options, bar, results,

@@ -20,6 +20,7 @@ from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import TrainingCheckpoint, checkpoint_name
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState, Phase, phases_for
+from simgan_dist.train.progress import progress_text
 from simgan_dist.train.run_log import RunLog
 from simgan_dist.train.stats import Collector, check_finite
 
@@ -64,6 +65,7 @@ class TrainingHooks:
         self.stats, self.catalogs, self.report = stats, catalogs, report
         self.run_dir = run_dir
         self.log = RunLog(run_dir, enabled=rank == 0)
+        self.phases = phases_for(cfg.schedule)
         self.collector = Collector()  # the loop reports every step here (train(..., stats=))
         self.prev_nimg = start_nimg
         self.last_checkpoint_nimg = start_nimg
@@ -108,7 +110,12 @@ class TrainingHooks:
         means = dist.mean_over_ranks(means)
         check_finite(means, self._where(state))
         means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
-        self.last_metrics = self.log.write(state.cur_nimg, phase_name, {**means, **(scores or {})})
+        self.last_metrics = self.log.write(
+            state.cur_nimg,
+            phase_name,
+            {**means, **(scores or {})},
+            progress=lambda images_per_s: progress_text(self.phases, state, images_per_s),
+        )
 
     def score(self, state: LoopState) -> dict[str, float]:
         """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values

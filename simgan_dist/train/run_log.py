@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,15 @@ class RunLog:
             self.jsonl = (self.directory / "metrics.jsonl").open("a", buffering=1)
             self.tb = SummaryWriter(str(self.directory / "tensorboard"))
 
-    def write(self, cur_nimg: int, phase: str, metrics: dict[str, float]) -> dict[str, float]:
-        """Record one interval; images/s is measured since the previous call (or since start)."""
+    def write(
+        self,
+        cur_nimg: int,
+        phase: str,
+        metrics: dict[str, float],
+        progress: Callable[[float | None], str] | None = None,
+    ) -> dict[str, float]:
+        """Record one interval; images/s is measured since the previous call (or since start).
+        progress(images_per_s) gives the console line's head (phase, share done, ETA)."""
         now = time.perf_counter()
         row = dict(metrics)
         if self.last_nimg is not None and now > self.last_time:
@@ -58,11 +66,12 @@ class RunLog:
         for key, value in row.items():
             self.tb.add_scalar(key, value, global_step=cur_nimg)
         parts = [f"{k} {v:.4g}" for k, v in sorted(row.items())]
+        head = (
+            progress(row.get("images_per_s")) if progress else f"kimg {cur_nimg / 1000:.1f} {phase}"
+        )
         # sys.stdout.write, not print: Ray Train patches print to tee into its logger as well,
         # which would show every line twice.
-        sys.stdout.write(
-            f"[simgan] kimg {cur_nimg / 1000:9.1f}  {phase:<16} " + "  ".join(parts) + "\n"
-        )
+        sys.stdout.write(f"[simgan] {head} | " + "  ".join(parts) + "\n")
         sys.stdout.flush()
         return row
 

@@ -44,7 +44,9 @@ def _train(digit_shards, tmp_path: Path, *flags: str) -> tuple[str, str]:
 @pytest.mark.ray
 def test_the_default_console_is_our_lines_only(digit_shards, tmp_path) -> None:
     out, err = _train(digit_shards, tmp_path)
-    assert [line for line in out.splitlines() if "[simgan] kimg" in line]
+    lines = [line for line in out.splitlines() if "[simgan] kimg" in line]
+    assert lines and all(" | " in line for line in lines)
+    assert "adversarial 3/3 [##########] 100% ETA phase 0s, run 0s" in lines[-1]
     assert out.splitlines()[-1].startswith("[simgan] final checkpoint: ")  # nothing after it
     for noise in NOISE:
         assert noise not in out + err, noise
@@ -56,3 +58,20 @@ def test_verbose_brings_back_ray_and_deepspeed_lines(digit_shards, tmp_path) -> 
     out, err = _train(digit_shards, tmp_path, "--verbose")
     assert "Setting accelerator to CPU" in out + err
     assert "Reporting training result" in out + err
+
+
+def _simgan(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMGAN_")}
+    done = subprocess.run([sys.executable, "-m", "simgan_dist", *args], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_shard_commands_show_a_bar_in_whole_lines_and_quiet_hides_it(digit_shards) -> None:
+    real = str(digit_shards["real"])
+    for command in ("verify", "stats"):
+        err = _simgan("shards", command, real).stderr
+        assert "\r" not in err
+        assert [line for line in err.splitlines() if f"{command} " in line and "100%|" in line]
+        assert _simgan("--quiet", "shards", command, real).stderr == ""
