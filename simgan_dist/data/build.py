@@ -64,11 +64,11 @@ def _write_simulated(
     storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """A simulator's (image, params) samples as synth-NNNNNNN keys in synth-*.tar shards."""
-    samples = (
+    simulated = (
         (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
     )
     name = urls.basename(str(out_dir))
-    samples = with_progress(samples, num_samples, f"build {name}")
+    samples = with_progress(simulated, num_samples, f"build {name}")
     return write_shards(samples, out_dir, "synth", samples_per_shard, name, storage_options)
 
 
@@ -112,11 +112,11 @@ def _write_labeled(
 ) -> Manifest:
     """Real digits with json {"label": int}, keyed prefix-NNNNNNN in order."""
     name = urls.basename(str(out_dir))
-    samples = (
+    labeled = (
         (f"{prefix}-{i:07d}", img, {"label": int(label)})
         for i, (img, label) in enumerate(zip(images, labels, strict=True))
     )
-    samples = with_progress(samples, len(labels), f"build {name}")
+    samples = with_progress(labeled, len(labels), f"build {name}")
     return write_shards(samples, out_dir, prefix, samples_per_shard, name, storage_options)
 
 

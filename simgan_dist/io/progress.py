@@ -1,7 +1,8 @@
 """Progress bars for long work (shard building, verifying, eval, refine): tqdm on stderr.
 
 On a terminal a bar redraws each second; in a redirected log it writes a plain line at most
-every 30 s, so a log of a long job stays short. SIMGAN_PROGRESS=0 (`simgan --quiet`) turns
+every 30 s, and nothing for work done within 2 s, so a log stays short and a quick failure is
+its one error line. SIMGAN_PROGRESS=0 (`simgan --quiet`) turns
 every bar off; it is an environment variable so Ray workers and child processes see it too."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 PROGRESS_ENV = "SIMGAN_PROGRESS"
 LOG_INTERVAL_S = 30  # between lines when stderr is not a terminal
+LOG_DELAY_S = 2.0  # no line at all in a redirected log for work shorter than this
 
 T = TypeVar("T")
 
@@ -47,6 +49,7 @@ def progress_bar(total: int | None, desc: str, unit: str = "img", enabled: bool 
         disable=not (enabled and progress_enabled()),
         file=sys.stderr if on_terminal else _LogLines(),
         mininterval=1 if on_terminal else LOG_INTERVAL_S,
+        delay=0 if on_terminal else LOG_DELAY_S,
         dynamic_ncols=on_terminal,
         ascii=not on_terminal,  # a log file gets '#' bars, not block characters
     )

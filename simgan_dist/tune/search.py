@@ -26,6 +26,7 @@ from simgan_dist.tune.space import (
     param_space,
     parse_search,
 )
+from simgan_dist.tune.trackers import tracker_callbacks
 
 SEARCH_FILE = "search.yaml"  # the search as validated, kept with the experiment for --resume
 BASE_FILE = "base-config.yaml"  # the base config with the search's fixed values applied
@@ -181,11 +182,24 @@ def _trainable(exp: Experiment) -> Any:
     return tune.with_resources(fn, {"cpu": 0, "memory": TRIAL_MEMORY})
 
 
+def make_searcher(cfg: Config, search: Search) -> Any:
+    """The search algorithm, capped at max_concurrent trials (the searcher enforces the cap:
+    Tune refuses a cap in TuneConfig beside a search_alg that has one)."""
+    limit = max_concurrent(cfg, search)
+    if search.settings.searcher == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=search.settings.seed), max_concurrent=limit)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=limit, random_state=search.settings.seed)
+
+
 def run_search(exp: Experiment, resume: bool = False) -> Any:
     """Fit the Tuner (or restore it and continue: unfinished and errored trials rerun, each
     continuing its own training run). Returns Tune's ResultGrid."""
     from ray import tune
-    from ray.tune.search import BasicVariantGenerator
 
     from simgan_dist.train.ray_start import ensure_ray
 
@@ -199,6 +213,7 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
         )
     else:
         storage_path, name = storage.split(exp.location)
+        settings = exp.search.settings
         tuner = tune.Tuner(
             _trainable(exp),
             param_space=param_space(exp.search),
@@ -206,14 +221,15 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
                 metric=METRIC,
                 mode="max",
                 scheduler=make_scheduler(exp.base, exp.search),
-                num_samples=exp.search.settings.num_samples,
-                # The generator enforces the cap itself (Tune refuses both settings at once).
-                search_alg=BasicVariantGenerator(
-                    max_concurrent=max_concurrent(exp.base, exp.search),
-                    random_state=exp.search.settings.seed,
-                ),
+                num_samples=settings.num_samples,
+                search_alg=make_searcher(exp.base, exp.search),
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                verbose=1,
+                callbacks=tracker_callbacks(settings.wandb, settings.mlflow, name),
+            ),
         )
     return tuner.fit()
 

@@ -14,6 +14,7 @@ import yaml
 
 from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
 from simgan_dist.config.rules import Section, above, at_least, checked
+from simgan_dist.tune.trackers import MLflowSettings, SearcherName, WandbSettings, check_searcher
 
 SEARCHES_DIR = Path(__file__).parent / "searches"
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform")
@@ -37,7 +38,12 @@ class SearchSettings(Section):
     # score interval, so no trial is judged before it has seen the adversarial phase.
     grace_period_nimg: int = checked(0, at_least(0))
     reduction_factor: float = checked(2.0, above(1))
-    seed: int = 0  # seeds the random search (the trials' own seed is run.seed)
+    seed: int = 0  # seeds the searcher (the trials' own seed is run.seed)
+    # random: Tune's BasicVariantGenerator (random draws and grids); optuna: Optuna's TPE,
+    # which picks each trial from the results so far (`pip install 'simgan-dist[optuna]'`).
+    searcher: SearcherName = "random"
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    mlflow: MLflowSettings = field(default_factory=MLflowSettings)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ def parse_search(data: dict[str, Any], base: Config, source: str = "<search>") -
             if domain.kind != "fixed":
                 _space_field(name, functools.partial(_check_values, name, domain, base))
         settings = build_dataclass(SearchSettings, data.get("tune") or {}, "tune.")
+        check_searcher(settings.searcher, [n for n, d in space.items() if d.kind == "grid"])
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return Search(space, settings, source)

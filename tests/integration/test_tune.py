@@ -36,6 +36,20 @@ def _interrupt_at_first_checkpoint(experiment: Path, done: threading.Event) -> t
     return thread
 
 
+def _assert_viewable_in_tensorboard(experiment: Path) -> None:
+    """`tensorboard --logdir EXPERIMENT`: Tune's own events per trial (objective over images)
+    beside each trial's training run events under trials/<id>/tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tune_dirs = {p.parent for p in experiment.glob("tune_trial_*/events.out.tfevents.*")}
+    run_dirs = {p.parent for p in experiment.glob(f"{TRIALS_DIR}/*/tensorboard/events.*")}
+    assert len(tune_dirs) == 4 and len(run_dirs) == 4
+    for directory in tune_dirs:
+        events = EventAccumulator(str(directory))
+        events.Reload()
+        assert "ray/tune/objective" in events.Tags()["scalars"]
+
+
 @pytest.mark.ray
 def test_search_stops_early_resumes_and_best_config_trains(
     ray_local, debug_overrides, tmp_path: Path
@@ -65,6 +79,7 @@ def test_search_stops_early_resumes_and_best_config_trains(
     assert all(r["objective"] for r in rows)
     assert (out / "objective.png").stat().st_size > 0
     assert "(best)" in (out / "trials.md").read_text()
+    _assert_viewable_in_tensorboard(out)
 
     # The interrupted trial kept its id and continued its own training run from a checkpoint.
     runs = sorted((out / TRIALS_DIR).iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simgan_dist.config import load_config
+from simgan_dist.io import progress
 from simgan_dist.io.progress import PROGRESS_ENV, progress_bar, with_progress
 from simgan_dist.train.loop import LoopState, phases_for
 from simgan_dist.train.progress import format_duration, progress_text
@@ -43,6 +44,9 @@ def test_a_redirected_bar_writes_whole_lines_and_progress_0_silences_it(
     capsys, monkeypatch
 ) -> None:
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    assert list(with_progress(range(5), 5, "quick", unit="item")) == list(range(5))
+    assert capsys.readouterr().err == ""  # done within LOG_DELAY_S: no line in a log
+    monkeypatch.setattr(progress, "LOG_DELAY_S", 0)
     assert list(with_progress(range(5), 5, "work", unit="item")) == list(range(5))
     err = capsys.readouterr().err
     assert "\r" not in err and err.splitlines()[-1].startswith("work: 100%|##########| 5/5")
