@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from simgan_dist.config.credentials import check_storage_options
+from simgan_dist.config.deepspeed_passthrough import check_deepspeed_passthrough
 from simgan_dist.config.rules import (
     NOT_EMPTY,
     Rule,
@@ -129,6 +130,13 @@ class EngineConfig(Section):
     # micro-batches per optimizer step (global batch unchanged)
     grad_accum_steps: int = checked(1, at_least(1))
     channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
+    # DeepSpeed config keys merged over the generated one, e.g. {csv_monitor: {enabled: true,
+    # output_path: /abs/dir}} or {flops_profiler: {enabled: true, profile_step: 2}}; the keys
+    # the fields above and schedule/optim own are refused (config/deepspeed_passthrough.py).
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_deepspeed_passthrough(self.deepspeed)
 
 
 @dataclass(frozen=True)

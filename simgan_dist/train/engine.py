@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from simgan_dist.config import EngineConfig, OptimConfig
+from simgan_dist.config.deepspeed_passthrough import merge_deepspeed_config
 
 
 class Updater(Protocol):
@@ -73,6 +74,7 @@ class TorchUpdater:
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
         lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        name: str = "refiner",
     ) -> None:
         self.module = module
         self.optimizer = optimizer
@@ -129,9 +131,12 @@ def _skip_shm_comm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME
 
 
-def deepspeed_config(micro_batch_size: int, cfg: EngineConfig) -> dict[str, Any]:
-    """DeepSpeed's JSON config from ours. ZeRO 0 (plain data parallel) is the default: R and D
-    are a few MB, so sharding their optimizer state buys little."""
+def deepspeed_config(
+    micro_batch_size: int, cfg: EngineConfig, engine_name: str = "refiner"
+) -> dict[str, Any]:
+    """DeepSpeed's JSON config from ours, with engine.deepspeed merged over it. ZeRO 0 (plain
+    data parallel) is the default: R and D are a few MB, so sharding their optimizer state buys
+    little."""
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
@@ -149,7 +154,7 @@ def deepspeed_config(micro_batch_size: int, cfg: EngineConfig) -> dict[str, Any]
         config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     elif cfg.precision == "fp16":
         config["fp16"] = {"enabled": True, "auto_cast": True, "initial_scale_power": 12}
-    return config
+    return merge_deepspeed_config(config, cfg.deepspeed, engine_name)
 
 
 class DeepSpeedUpdater:
@@ -162,6 +167,7 @@ class DeepSpeedUpdater:
         micro_batch_size: int,
         cfg: EngineConfig | None = None,
         lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        name: str = "refiner",
     ) -> None:
         deepspeed = _import_deepspeed_quietly()  # here, so the rest of the package never needs it
 
@@ -177,7 +183,7 @@ class DeepSpeedUpdater:
             model=module,
             optimizer=optimizer,
             lr_scheduler=lr_scheduler,
-            config=deepspeed_config(micro_batch_size, cfg),
+            config=deepspeed_config(micro_batch_size, cfg, name),
             dist_init_required=False,
         )
         self.module = self.engine.module

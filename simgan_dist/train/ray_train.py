@@ -71,7 +71,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # D sees real and fake images of a step in one forward: twice the micro-batch.
     disc = DeepSpeedUpdater(
         disc_net, d_optim, 2 * micro_batch, cfg.engine,
-        make_lr_schedule(d_optim, cfg.optim, disc_steps),
+        make_lr_schedule(d_optim, cfg.optim, disc_steps), name="discriminator",
     )  # fmt: skip
     buffer = make_buffer(cfg, rank, world_size)
     stats = StreamStats()
