@@ -1,9 +1,15 @@
-"""Entry point for `ray job submit ... -- python jobs/tune.py --config BASE.yaml --search S.yaml`."""
+"""Entry point for `ray job submit ... -- python jobs/tune.py --config BASE.yaml --search S.yaml`.
+
+A job continues its search when it is retried or resubmitted: `--resume-if-exists` is added unless
+the command line has `--resume EXPERIMENT_DIR`, so the search file must name it (tune.name)."""
 
 import sys
 
 from simgan_dist.cli import main
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--resume" not in args and "--resume-if-exists" not in args:
+        args.append("--resume-if-exists")
     # Under `ray job submit`, RAY_ADDRESS is set and ray.init() joins that cluster.
-    main(["tune", *sys.argv[1:]])
+    main(["tune", *args])

@@ -101,13 +101,16 @@ def cmd_shards_stats(args: argparse.Namespace) -> None:
 def _train_config(args: argparse.Namespace) -> Config:
     if not (args.config or args.preset):
         raise ConfigError("train: give --config FILE or --preset NAME (or --resume RUN_DIR)")
-    return load_config(args.config, args.preset, args.overrides)
+    auto = ["run.resume=auto"] if args.resume_if_exists else []
+    return load_config(args.config, args.preset, [*args.overrides, *auto])
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from simgan_dist.train.ray_train import TrainingError, run_training
     from simgan_dist.train.runs import absolutize, resume_run, run_config, start_run
 
+    if args.resume and args.resume_if_exists:
+        raise ConfigError("train: give --resume RUN_DIR or --resume-if-exists, not both")
     if args.print_config:
         if args.resume:
             cfg = run_config(args.resume, args.overrides)
@@ -129,9 +132,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from simgan_dist.tune.search import resume_search, run_and_report, start_search
+    from simgan_dist.tune.search import existing_search, resume_search, run_and_report, start_search
     from simgan_dist.tune.space import load_search
 
+    resume = bool(args.resume)
     if args.resume:
         exp = resume_search(args.resume)
     else:
@@ -141,9 +145,12 @@ def cmd_tune(args: argparse.Namespace) -> None:
                 "(or --resume EXPERIMENT_DIR)"
             )
         cfg = load_config(args.config, args.preset, args.overrides)
-        exp = start_search(cfg, load_search(args.search, cfg))
+        search = load_search(args.search, cfg)
+        existing = existing_search(cfg, search) if args.resume_if_exists else None
+        resume = existing is not None
+        exp = resume_search(existing) if existing else start_search(cfg, search)
     print(f"[simgan] search: {exp.location}", flush=True)
-    summary = run_and_report(exp, resume=bool(args.resume))
+    summary = run_and_report(exp, resume=resume)
     print(Path(summary["table"]).read_text())
     print(json.dumps(summary, indent=1))
 

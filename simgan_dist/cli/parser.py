@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a refiner on Ray Train + DeepSpeed")
     _add_config_args(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.add_argument("--resume-if-exists", action="store_true",
+                       help="continue run.name from its latest checkpoint when it has one, else "
+                            "start it (= --set run.resume=auto; for retried and resubmitted jobs)")  # fmt: skip
     train.add_argument("--print-config", action="store_true",
                        help="print the resolved config as YAML and exit (writes and starts nothing)")  # fmt: skip
     train.set_defaults(func=cmd_train)
@@ -125,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(tune)
     tune.add_argument("--search", help="search YAML (space: and tune:) or a bundled name: digits")
     tune.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
+    tune.add_argument("--resume-if-exists", action="store_true",
+                      help="continue the search named by tune.name when it exists, else start it")  # fmt: skip
     tune.set_defaults(func=cmd_tune)
 
     refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")

@@ -201,6 +201,17 @@ class RunConfig(Section):
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = 0
+    # "auto": a start under a name that already holds a checkpoint continues that run (a retried
+    # or resubmitted job); "never": such a start is refused
+    resume: Literal["never", "auto"] = "never"
+
+    def check(self) -> None:
+        require(
+            self.resume != "auto" or bool(self.name),
+            "run.name",
+            "must be set with run.resume=auto (a resubmitted job finds its run by name)",
+            self.name,
+        )
 
 
 @dataclass(frozen=True)

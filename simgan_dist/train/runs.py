@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from pathlib import Path
+from typing import Any
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
 from simgan_dist.io import storage, urls
 from simgan_dist.io.shardio import resolve_shard_urls
 
 RUN_CONFIG_FILE = "config.yaml"
+log = logging.getLogger(__name__)
 
 
 def absolutize(cfg: Config) -> Config:
@@ -57,22 +60,47 @@ def _save_run_config(cfg: Config, out: Path) -> None:
 
 
 def start_run(cfg: Config) -> tuple[Config, Path]:
-    """A new run: refuses a name whose location already holds checkpoints (resume it instead).
+    """A new run: refuses a name whose location already holds checkpoints (resume it instead),
+    unless run.resume is auto, which continues that run with this config.
     Returns the config with a name and absolute paths, and the local output directory."""
     cfg = absolutize(cfg)
     if not cfg.run.name:
         cfg = cfg.replace(run={"name": new_run_name()})
     location = run_location(cfg)
     if has_checkpoints(location):
-        raise ConfigError(
-            f"run.name: {location} already holds a run; continue it with "
-            f"`simgan train --resume {location}` or choose another run.name"
+        if cfg.run.resume != "auto":
+            raise ConfigError(
+                f"run.name: {location} already holds a run; continue it with "
+                f"`simgan train --resume {location}` (or --resume-if-exists) or choose another "
+                "run.name"
+            )
+        changed = changed_fields(run_config(location), cfg)
+        log.info(
+            "run %s holds a checkpoint: resuming it%s",
+            location,
+            f" (config changed: {', '.join(changed)})" if changed else "",
         )
     _check_data_exists(cfg)  # before the run directory exists: a typo leaves nothing behind
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     _save_run_config(cfg, out)
     return cfg, out
+
+
+def changed_fields(before: Config, after: Config) -> list[str]:
+    """Dotted names of the fields whose values differ between two configs."""
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):  # an empty mapping adds no name
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    a, b = flat(before.to_dict()), flat(after.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def _check_data_exists(cfg: Config) -> None:

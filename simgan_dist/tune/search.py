@@ -132,6 +132,26 @@ class Experiment:
         return Path(self.location)
 
 
+def _experiment_location(cfg: Config, search: Search) -> str:
+    settings = search.settings
+    name = settings.name or f"tune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    root = settings.storage_path or cfg.run.storage_path
+    root = root if storage.is_uri(root) else str(Path(root).resolve())
+    return storage.join(root, name)
+
+
+def existing_search(cfg: Config, search: Search) -> str | None:
+    """The location of the experiment tune.name names when it was started before (for
+    `simgan tune --resume-if-exists`), else None."""
+    if not search.settings.name:
+        raise ConfigError(
+            f"{search.source}: tune.name: must be set with --resume-if-exists (a resubmitted "
+            "job finds its search by name)"
+        )
+    location = _experiment_location(absolutize(apply_params(cfg, fixed_params(search))), search)
+    return location if storage.exists(storage.join(location, SEARCH_FILE)) else None
+
+
 def start_search(cfg: Config, search: Search) -> Experiment:
     """A new experiment: validates the base config for tuning and writes the files --resume
     reads back."""
@@ -141,11 +161,7 @@ def start_search(cfg: Config, search: Search) -> Experiment:
             f"{search.source}: score.every_nimg: must be > 0 for simgan tune (the scores are "
             "the objective); set it under space: or with --set"
         )
-    settings = search.settings
-    name = settings.name or f"tune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    root = settings.storage_path or cfg.run.storage_path
-    root = root if storage.is_uri(root) else str(Path(root).resolve())
-    location = storage.join(root, name)
+    location = _experiment_location(cfg, search)
     if storage.exists(storage.join(location, SEARCH_FILE)):
         raise ConfigError(
             f"tune.name: {location} already holds a search; continue it with "

@@ -26,9 +26,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,6 +162,37 @@ def _job_runtime_env() -> dict:
     return runtime_env
 
 
+def _submit_job(client: Any, entrypoint: str) -> str:
+    # The dashboard answers before its job agent has registered; on a loaded machine that
+    # takes a while ("No available agent to submit job"): retry that one answer.
+    agent_deadline = time.monotonic() + HEAD_START_TIMEOUT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=_job_runtime_env())
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > agent_deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _wait_job(client: Any, job_id: str) -> Any:
+    """The job's terminal status (it is stopped after JOB_TIMEOUT_S)."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (status := client.get_job_status(job_id)).is_terminal():
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+        time.sleep(1)
+    return status
+
+
+def _fail_job(client: Any, job_id: str, head: Head) -> None:
+    info = client.get_job_info(job_id)
+    pytest.fail(
+        f"job {job_id}: {info.status} ({info.message})\n--- job logs ---\n"
+        f"{client.get_job_logs(job_id)[-20000:]}\n--- ray start ---\n{head.log.read_text()[-5000:]}"
+    )
+
+
 # The job first reports where it runs from, then trains. `-P` keeps the cwd off sys.path, so the
 # import resolves as in `python jobs/train.py`: through the PYTHONPATH that working_dir sets.
 PROBE = (
@@ -184,32 +217,11 @@ def test_ray_job_submit_to_local_head(ray_local, digit_shards, tmp_path: Path) -
     )
     with local_head() as head:
         client = JobSubmissionClient(head.url, headers=head.headers)
-        # The dashboard answers before its job agent has registered; on a loaded machine that
-        # takes a while ("No available agent to submit job"): retry that one answer.
-        agent_deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-        while True:
-            try:
-                job_id = client.submit_job(
-                    entrypoint=f"{PROBE} && {entrypoint}", runtime_env=_job_runtime_env()
-                )
-                break
-            except RuntimeError as err:
-                if "No available agent" not in str(err) or time.monotonic() > agent_deadline:
-                    raise
-                time.sleep(1.0)
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while not (status := client.get_job_status(job_id)).is_terminal():
-            if time.monotonic() > deadline:
-                client.stop_job(job_id)
-                break
-            time.sleep(2)
+        job_id = _submit_job(client, f"{PROBE} && {entrypoint}")
+        status = _wait_job(client, job_id)
         logs = client.get_job_logs(job_id)
         if status != JobStatus.SUCCEEDED:
-            info = client.get_job_info(job_id)
-            pytest.fail(
-                f"job {job_id}: {status} ({info.message})\n--- job logs ---\n{logs[-20000:]}"
-                f"\n--- ray start ---\n{head.log.read_text()[-5000:]}"
-            )
+            _fail_job(client, job_id, head)
 
     probe = json.loads(next(line for line in logs.splitlines() if line.startswith("PROBE "))[6:])
     assert probe["module"].startswith(probe["cwd"]), probe  # the uploaded working dir
@@ -221,6 +233,68 @@ def test_ray_job_submit_to_local_head(ray_local, digit_shards, tmp_path: Path) -
     # Stopping that head left the session's in-process Ray alone.
     assert ray_local.is_initialized()
     assert ray_local.get(ray_local.remote(lambda: 42).remote(), timeout=60) == 42
+
+
+@pytest.mark.ray
+def test_a_killed_job_submitted_again_continues_its_run(
+    ray_local, digit_shards, tmp_path: Path
+) -> None:
+    """The job itself (driver and workers) is stopped after its first checkpoint; the same
+    command submitted again continues the run (jobs/train.py adds --resume-if-exists) and ends
+    with the image count and weights of an uninterrupted run."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from simgan_dist.config import load_config
+    from simgan_dist.train.checkpoint import NETWORKS_FILE, find_latest_checkpoint
+    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.runs import start_run
+
+    overrides = {
+        "data.synthetic": digit_shards["synthetic"],
+        "data.real": digit_shards["real"],
+        "run.storage_path": tmp_path,
+        "schedule.adversarial_nimg": 2400,
+        "run.checkpoint_every_nimg": 480,
+        "run.log_every_nimg": 480,
+        "run.grid_every_nimg": 2400,
+        "optim.optimizer": "adam",
+    }
+    cfg, run_dir = start_run(load_config(preset="debug", overrides=[
+        f"{k}={v}" for k, v in {**overrides, "run.name": "straight"}.items()
+    ]))  # fmt: skip
+    straight = Path(run_training(cfg, run_dir).checkpoint.path)
+
+    run_dir = tmp_path / "resubmitted"
+    entrypoint = "python jobs/train.py --preset debug --set run.name=resubmitted " + " ".join(
+        f"--set {key}={value}" for key, value in overrides.items()
+    )
+    with local_head() as head:
+        client = JobSubmissionClient(head.url, headers=head.headers)
+        first = _submit_job(client, entrypoint)
+        # Ray writes its snapshot once a reported checkpoint is registered: resumable from then.
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not (run_dir / "checkpoint_manager_snapshot.json").exists():
+            if client.get_job_status(first).is_terminal() or time.monotonic() > deadline:
+                _fail_job(client, first, head)
+            time.sleep(0.2)
+        client.stop_job(first)
+        if _wait_job(client, first) != JobStatus.STOPPED:
+            _fail_job(client, first, head)  # it finished before the stop: lengthen the run
+        stopped_at = find_latest_checkpoint(run_dir).name
+        assert stopped_at < straight.name, stopped_at
+        second = _submit_job(client, entrypoint)
+        if _wait_job(client, second) != JobStatus.SUCCEEDED:
+            _fail_job(client, second, head)
+
+    resumed = find_latest_checkpoint(run_dir)
+    assert resumed.name == straight.name == "checkpoint-000000002448"
+    a, b = (torch.load(p / NETWORKS_FILE, weights_only=True) for p in (straight, resumed))
+    for part in ("refiner", "disc"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=0, atol=1e-6, msg=key)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    resumes = [r["cur_nimg"] for r in rows if r.get("event") == "resumed"]
+    assert len(resumes) == 1 and resumes[0] > 0, resumes  # continued, not started again
 
 
 @pytest.mark.ray
@@ -277,6 +351,7 @@ def test_cluster_files_are_valid(tmp_path: Path) -> None:
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     spec = job["spec"]
     assert spec["entrypoint"].startswith("python jobs/train.py --config /etc/simgan/")
+    assert "--resume-if-exists" in spec["entrypoint"] and spec["backoffLimit"] > 0
     job_env = yaml.safe_load(spec["runtimeEnvYAML"])
     RuntimeEnv(**job_env)
     assert job_env["pip"] == runtime_env["pip"]
