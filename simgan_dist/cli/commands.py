@@ -107,22 +107,22 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from simgan_dist.train.ray_train import TrainingError, run_training
-    from simgan_dist.train.runs import absolutize, resume_run, run_config, start_run
+    from simgan_dist.train.runs import absolutize, resume_run, run_config, run_location, start_run
 
     if args.resume and args.resume_if_exists:
         raise ConfigError("train: give --resume RUN_DIR or --resume-if-exists, not both")
     if args.print_config:
         if args.resume:
-            cfg = run_config(args.resume, args.overrides)
+            cfg = run_config(args.resume, args.overrides, storage_options_from_args(args))
         else:
             cfg = absolutize(_train_config(args))
         print(config_to_yaml(cfg), end="")
         return
     if args.resume:
-        cfg, run_dir = resume_run(args.resume, args.overrides)
+        cfg, run_dir = resume_run(args.resume, args.overrides, storage_options_from_args(args))
     else:
         cfg, run_dir = start_run(_train_config(args))
-    print(f"[simgan] run directory: {run_dir}", flush=True)
+    print(f"[simgan] run: {run_location(cfg)}", flush=True)
     try:
         result = run_training(cfg, run_dir)
     except TrainingError as err:
@@ -137,7 +137,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     resume = bool(args.resume)
     if args.resume:
-        exp = resume_search(args.resume)
+        exp = resume_search(args.resume, storage_options_from_args(args))
     else:
         if not (args.search and (args.config or args.preset)):
             raise ConfigError(
@@ -148,7 +148,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         search = load_search(args.search, cfg)
         existing = existing_search(cfg, search) if args.resume_if_exists else None
         resume = existing is not None
-        exp = resume_search(existing) if existing else start_search(cfg, search)
+        options = cfg.run.storage_options
+        exp = resume_search(existing, options) if existing else start_search(cfg, search)
     print(f"[simgan] search: {exp.location}", flush=True)
     summary = run_and_report(exp, resume=resume)
     print(Path(summary["table"]).read_text())

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "start it (= --set run.resume=auto; for retried and resubmitted jobs)")  # fmt: skip
     train.add_argument("--print-config", action="store_true",
                        help="print the resolved config as YAML and exit (writes and starts nothing)")  # fmt: skip
+    _add_storage_arg(train)  # for --resume of a run in an object store
     train.set_defaults(func=cmd_train)
 
     tune = sub.add_parser("tune", help="hyperparameter search: one Ray Train run per trial")
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
     tune.add_argument("--resume-if-exists", action="store_true",
                       help="continue the search named by tune.name when it exists, else start it")  # fmt: skip
+    _add_storage_arg(tune)  # for --resume of an experiment in an object store
     tune.set_defaults(func=cmd_tune)
 
     refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")

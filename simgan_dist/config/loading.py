@@ -106,10 +106,29 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# The sections whose locations take fsspec storage options: shards, and runs with checkpoints.
+STORAGE_SECTIONS = ("data", "run")
+
+
+def spread_storage_options(data: dict[str, Any]) -> dict[str, Any]:
+    """A top-level `storage_options:` (one endpoint for the whole config) copied into each
+    storage section; a section's own keys win."""
+    if "storage_options" not in data:
+        return data
+    data = dict(data)
+    shared = data.pop("storage_options")
+    require(isinstance(shared, dict), "storage_options", "must be a mapping", shared)
+    for section in STORAGE_SECTIONS:
+        own = data.get(section) or {}
+        require(isinstance(own, dict), section, "must be a mapping", own)
+        data[section] = {**own, "storage_options": merge(shared, own.get("storage_options") or {})}
+    return data
+
+
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
     try:
-        return build_dataclass(Config, data, "")
+        return build_dataclass(Config, spread_storage_options(data), "")
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -191,6 +191,8 @@ class RunConfig(Section):
     SECTION: ClassVar[str] = "run"
     name: str = ""  # empty: simgan train picks a unique, timestamped one
     storage_path: str = "runs"
+    # fsspec options of the run store, e.g. {endpoint_url: ...} (credentials refused)
+    storage_options: dict[str, Any] = field(default_factory=dict)
     num_workers: int = checked(2, at_least(1))
     use_gpu: bool = False
     threads_per_worker: int = checked(1, at_least(1))
@@ -206,6 +208,19 @@ class RunConfig(Section):
     resume: Literal["never", "auto"] = "never"
 
     def check(self) -> None:
+        try:
+            check_storage_options(self.storage_options)
+        except ValueError as err:
+            raise ValueError(f"run.storage_options: {err}") from None
+        # The pyarrow spelling of earlier versions (s3://b/runs?endpoint_override=...): the
+        # endpoint has one spelling everywhere, storage_options.
+        require(
+            "://" not in self.storage_path or "?" not in self.storage_path,
+            "run.storage_path",
+            "give the endpoint and other settings as storage_options (e.g. storage_options: "
+            "{endpoint_url: http://HOST:9000}), not in the URI's query",
+            self.storage_path,
+        )
         require(
             self.resume != "auto" or bool(self.name),
             "run.name",

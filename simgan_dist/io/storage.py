@@ -1,15 +1,10 @@
-"""Run storage on a local disk or an object store, addressed the way Ray Train addresses it.
+"""Run storage (runs, checkpoints, Tune experiments) on the same fsspec layer as the shards.
 
-A location is a local path or a URI that pyarrow understands, e.g.
-`s3://bucket/runs?endpoint_override=http://127.0.0.1:9000&scheme=http` for an S3-compatible
-store. Ray Train writes checkpoints there through pyarrow; this module uses the same filesystem
-resolution, so both always agree on where a run lives. Credentials come from the standard AWS
-chain (environment, config files, instance roles) and are never logged.
-
-Functions that read take optional fsspec `storage_options` (as shards do, e.g. `{"endpoint_url":
-"http://127.0.0.1:9000"}`): given, a plain URI is opened through fsspec, wrapped for pyarrow, so
-`refine --checkpoint s3://... --storage-option endpoint_url=...` reaches the same store as its
-shards.
+A location is a local path or an fsspec URI (`s3://bucket/runs`); an S3-compatible endpoint and
+other settings are fsspec `storage_options` (`{"endpoint_url": "http://127.0.0.1:9000"}`), given
+once for the whole config or per section, exactly as for shards. Ray Train and Tune get the same
+filesystem wrapped for pyarrow (`PyFileSystem(FSSpecHandler(fs))`), so they and this module always
+agree on where a run lives. Credentials come from the standard AWS/gcloud chain and are never logged.
 """
 
 from __future__ import annotations
@@ -17,90 +12,86 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-import pyarrow.fs
 
 from simgan_dist.io import urls
 
 
-def is_uri(location: str) -> bool:
-    return "://" in str(location) and not str(location).startswith("file://")
-
-
-def join(location: str, name: str) -> str:
-    """location/name, keeping a URI's query (endpoint options) at the end."""
-    if not is_uri(location):
-        return str(Path(location) / name)
-    parts = urlsplit(location)
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + name))
-
-
-def split(location: str) -> tuple[str, str]:
-    """(parent location, last name): the inverse of join."""
-    if not is_uri(location):
-        path = Path(location)
-        return str(path.parent), path.name
-    parts = urlsplit(location)
-    parent, _, name = parts.path.rstrip("/").rpartition("/")
-    return urlunsplit(parts._replace(path=parent)), name
-
-
-def resolve(
-    location: str, storage_options: dict[str, Any] | None = None
-) -> tuple[pyarrow.fs.FileSystem, str]:
-    if not is_uri(location):
-        return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
-    if storage_options:
-        if urlsplit(location).query:
-            raise ValueError(
-                f"{location}: give the endpoint once, either in the URI's query or as "
-                "storage options, not both"
-            )
-        fs, path = urls.filesystem(location, storage_options)
-        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
-    return pyarrow.fs.FileSystem.from_uri(location)
-
-
 def list_names(location: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Names directly under a location (empty when it does not exist)."""
-    fs, path = resolve(location, storage_options)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    return sorted(Path(info.path).name for info in infos)
-
-
-def exists(location: str) -> bool:
-    fs, path = resolve(location)
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    fs, path = urls.filesystem(location, storage_options)
+    try:
+        entries = fs.ls(path, detail=False, refresh=True)
+    except FileNotFoundError:
+        return []
+    except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
+        raise OSError(urls.describe_failure(location, err, storage_options)) from err
+    return sorted({str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries})
 
 
 def read_text(location: str, storage_options: dict[str, Any] | None = None) -> str:
-    fs, path = resolve(location, storage_options)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
+    return urls.read_bytes(location, storage_options).decode()
 
 
-def write_text(location: str, text: str) -> None:
-    fs, path = resolve(location)
-    fs.create_dir(str(Path(path).parent), recursive=True)
-    with fs.open_output_stream(path) as f:
+def write_text(location: str, text: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write a small file whole: a reader sees the old or the new text, never a part."""
+    with urls.atomic_write(location, storage_options) as f:
         f.write(text.encode())
+
+
+def pyarrow_filesystem(
+    location: str, storage_options: dict[str, Any] | None = None
+) -> tuple[Any, str]:
+    """(pyarrow filesystem or None for local, path) for Ray Train's and Tune's RunConfig."""
+    if urls.is_local(location):
+        return None, str(urls.local_path(location).resolve())
+    import pyarrow.fs
+
+    fs, path = urls.filesystem(location, storage_options)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
 
 
 def fetch_dir(
     location: str, local_dir: Path, storage_options: dict[str, Any] | None = None
 ) -> Path:
     """A local copy of a directory (the directory itself when it is already local)."""
-    if not is_uri(location):
-        return Path(location)
-    fs, path = resolve(location, storage_options)
+    if urls.is_local(location):
+        return urls.local_path(location)
+    fs, path = urls.filesystem(location, storage_options)
     if local_dir.exists():
         shutil.rmtree(local_dir)
     local_dir.mkdir(parents=True)
-    pyarrow.fs.copy_files(
-        path,
-        str(local_dir),
-        source_filesystem=fs,
-        destination_filesystem=pyarrow.fs.LocalFileSystem(),
-    )
+    fs.get(path.rstrip("/") + "/", str(local_dir), recursive=True)
     return local_dir
+
+
+def upload_dir(
+    local_dir: Path,
+    location: str,
+    names: list[str],
+    storage_options: dict[str, Any] | None = None,
+    uploaded: dict[str, tuple[int, int]] | None = None,
+) -> int:
+    """Copy the given files and folders of local_dir to location; returns the files copied.
+    uploaded: (size, mtime) of what an earlier call copied, so unchanged files are not sent
+    again (updated in place)."""
+    fs, path = urls.filesystem(location, storage_options)
+    seen = {} if uploaded is None else uploaded
+    files = []
+    for name in names:
+        source = local_dir / name
+        files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+        files += [source] if source.is_file() else []
+    num_copied = 0
+    for file in files:
+        relative = file.relative_to(local_dir).as_posix()
+        stat = file.stat()
+        if seen.get(relative) == (stat.st_size, stat.st_mtime_ns):
+            continue
+        try:
+            fs.put_file(str(file), f"{path}/{relative}")
+        except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
+            target = urls.join(location, relative)
+            raise OSError(urls.describe_failure(target, err, storage_options)) from err
+        seen[relative] = (stat.st_size, stat.st_mtime_ns)
+        num_copied += 1
+    return num_copied

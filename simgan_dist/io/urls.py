@@ -36,6 +36,11 @@ def is_local(url: str) -> bool:
     return protocol(url) in LOCAL_PROTOCOLS
 
 
+def is_remote(url: str) -> bool:
+    """An object store or other non-local fsspec location (s3://, gs://, memory://...)."""
+    return not is_local(url)
+
+
 def local_path(url: str) -> Path:
     """The filesystem path of a local location (plain path or file:// URL)."""
     if not is_local(url):
@@ -69,6 +74,15 @@ def join(location: str, name: str) -> str:
     if is_local(location):
         return str(local_path(location) / name)
     return str(location).rstrip("/") + "/" + name
+
+
+def split(location: str) -> tuple[str, str]:
+    """(parent location, last name): the inverse of join."""
+    if is_local(location):
+        path = local_path(location)
+        return str(path.parent), path.name
+    parent, _, name = str(location).rstrip("/").rpartition("/")
+    return parent, name
 
 
 def _tree_key(url: str) -> tuple[str, str]:

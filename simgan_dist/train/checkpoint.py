@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from simgan_dist.config import Config, from_dict, save_config
-from simgan_dist.io import storage
+from simgan_dist.io import storage, urls
 from simgan_dist.model.history import History
 from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
 from simgan_dist.train.engine import TorchUpdater, Updater, make_optimizer
@@ -244,7 +244,7 @@ def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = Non
         [location]
         if STATE_FILE in names
         else [
-            storage.join(location, n)
+            urls.join(location, n)
             for n in sorted(names, reverse=True)
             if n.startswith("checkpoint-")
         ]
@@ -252,15 +252,13 @@ def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = Non
     endpoint = str((storage_options or {}).get("endpoint_url", ""))
     for candidate in candidates:
         files = set(storage.list_names(candidate, storage_options))
-        state_location = storage.join(candidate, STATE_FILE)
+        state_location = urls.join(candidate, STATE_FILE)
         state = storage.read_text(state_location, storage_options) if STATE_FILE in files else None
         if _is_complete(files, state):
             # One cache entry per store and path: two endpoints may hold the same bucket name.
             digest = hashlib.sha256(f"{endpoint} {candidate}".encode()).hexdigest()[:16]
             cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
-            return storage.fetch_dir(
-                candidate, cache / storage.split(candidate)[1], storage_options
-            )
+            return storage.fetch_dir(candidate, cache / urls.split(candidate)[1], storage_options)
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
@@ -270,7 +268,7 @@ def load_refiner(
     """The trained refiner (eval mode), its config and the checkpoint directory it came from.
     location: a checkpoint or run directory, or the same on an object store (a URI, reached
     with storage_options when given)."""
-    if storage.is_uri(str(location)):
+    if urls.is_remote(str(location)):
         directories = [fetch_checkpoint(str(location), storage_options)]
     elif (Path(location) / STATE_FILE).exists():
         directories = [Path(location)]

@@ -22,6 +22,7 @@ from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState, Phase, phases_for
 from simgan_dist.train.progress import progress_text
 from simgan_dist.train.run_log import RunLog
+from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.stats import Collector, check_finite
 
 
@@ -59,11 +60,13 @@ class TrainingHooks:
         start_nimg: int,
         report: Reporter,
         catalogs: Mapping[str, ShardSource] | None = None,
+        outputs: RunOutputs | None = None,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.refiner, self.disc, self.buffer, self.batches = refiner, disc, buffer, batches
         self.stats, self.catalogs, self.report = stats, catalogs, report
         self.run_dir = run_dir
+        self.outputs = outputs  # copied to an object-store run location at each checkpoint
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.phases = phases_for(cfg.schedule)
         self.collector = Collector()  # the loop reports every step here (train(..., stats=))
@@ -157,6 +160,12 @@ class TrainingHooks:
                 save_catalogs(tmp, self.catalogs)
             self.report(metrics, tmp, checkpoint_name(state.cur_nimg))
         self.last_checkpoint_nimg = state.cur_nimg
+        self.publish_outputs()
+
+    def publish_outputs(self) -> None:
+        if self.outputs is not None:
+            self.log.flush()
+            self.outputs.publish()
 
     def finish(self, state: LoopState) -> None:
         scores = {}
@@ -170,3 +179,4 @@ class TrainingHooks:
         elif scores:
             self.report_scores(state)
         self.log.close()
+        self.publish_outputs()

@@ -15,6 +15,7 @@ from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
 from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import KeyLog, image_shape, make_batches
+from simgan_dist.io import storage
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train import dist
@@ -26,6 +27,7 @@ from simgan_dist.train.loop import LoopState, optimizer_steps, train
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, restore_catalogs, start_catalogs
 from simgan_dist.train.ray_start import ensure_ray
+from simgan_dist.train.run_outputs import RunOutputs, key_log_name
 
 
 def make_buffer(
@@ -79,6 +81,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     state = LoopState()
     checkpoint = ray.train.get_checkpoint()
+    outputs = RunOutputs(cfg, run_dir, rank)
+    if checkpoint is not None:
+        outputs.restore()
     if checkpoint is None:
         batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
     else:
@@ -91,12 +96,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 loop=state, data=batches,
             ).load(directory)  # fmt: skip
     if cfg.data.record_keys:
-        path = run_dir / "keys" / f"rank-{rank:04d}.jsonl"
+        path = run_dir / key_log_name(rank)
         batches.synthetic = KeyLog(batches.synthetic, path, start=batches.num_synthetic)
 
     hooks = TrainingHooks(
         cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg,
-        report_to_ray, catalogs,
+        report_to_ray, catalogs, outputs,
     )  # fmt: skip
     state = train(
         refiner, disc, batches, cfg, state, buffer, after_iteration=hooks,
@@ -165,6 +170,10 @@ def run_training(
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
+    # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
+    filesystem, storage_path = storage.pyarrow_filesystem(
+        cfg.run.storage_path, cfg.run.storage_options
+    )
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -179,7 +188,8 @@ def run_training(
         ),
         run_config=RunConfig(
             name=cfg.run.name,
-            storage_path=cfg.run.storage_path,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             callbacks=callbacks,

@@ -95,6 +95,12 @@ class RunLog:
             sys.stdout.write(f"[simgan] {name} at kimg {cur_nimg / 1000:.1f}\n")
         self.last_time, self.last_nimg = time.perf_counter(), cur_nimg
 
+    def flush(self) -> None:
+        """Everything written so far on disk (before the files are copied to run storage)."""
+        if self.enabled and not self.jsonl.closed:
+            self.jsonl.flush()
+            self.tb.flush()
+
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()

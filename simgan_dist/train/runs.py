@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +35,33 @@ def new_run_name(prefix: str = "simgan") -> str:
     return f"{prefix}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
-def has_checkpoints(run_location: str) -> bool:
-    return any(name.startswith("checkpoint-") for name in storage.list_names(run_location))
+def has_checkpoints(run_location: str, storage_options: dict[str, Any] | None = None) -> bool:
+    names = storage.list_names(run_location, storage_options)
+    return any(name.startswith("checkpoint-") for name in names)
 
 
 def run_location(cfg: Config) -> str:
     """Where Ray Train keeps the run's checkpoints: a local directory or an object-store URI."""
-    return storage.join(cfg.run.storage_path, cfg.run.name)
+    return urls.join(cfg.run.storage_path, cfg.run.name)
 
 
 def output_dir(cfg: Config) -> Path:
-    """Where rank 0 writes metrics, TensorBoard and grids: the run directory itself when storage
-    is local, ./runs/<name> when checkpoints go to an object store."""
-    if storage.is_uri(cfg.run.storage_path):
-        return (Path.cwd() / "runs" / cfg.run.name).resolve()
+    """Where the workers write metrics, TensorBoard and grids: the run directory itself when
+    storage is local; for an object store, a staging directory under the node's temp dir that
+    the workers copy into the run location at each checkpoint and at the end (run_outputs.py)."""
+    if urls.is_remote(cfg.run.storage_path):
+        return Path(tempfile.gettempdir()) / "simgan-runs" / cfg.run.name
     return Path(cfg.run.storage_path) / cfg.run.name
 
 
 def _save_run_config(cfg: Config, out: Path) -> None:
     text = config_to_yaml(cfg)
-    (out / RUN_CONFIG_FILE).write_text(text)
     location = run_location(cfg)
-    if storage.is_uri(location):  # `--resume URI` reads it back from the store
-        storage.write_text(storage.join(location, RUN_CONFIG_FILE), text)
+    if urls.is_remote(location):  # `--resume URI` reads it back from the store
+        storage.write_text(urls.join(location, RUN_CONFIG_FILE), text, cfg.run.storage_options)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_CONFIG_FILE).write_text(text)
 
 
 def start_run(cfg: Config) -> tuple[Config, Path]:
@@ -67,14 +72,14 @@ def start_run(cfg: Config) -> tuple[Config, Path]:
     if not cfg.run.name:
         cfg = cfg.replace(run={"name": new_run_name()})
     location = run_location(cfg)
-    if has_checkpoints(location):
+    if has_checkpoints(location, cfg.run.storage_options):
         if cfg.run.resume != "auto":
             raise ConfigError(
                 f"run.name: {location} already holds a run; continue it with "
                 f"`simgan train --resume {location}` (or --resume-if-exists) or choose another "
                 "run.name"
             )
-        changed = changed_fields(run_config(location), cfg)
+        changed = changed_fields(run_config(location, storage_options=cfg.run.storage_options), cfg)
         log.info(
             "run %s holds a checkpoint: resuming it%s",
             location,
@@ -82,7 +87,6 @@ def start_run(cfg: Config) -> tuple[Config, Path]:
         )
     _check_data_exists(cfg)  # before the run directory exists: a typo leaves nothing behind
     out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     _save_run_config(cfg, out)
     return cfg, out
 
@@ -113,27 +117,38 @@ def _check_data_exists(cfg: Config) -> None:
             raise ConfigError(f"data.{field_name}: {err}") from None
 
 
-def run_config(location: str | Path, overrides: list[str] | None = None) -> Config:
+def run_config(
+    location: str | Path,
+    overrides: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Config:
     """The config an existing run (local directory or URI) was started with, overrides applied;
-    reads only (resume_run saves it)."""
-    location = str(location) if storage.is_uri(str(location)) else str(Path(location).resolve())
-    config_location = storage.join(location, RUN_CONFIG_FILE)
-    if not storage.exists(config_location):
+    reads only (resume_run saves it). storage_options reach the store (they replace the saved
+    run.storage_options when given, e.g. for a store that moved)."""
+    location = urls.absolute(str(location))
+    config_location = urls.join(location, RUN_CONFIG_FILE)
+    if not urls.exists(config_location, storage_options):
         raise ConfigError(f"{location}: not a run directory (no {RUN_CONFIG_FILE})")
-    if not has_checkpoints(location):
+    if not has_checkpoints(location, storage_options):
         raise ConfigError(f"{location}: no checkpoint to resume from")
-    data = parse_yaml(storage.read_text(config_location), config_location)
+    data = parse_yaml(storage.read_text(config_location, storage_options), config_location)
     cfg = load_config(data, overrides=overrides, source=config_location)
     # The run keeps its name and location even if the directory was moved.
-    storage_path, name = storage.split(location)
-    return cfg.replace(run={"name": name, "storage_path": storage_path})
+    storage_path, name = urls.split(location)
+    run: dict[str, Any] = {"name": name, "storage_path": storage_path}
+    if storage_options:
+        run["storage_options"] = storage_options
+    return cfg.replace(run=run)
 
 
-def resume_run(location: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
+def resume_run(
+    location: str | Path,
+    overrides: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[Config, Path]:
     """An existing run, with the config it was started with; overrides (e.g. a longer
     schedule.adversarial_nimg) are applied and saved with the run."""
-    cfg = run_config(location, overrides)
+    cfg = run_config(location, overrides, storage_options)
     out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     _save_run_config(cfg, out)
     return cfg, out

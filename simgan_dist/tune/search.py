@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from simgan_dist.config import (
     load_config,
     parse_yaml,
 )
-from simgan_dist.io import storage
+from simgan_dist.io import storage, urls
 from simgan_dist.train.runs import absolutize, has_checkpoints, resume_run, run_location, start_run
 from simgan_dist.tune.space import (
     Search,
@@ -49,8 +50,9 @@ def tune_trial(params: dict[str, Any], base: dict[str, Any], train_root: str) ->
     cfg = apply_params(from_dict(base, source=BASE_FILE), params)
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = cfg.replace(run={"storage_path": train_root, "name": trial_id})
-    if has_checkpoints(run_location(cfg)):
-        cfg, run_dir = resume_run(run_location(cfg))
+    options = cfg.run.storage_options
+    if has_checkpoints(run_location(cfg), options):
+        cfg, run_dir = resume_run(run_location(cfg), storage_options=options)
         sys.stdout.write(f"[simgan] trial {trial_id}: continuing {run_dir}\n")
     else:
         cfg, run_dir = start_run(cfg)
@@ -123,12 +125,17 @@ class Experiment:
 
     @property
     def name(self) -> str:
-        return storage.split(self.location)[1]
+        return urls.split(self.location)[1]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.base.run.storage_options
 
     def results_dir(self) -> Path:
-        """Tables, plot and best config: the experiment directory, or ./runs/<name> for a URI."""
-        if storage.is_uri(self.location):
-            return (Path.cwd() / "runs" / self.name).resolve()
+        """Tables, plot and best config: the experiment directory, or for an object store a
+        staging directory whose files run_and_report copies into the experiment."""
+        if urls.is_remote(self.location):
+            return Path(tempfile.gettempdir()) / "simgan-tune" / self.name
         return Path(self.location)
 
 
@@ -136,8 +143,7 @@ def _experiment_location(cfg: Config, search: Search) -> str:
     settings = search.settings
     name = settings.name or f"tune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     root = settings.storage_path or cfg.run.storage_path
-    root = root if storage.is_uri(root) else str(Path(root).resolve())
-    return storage.join(root, name)
+    return urls.join(urls.absolute(root), name)
 
 
 def existing_search(cfg: Config, search: Search) -> str | None:
@@ -149,7 +155,9 @@ def existing_search(cfg: Config, search: Search) -> str | None:
             "job finds its search by name)"
         )
     location = _experiment_location(absolutize(apply_params(cfg, fixed_params(search))), search)
-    return location if storage.exists(storage.join(location, SEARCH_FILE)) else None
+    return (
+        location if urls.exists(urls.join(location, SEARCH_FILE), cfg.run.storage_options) else None
+    )
 
 
 def start_search(cfg: Config, search: Search) -> Experiment:
@@ -162,28 +170,33 @@ def start_search(cfg: Config, search: Search) -> Experiment:
             "the objective); set it under space: or with --set"
         )
     location = _experiment_location(cfg, search)
-    if storage.exists(storage.join(location, SEARCH_FILE)):
+    options = cfg.run.storage_options
+    if urls.exists(urls.join(location, SEARCH_FILE), options):
         raise ConfigError(
             f"tune.name: {location} already holds a search; continue it with "
             f"`simgan tune --resume {location}` or choose another tune.name"
         )
-    storage.write_text(storage.join(location, BASE_FILE), config_to_yaml(cfg))
-    storage.write_text(storage.join(location, SEARCH_FILE), search.to_yaml())
+    storage.write_text(urls.join(location, BASE_FILE), config_to_yaml(cfg), options)
+    storage.write_text(urls.join(location, SEARCH_FILE), search.to_yaml(), options)
     return Experiment(location, cfg, search)
 
 
-def resume_search(location: str | Path) -> Experiment:
-    """The experiment at location, with the base config and search it was started with."""
-    location = str(location) if storage.is_uri(str(location)) else str(Path(location).resolve())
+def resume_search(
+    location: str | Path, storage_options: dict[str, Any] | None = None
+) -> Experiment:
+    """The experiment at location, with the base config and search it was started with.
+    storage_options reach the store (and replace the saved run.storage_options when given)."""
+    location = urls.absolute(str(location))
     for name in (SEARCH_FILE, BASE_FILE):
-        if not storage.exists(storage.join(location, name)):
+        if not urls.exists(urls.join(location, name), storage_options):
             raise ConfigError(f"{location}: not a simgan tune experiment (no {name})")
-    base_location, search_location = (storage.join(location, n) for n in (BASE_FILE, SEARCH_FILE))
-    base = load_config(
-        parse_yaml(storage.read_text(base_location), base_location), source=base_location
-    )
-    search_data = parse_yaml(storage.read_text(search_location), search_location)
-    search = parse_search(search_data, base, search_location)
+    base_location, search_location = (urls.join(location, n) for n in (BASE_FILE, SEARCH_FILE))
+    base_text = storage.read_text(base_location, storage_options)
+    base = load_config(parse_yaml(base_text, base_location), source=base_location)
+    if storage_options:
+        base = base.replace(run={"storage_options": storage_options})
+    search_text = storage.read_text(search_location, storage_options)
+    search = parse_search(parse_yaml(search_text, search_location), base, search_location)
     return Experiment(location, base, search)
 
 
@@ -191,7 +204,7 @@ def _trainable(exp: Experiment) -> Any:
     from ray import tune
 
     fn = tune.with_parameters(
-        tune_trial, base=exp.base.to_dict(), train_root=storage.join(exp.location, TRIALS_DIR)
+        tune_trial, base=exp.base.to_dict(), train_root=urls.join(exp.location, TRIALS_DIR)
     )
     # No CPU for the trial function: even 0.01 CPU would leave a 2-core node 1.99 CPUs, and the
     # trial's 2 one-CPU workers would wait forever. A small memory claim keeps its bundle valid.
@@ -223,12 +236,15 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
     # Reports taken before the first score (e.g. a pretraining checkpoint) carry no objective;
     # ASHA passes over them, but Tune's strict check would fail the trial.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # One filesystem for the experiment store: fsspec's, with run.storage_options, for pyarrow.
+    filesystem, path = storage.pyarrow_filesystem(exp.location, exp.options)
     if resume:
         tuner = tune.Tuner.restore(
-            exp.location, trainable=_trainable(exp), resume_unfinished=True, resume_errored=True
-        )
+            path, trainable=_trainable(exp), resume_unfinished=True, resume_errored=True,
+            storage_filesystem=filesystem,
+        )  # fmt: skip
     else:
-        storage_path, name = storage.split(exp.location)
+        storage_path, name = urls.split(path)
         settings = exp.search.settings
         tuner = tune.Tuner(
             _trainable(exp),
@@ -243,6 +259,7 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage_path,
+                storage_filesystem=filesystem,
                 verbose=1,
                 callbacks=tracker_callbacks(settings.wandb, settings.mlflow, name),
             ),
@@ -260,7 +277,11 @@ def run_and_report(exp: Experiment, resume: bool = False) -> dict[str, Any]:
     finished = results.num_terminated + results.num_errors
     interrupted = finished < len(results) or len(results) < exp.search.num_trials()
     rows = trial_rows(results, exp.search, schedule_nimg(exp.base), interrupted)
-    summary = write_results(rows, exp.search, exp.base, exp.results_dir())
+    results_dir = exp.results_dir()
+    summary = write_results(rows, exp.search, exp.base, results_dir)
+    if urls.is_remote(exp.location):  # the tables and plot live with the experiment
+        names = sorted(p.name for p in results_dir.iterdir())
+        storage.upload_dir(results_dir, exp.location, names, exp.options)
     summary["experiment"] = exp.location
     summary["interrupted"] = interrupted
     summary["num_trials"] = len(rows)
