@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -190,20 +191,30 @@ def cmd_refine(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
+    from simgan_dist.io import storage, urls
 
+    # A report for an object store (e.g. next to its run) is written locally, then copied.
+    staging = (
+        tempfile.TemporaryDirectory(prefix="simgan-eval-") if urls.is_remote(args.out) else None
+    )
+    out = staging.name if staging else args.out
     report = evaluate_digits(
         args.synthetic,
         args.refined,
         args.real_eval,
-        args.out,
+        out,
         real_train_labeled=args.real_train_labeled,
         seed=args.seed,
         epochs=args.epochs,
         num_seeds=args.num_seeds,
         progress=lambda line: progress_line(f"[eval] {line}"),
     )
+    if staging:
+        with staging:
+            names = sorted(p.name for p in Path(out).iterdir())
+            storage.upload_dir(Path(out), args.out, names, storage_options_from_args(args))
     print(headline(report))
-    print(f"report: {Path(args.out) / 'report.md'}")
+    print(f"report: {urls.join(args.out, 'report.md')}")
 
 
 def cmd_screen(args: argparse.Namespace) -> None:

@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--refined", required=True,
                           help="the same samples refined (same keys, labels kept)")  # fmt: skip
     evaluate.add_argument("--real-eval", required=True, help="labeled real shards (never trained)")
-    evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.add_argument("--out", required=True,
+                          help="report directory, local or in an object store (e.g. the run's)")  # fmt: skip
+    _add_storage_arg(evaluate)  # for an --out in an object store
     evaluate.add_argument(
         "--real-train-labeled",
         default=None,

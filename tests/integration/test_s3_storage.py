@@ -164,3 +164,14 @@ def test_tune_on_s3_keeps_the_experiment_in_the_bucket_and_resumes_from_it(
     assert "[simgan] search: s3://simgan-test/tune/s3search" in out
     summary = json.loads(out[out.index("\n{") + 1 :])
     assert summary["num_trials"] == 1 and not summary["interrupted"], summary
+
+
+def test_eval_report_lands_in_the_bucket(s3_server, s3_bucket, digit_shards, capsys) -> None:
+    out = "s3://simgan-test/runs/evaluated/eval"
+    main(["eval", "--synthetic", str(digit_shards["synthetic"]),
+          "--refined", str(digit_shards["synthetic"]), "--real-eval", str(digit_shards["real_eval"]),
+          "--out", out, "--storage-option", f"endpoint_url={s3_server}",
+          "--num-seeds", "2", "--epochs", "1"])  # fmt: skip
+    keys = _keys(s3_bucket, "runs/evaluated/eval/")
+    assert {f"runs/evaluated/eval/{n}" for n in ("report.json", "report.md", "grid.png")} <= keys
+    assert f"report: {out}/report.md" in capsys.readouterr().out
