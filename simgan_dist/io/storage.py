@@ -14,7 +14,9 @@ shards.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -104,3 +106,12 @@ def fetch_dir(
         destination_filesystem=pyarrow.fs.LocalFileSystem(),
     )
     return local_dir
+
+
+def fetch_cached(location: str, storage_options: dict[str, Any] | None = None) -> Path:
+    """A local copy of a directory on a store, under the temp dir: one cache entry per store
+    and path, since two endpoints may hold the same bucket name."""
+    endpoint = str((storage_options or {}).get("endpoint_url", ""))
+    digest = hashlib.sha256(f"{endpoint} {location}".encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
+    return fetch_dir(location, cache / split(location)[1], storage_options)
