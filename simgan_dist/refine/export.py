@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from simgan_dist.io import storage
+from simgan_dist.io import urls
 from simgan_dist.model.exported import (
     ARCH_FILE,
     ONNX_FILE,
@@ -43,9 +43,7 @@ def export_refiner(
         raise ValueError(f"--out {out}: exists and is not a directory")
     refiner, cfg, directory = load_refiner(location, storage_options=storage_options)
     source = {
-        "location": str(location)
-        if storage.is_uri(str(location))
-        else str(Path(location).resolve()),
+        "location": urls.absolute(str(location)),
         "checkpoint_id": directory.name,
         "cur_nimg": read_state(directory)["loop"]["cur_nimg"],
         "weights": "refiner",  # networks.pt's part; there is no EMA copy
