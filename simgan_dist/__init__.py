@@ -8,6 +8,8 @@ The names below load on first use, so `import simgan_dist` is cheap and starts n
     load_refiner(location) -> (Refiner, Config, checkpoint directory)   a trained R, eval mode
     Refiner.refine(images, generator=None) -> images                    R on a float batch in [-1, 1]
     refine_corpus(checkpoint, input, output, **settings) -> summary     `simgan refine`, exactly once
+    export_refiner(location, out, onnx=True) -> refiner.json's content  `simgan export`
+    read_exported(export_dir) -> ExportedRefiner (.refiner, .model, .info)  R from an export
     evaluate_digits(synthetic, refined, real_eval, out_dir, ...) -> report  `simgan eval`
 """
 
@@ -18,9 +20,10 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simgan_dist.api import refine_corpus, train_refiner
+    from simgan_dist.api import export_refiner, refine_corpus, train_refiner
     from simgan_dist.config import Config, ConfigError, load_config
     from simgan_dist.eval.protocol import evaluate_digits
+    from simgan_dist.model.exported import read_exported
     from simgan_dist.model.networks import Refiner
     from simgan_dist.train.checkpoint import load_refiner
 
@@ -39,6 +42,8 @@ _EXPORTS = {
     "train_refiner": "simgan_dist.api",
     "refine_corpus": "simgan_dist.api",
     "evaluate_digits": "simgan_dist.eval.protocol",
+    "export_refiner": "simgan_dist.api",
+    "read_exported": "simgan_dist.model.exported",
 }
 
 __all__ = [
@@ -47,8 +52,10 @@ __all__ = [
     "Refiner",
     "__version__",
     "evaluate_digits",
+    "export_refiner",
     "load_config",
     "load_refiner",
+    "read_exported",
     "refine_corpus",
     "train_refiner",
 ]

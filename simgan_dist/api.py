@@ -1,4 +1,4 @@
-"""The Python API behind `import simgan_dist`: train and refine as the CLI does."""
+"""The Python API behind `import simgan_dist`: train, refine and export as the CLI does."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from simgan_dist.config import Config, ConfigSource, load_config
+from simgan_dist.refine.export import export_refiner
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
 from simgan_dist.train.checkpoint import load_refiner
 from simgan_dist.train.ray_train import run_training
 from simgan_dist.train.runs import resume_run, run_location, start_run
 
-__all__ = ["load_refiner", "refine_corpus", "train_refiner"]
+__all__ = ["export_refiner", "load_refiner", "refine_corpus", "train_refiner"]
 
 
 def train_refiner(
@@ -48,7 +49,7 @@ def refine_corpus(
     **settings: Any,
 ) -> dict[str, Any]:
     """Refine every shard of input_location into output, as `simgan refine` does (exactly once,
-    resumable). settings: RefineSettings fields (batch_size, num_workers, num_variants, ...).
+    resumable). checkpoint: a run, checkpoint or export directory (or URI). settings: RefineSettings fields (batch_size, num_workers, num_variants, ...).
     Returns the summary that output/_refine/report.json also holds."""
     return refine_shards(
         checkpoint, input_location, output, RefineSettings(**settings),

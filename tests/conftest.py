@@ -120,3 +120,24 @@ def checkpoint(tmp_path: Path) -> Path:
 
     cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
     return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096")
+
+
+@pytest.fixture
+def warping_checkpoint(tmp_path: Path) -> Path:
+    """A debug-preset checkpoint of a warping refiner with a noise input whose flow head moves
+    pixels by about a pixel (a fresh head is near zero, which would leave the warp untested)."""
+    import torch
+
+    from simgan_dist.config import load_config
+    from simgan_dist.train.checkpoint import NETWORKS_FILE, save_initial_checkpoint
+
+    overrides = ["run.num_workers=1", "model.refiner_max_warp=2", "model.refiner_noise_channels=2"]
+    cfg = load_config(preset="debug", overrides=overrides)
+    directory = save_initial_checkpoint(cfg, tmp_path / "warp-run" / "checkpoint-000000000096")
+    nets = torch.load(directory / NETWORKS_FILE, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    for name, tensor in nets["refiner"].items():
+        if name.startswith("flow_head."):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+    torch.save(nets, directory / NETWORKS_FILE)
+    return directory

@@ -1,4 +1,4 @@
-"""The `simgan` command: shards, train, tune, screen, refine, eval, demo, bench (parser.py, commands.py)."""
+"""The `simgan` command: shards, train, tune, screen, refine, export, eval, demo, bench (parser.py, commands.py)."""
 
 from __future__ import annotations
 

@@ -188,6 +188,14 @@ def cmd_refine(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=1))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from simgan_dist.refine.export import export_refiner, format_export
+
+    options = storage_options_from_args(args)
+    info = export_refiner(args.location, args.out, onnx=args.onnx, storage_options=options)
+    print(format_export(info, args.out))
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline

@@ -12,6 +12,7 @@ from simgan_dist.cli.commands import (
     cmd_bench_refine,
     cmd_demo,
     cmd_eval,
+    cmd_export,
     cmd_refine,
     cmd_screen,
     cmd_shards_build,
@@ -28,7 +29,7 @@ EXIT_CODES = (
     "file); 130 interrupted (Ctrl-C)."
 )
 DESCRIPTION = (
-    "SimGAN refiners at scale: shards, train, tune, screen, refine, eval, demo, bench. "
+    "SimGAN refiners at scale: shards, train, tune, screen, refine, export, eval, demo, bench. "
     "Parses arguments and calls the packages."
 )
 
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     refine = sub.add_parser("refine", help="write refined shards from a checkpoint, on Ray")
-    refine.add_argument("--checkpoint", required=True, help="checkpoint or run directory (or URI)")
+    refine.add_argument("--checkpoint", required=True,
+                        help="run, checkpoint or export directory, or an export's .json (or URI)")  # fmt: skip
     refine.add_argument("--input", required=True, help="synthetic shards (dir, manifest, pattern)")
     refine.add_argument("--output", required=True, help="output directory or bucket prefix")
     _add_refine_settings_args(refine)
@@ -146,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_storage_arg(refine)
     refine.set_defaults(func=cmd_refine)
+
+    export = sub.add_parser(
+        "export", help="a trained refiner as safetensors + JSON and ONNX, for use without simgan"
+    )
+    export.add_argument("location", metavar="RUN_OR_CHECKPOINT",
+                        help="run directory (its newest checkpoint that loads) or checkpoint (or URI)")  # fmt: skip
+    export.add_argument("--out", required=True,
+                        help="export directory: refiner.safetensors, refiner.json, refiner.onnx")  # fmt: skip
+    export.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write refiner.onnx, checked with onnxruntime against PyTorch "
+                             "(needs the `export` extra)")  # fmt: skip
+    _add_storage_arg(export)
+    export.set_defaults(func=cmd_export)
 
     evaluate = sub.add_parser("eval", help="downstream digit classifier: synthetic vs refined")
     evaluate.add_argument("--synthetic", required=True, help="the synthetic shards (with labels)")

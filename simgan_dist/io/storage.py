@@ -9,7 +9,9 @@ agree on where a run lives. Credentials come from the standard AWS/gcloud chain 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,12 @@ def upload_dir(
         seen[relative] = (stat.st_size, stat.st_mtime_ns)
         num_copied += 1
     return num_copied
+
+
+def fetch_cached(location: str, storage_options: dict[str, Any] | None = None) -> Path:
+    """A local copy of a directory on a store, under the temp dir: one cache entry per store
+    and path, since two endpoints may hold the same bucket name."""
+    endpoint = str((storage_options or {}).get("endpoint_url", ""))
+    digest = hashlib.sha256(f"{endpoint} {location}".encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
+    return fetch_dir(location, cache / urls.split(location)[1], storage_options)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simgan_dist.config import ModelConfig
+from simgan_dist.config import ModelConfig, build_dataclass
 
 
 class ResnetBlock(nn.Module):
@@ -110,6 +112,12 @@ class Refiner(nn.Module):
                 self.flow_head = nn.Sequential(
                     nn.Conv2d(features + noise_channels, features, 3, padding=1), nn.ReLU(), head
                 )
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> Refiner:
+        """R from model config fields by name, e.g. an export's refiner.json `model`; a bad or
+        unknown field raises ValueError naming it (model.<field>)."""
+        return build_refiner(build_dataclass(ModelConfig, dict(fields), "model."))
 
     def noise_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
         """Fresh input noise for the batch x (None for a refiner without a noise input)."""

@@ -33,8 +33,8 @@ from simgan_dist.io.progress import progress_bar
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
-from simgan_dist.refine.shard import RefineSettings, ShardRefiner, lineage_of
-from simgan_dist.train.checkpoint import NETWORKS_FILE, load_refiner
+from simgan_dist.refine.shard import RefineSettings, ShardRefiner
+from simgan_dist.refine.source import open_refiner
 from simgan_dist.train.ray_start import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,15 @@ def refine_shards(
         )
     if len(set(names)) != len(names):
         raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
-    refiner, cfg, checkpoint_dir = load_refiner(checkpoint, storage_options=options)
-    if settings.num_variants > 1 and cfg.model.refiner_noise_channels == 0:
+    loaded = open_refiner(checkpoint, storage_options=options)
+    model, checkpoint_dir = loaded.model, loaded.origin
+    if settings.num_variants > 1 and model.refiner_noise_channels == 0:
         raise ValueError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "
             f"(model.refiner_noise_channels > 0); {checkpoint_dir} has none, so its copies "
             "would all be the same"
         )
-    lineage = lineage_of(cfg, checkpoint_dir, checkpoint_dir / NETWORKS_FILE)
+    lineage = dict(loaded.lineage)
     if settings.num_variants > 1:  # a rerun with another count must not mix into this output
         lineage["num_variants"] = str(settings.num_variants)
     refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
@@ -131,11 +132,11 @@ def refine_shards(
         try:
             if todo:
                 ensure_ray()
-                weights = refiner.state_dict()
+                weights = loaded.refiner.state_dict()
                 bar = progress_bar(total, "refine", enabled=progress)
                 with bar:
                     _run_pool(
-                        todo, output, weights, cfg.model, settings, lineage, options, bar, results,
+                        todo, output, weights, model, settings, lineage, options, bar, results,
                         counts or {}, lease,
                     )  # fmt: skip
         except BaseException as err:
@@ -154,7 +155,7 @@ def refine_shards(
             raise
 
         records.update({r["name"]: r for r in results if not r["failed"]})
-        shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+        shape = (model.image_channels, model.image_height, model.image_width)
         refine_ledger.assemble_manifest(output, names, records, shape, options)
         refine_ledger.remove_temporaries(output, options)
         summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))

@@ -11,19 +11,17 @@ shard starts or finishes. The output shard is published atomically, then its don
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from simgan_dist.config import Config, ModelConfig
+from simgan_dist.config import ModelConfig
 from simgan_dist.data.reader import BAD_SAMPLE_CHOICES, StreamStats, read_samples
 from simgan_dist.io import urls
 from simgan_dist.io.shardio import write_shard
@@ -83,28 +81,6 @@ def noise_seed(shard_name: str, variant: int) -> int:
     """Seed of R's noise for one shard and variant: a redone shard gets the same pixels."""
     digest = hashlib.sha256(f"{shard_name}/{variant}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def config_hash(section: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def lineage_of(cfg: Config, checkpoint_dir: Path, weights_file: Path) -> dict[str, str]:
-    """What every refined sample records about the refiner that made it."""
-    sections = cfg.to_dict()
-    return {
-        "checkpoint_id": checkpoint_dir.name,
-        "checkpoint_sha256": file_sha256(weights_file),
-        "refiner_config_hash": config_hash({"model": sections["model"], "loss": sections["loss"]}),
-    }
 
 
 @dataclass

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -249,16 +247,12 @@ def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = Non
             if n.startswith("checkpoint-")
         ]
     )
-    endpoint = str((storage_options or {}).get("endpoint_url", ""))
     for candidate in candidates:
         files = set(storage.list_names(candidate, storage_options))
         state_location = urls.join(candidate, STATE_FILE)
         state = storage.read_text(state_location, storage_options) if STATE_FILE in files else None
         if _is_complete(files, state):
-            # One cache entry per store and path: two endpoints may hold the same bucket name.
-            digest = hashlib.sha256(f"{endpoint} {candidate}".encode()).hexdigest()[:16]
-            cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
-            return storage.fetch_dir(candidate, cache / urls.split(candidate)[1], storage_options)
+            return storage.fetch_cached(candidate, storage_options)
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
