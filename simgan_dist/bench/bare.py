@@ -38,6 +38,9 @@ def bare_loop(
     torch.manual_seed(cfg.run.seed)
     refiner = build_refiner(cfg.model).to(device)
     disc = build_discriminator(cfg.model).to(device)
+    if cfg.engine.compile:  # compiled in place (state_dict keys unchanged), in the warm-up
+        refiner.compile()
+        disc.compile()
     opt_r = make_optimizer(refiner.parameters(), cfg.optim, cfg.optim.refiner_lr)
     opt_d = make_optimizer(disc.parameters(), cfg.optim, cfg.optim.disc_lr)
 

@@ -10,7 +10,15 @@ twice, interleaved, and its better pass counts:
 - train: what one training process consumes, the bare PyTorch loop of `simgan bench train`
   (an upper bound on our loop's appetite) with the preset's model and batch, 1 thread.
 
-Targets: s3/local >= 0.9 and loader/train >= 3 (the loader keeps 3x ahead of one worker).
+- refine: what one refine worker consumes, the bare refiner forward of `simgan bench refine`
+  with 1 thread (its preset's model, the default refine batch).
+
+Targets: s3/local >= 0.9 and loader/train >= 3 (the loader keeps 3x ahead of one worker). From
+the slower source's rate per loader process, the bench says how many loader processes keep up
+with the training and refine consumers and with any --consumption rate (a GPU's, say: take it
+from `simgan bench train --device cuda`). Both consumers get their FLOP/s and share of a 1-thread
+matmul/conv peak measured in the same run (bench/flops.py), and the table ends with a trust
+verdict on the passes' drift and the hypervisor's steal (bench/cpu.py).
 Loopback S3 costs HTTP and a server in this process, not network latency: on a real store, set
 data.num_loader_workers so that prefetch covers the round trips.
 """
@@ -18,6 +26,7 @@ data.num_loader_workers so that prefetch covers the round trips.
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import tempfile
 import time
@@ -26,15 +35,48 @@ from typing import Any
 
 import torch
 
+from simgan_dist.bench.cpu import format_trust, machine_sample, steal_since, trust
+from simgan_dist.bench.flops import (
+    account,
+    best_peak,
+    format_flops,
+    format_peak,
+    measure_peak,
+    model_flops,
+)
+from simgan_dist.bench.refine import bare_forward
 from simgan_dist.bench.train import bare_loop_one_thread, plan
 from simgan_dist.config import load_config
 from simgan_dist.data.build import build_synthetic_digits
 from simgan_dist.data.reader import batch_stream
 from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.io.urls import filesystem
+from simgan_dist.model.networks import build_refiner
+from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 
 TARGETS = {"s3/local": 0.9, "loader/train": 3.0}
 BUCKET = "simgan-bench"
+REFINE_SECONDS = 2.0  # the refine consumer's timed forward passes
+
+
+def loaders_needed(images_per_s: float, per_loader_images_per_s: float) -> int:
+    """Loader processes that decode images_per_s at one process's measured rate."""
+    return max(1, math.ceil(images_per_s / per_loader_images_per_s))
+
+
+def refine_rate(preset: str, seconds: float = REFINE_SECONDS) -> float:
+    """Images/s one refine worker's forward takes at 1 thread (random images, its batch)."""
+    cfg = load_config(preset=preset)
+    settings = RefineSettings(threads_per_worker=1)
+    refiner = ShardRefiner(build_refiner(cfg.model).state_dict(), cfg.model, settings, {})
+    shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
+    batch = torch.rand(settings.batch_size, *shape) * 2 - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return bare_forward(refiner, batch, seconds)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _free_port() -> int:
@@ -80,9 +122,13 @@ def bench_data(
     num_loader_workers: int = 1,
     preset: str = "digits",
     endpoint_url: str | None = None,
+    consumption: list[float] | None = None,
+    refine_seconds: float = REFINE_SECONDS,
 ) -> dict[str, Any]:
     cfg = load_config(preset=preset)
     batch = cfg.schedule.batch_size
+    started = machine_sample()
+    peaks = [measure_peak(cfg, torch.device("cpu"), threads=1)]
     server = None
     if endpoint_url is None:
         server, endpoint_url = start_s3_server()
@@ -113,8 +159,19 @@ def bench_data(
     train = bare_loop_one_thread(
         cfg, torch.device("cpu"), schedule["warmup_iters"], schedule["measured_iters"]
     )
+    refine = refine_rate(preset, refine_seconds)
+    peaks.append(measure_peak(cfg, torch.device("cpu"), threads=1))
+    peak = best_peak(peaks)
     local_rate = max(rates["local_1"]["images_per_s"], rates["local_2"]["images_per_s"])
     s3_rate = max(rates["s3_1"]["images_per_s"], rates["s3_2"]["images_per_s"])
+    per_loader = min(local_rate, s3_rate) / max(1, num_loader_workers)
+    consumers = {"train": train["images_per_s"], "refine": refine}
+    consumers.update({f"{x:g} img/s": x for x in consumption or ()})
+    per_image = model_flops(cfg)
+    passes = {
+        s: [rates[f"{s}_1"]["images_per_s"], rates[f"{s}_2"]["images_per_s"]]
+        for s in ("local", "s3")
+    }
     return {
         "preset": preset,
         "batch_size": batch,
@@ -129,8 +186,19 @@ def bench_data(
         "ratios": {
             "s3/local": s3_rate / local_rate,
             "loader/train": min(s3_rate, local_rate) / train["images_per_s"],
+            "loader/refine": min(s3_rate, local_rate) / refine,
         },
         "targets": TARGETS,
+        "refine_images_per_s": refine,
+        "decode_images_per_s_per_loader": per_loader,
+        "loaders_needed": {name: loaders_needed(x, per_loader) for name, x in consumers.items()},
+        "flops": {
+            "per_image": {k: per_image[k] for k in ("train", "refine_forward")},
+            "peak": peak,
+            "train": account(per_image["train"], train["images_per_s"], peak),
+            "refine": account(per_image["refine_forward"], refine, peak),
+        },
+        "trust": trust(passes, steal_since(started)["steal_share"]),
     }
 
 
@@ -147,7 +215,20 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         f"| training consumes (bare loop, 1 thread) | {result['train_images_per_s']:.0f} | |"
     )
+    lines.append(
+        f"| refine consumes (bare forward, 1 thread) | {result['refine_images_per_s']:.0f} | |"
+    )
     for name, target in result["targets"].items():
         verdict = "met" if r[name] >= target else "MISSED"
         lines.append(f"{name}: {r[name]:.2f} (target >= {target}: {verdict})")
+    lines.append(f"loader/refine: {r['loader/refine']:.2f}")
+    per_loader = result["decode_images_per_s_per_loader"]
+    lines.append(
+        f"loader processes needed at {per_loader:.0f} decoded images/s each: "
+        + ", ".join(f"{n} for {name}" for name, n in result["loaders_needed"].items())
+    )
+    flops = result["flops"]
+    lines += [format_peak(flops["peak"])]
+    lines += format_flops(flops["per_image"], {k: flops[k] for k in ("train", "refine")})
+    lines.append(format_trust(result["trust"]))
     return "\n".join(lines)

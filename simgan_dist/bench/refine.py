@@ -9,6 +9,10 @@
   "whole run" is the command's own images/s, start-up included.
 
 The projection for 1,000,000 images uses the steady figure (start-up is seconds, once).
+Both figures get their FLOP/s and share of a matmul/conv peak measured at the start with the
+workers' threads and precision (bench/flops.py; end-to-end against one peak per worker), and the
+table ends with a trust verdict: the bare halves drifting, or the hypervisor stealing, makes the
+ratio untrustworthy (bench/cpu.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ from typing import Any
 
 import torch
 
+from simgan_dist.bench.cpu import format_trust, machine_sample, steal_since, trust
+from simgan_dist.bench.flops import (
+    account,
+    best_peak,
+    format_flops,
+    format_peak,
+    measure_peak,
+    model_flops,
+)
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.data.reader import read_samples
 from simgan_dist.io.shardio import resolve_shard_urls
@@ -84,18 +97,28 @@ def bench_refine(
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads_per_worker)
     load_before = os.getloadavg()
+    started = machine_sample()
+    device = torch.device("cuda" if settings.use_gpu else "cpu")
+    precision = "bf16" if settings.bf16 else "fp32"
+    peaks = [measure_peak(cfg, device, settings.threads_per_worker, precision)]
     try:
         halves = [bare_forward(bare, batch, BARE_SECONDS)]
         ensure_ray(os.cpu_count())
         out = work / "refined"
         summary = refine_shards(checkpoint, shards, out, settings, progress=False)
         halves.append(bare_forward(bare, batch, BARE_SECONDS))
+        peaks.append(measure_peak(cfg, device, settings.threads_per_worker, precision))
     finally:
         torch.set_num_threads(threads)
     records = refine_ledger.read_done(str(out), None).values()
     span = max(r["finished"] for r in records) - min(r["started"] for r in records)
     steady = summary["num_images_refined"] / span
-    bare_ips = sum(halves) / 2
+    bare_ips, peak = sum(halves) / 2, best_peak(peaks)
+    per_image = model_flops(cfg)["refine_forward"]
+    # The pool's size as refine_shards picks it (one per GPU, or per threads_per_worker CPUs).
+    per_machine = torch.cuda.device_count() if settings.use_gpu else os.cpu_count() or 1
+    auto = max(1, per_machine // (1 if settings.use_gpu else settings.threads_per_worker))
+    num_workers = min(settings.num_workers or auto, summary["num_shards_refined"])
     return {
         "preset": preset,
         "image_shape": [cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width],
@@ -116,11 +139,21 @@ def bench_refine(
         "target_ratio": TARGET_RATIO,
         "projected_hours_1m": PROJECTED_IMAGES / steady / 3600,
         "work_dir": str(work),
+        "flops": {
+            "per_image": {"refine_forward": per_image},
+            "peak": peak,
+            "bare": account(per_image, bare_ips, peak),
+            "e2e_steady": account(per_image, steady, peak, num_workers),
+            "num_workers": num_workers,
+        },
+        "trust": trust(
+            {"bare": halves, "peak": peak["parts_peak_flops"]}, steal_since(started)["steal_share"]
+        ),
     }
 
 
 def format_refine_table(r: dict[str, Any]) -> str:
-    s = r["settings"]
+    s, flops = r["settings"], r["flops"]
     verdict = "met" if r["ratio"] >= r["target_ratio"] else "MISSED"
     return "\n".join(
         [
@@ -139,5 +172,9 @@ def format_refine_table(r: dict[str, Any]) -> str:
             f" whole run {r['ratio_whole_run']:.2f}",
             f"projected for {PROJECTED_IMAGES:,} images on this machine: "
             f"{r['projected_hours_1m']:.2f} h",
+            format_peak(flops["peak"]),
+            *format_flops(flops["per_image"], {k: flops[k] for k in ("bare", "e2e_steady")}),
+            f"(e2e_steady against {flops['num_workers']} worker(s)' peak)",
+            format_trust(r["trust"]),
         ]
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from simgan_dist.bench.cpu import ROLES
+from simgan_dist.bench.cpu import ROLES, format_trust
+from simgan_dist.bench.flops import format_flops, format_peak
+from simgan_dist.bench.train import NUM_PROCESSES
 
 RATIO_PAIR = ("ours_1w", "ours_2w")  # their ratio is also shown per round
 
@@ -28,14 +30,14 @@ def format_table(result: dict[str, Any]) -> str:
         f"{cfg['interval_nimg']} after {cfg['warmup_iters'] * cfg['iter_nimg']} warm-up images; "
         f"shards {cfg.get('shards', '')}",
         "",
-        f"{'name':<10} {'workers':>7} {'images/s':>10} {'timed imgs':>10} {'timed s':>8} "
+        f"{'name':<13} {'workers':>7} {'images/s':>10} {'timed imgs':>10} {'timed s':>8} "
         f"{'fit wall s':>10}  images/s per part (in the order run)",
     ]
-    workers = {"bare": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2}
+    workers = NUM_PROCESSES
     for name, r in result["results"].items():
         wall = f"{r['wall_s']:10.1f}" if "wall_s" in r else f"{'-':>10}"
         lines.append(
-            f"{name:<10} {workers[name]:>7} {r['images_per_s']:10.1f} {r['measured_nimg']:>10} "
+            f"{name:<13} {workers[name]:>7} {r['images_per_s']:10.1f} {r['measured_nimg']:>10} "
             f"{r['measured_s']:8.1f} {wall}  "
             + " / ".join(f"{x:.1f}" for x in r.get("parts_images_per_s", []))
         )
@@ -44,17 +46,26 @@ def format_table(result: dict[str, Any]) -> str:
         per_round = ", ".join(f"{b / a:.2f}" for a, b in zip(one, two, strict=True))
         lines.append(f"ours_2w/ours_1w per round: {per_round}")
     lines += _cpu_lines(result["results"])
-    lines += ["", f"{'ratio':<16} {'value':>6} {'target':>8}"]
+    lines += ["", f"{'ratio':<18} {'value':>6} {'target':>8}"]
     for key, r in result["ratios"].items():
         if r["target"] is None:
-            what = "best 2w/1w here" if key == "bare_2p/ours_1w" else "share of the ceiling"
-            lines.append(f"{key:<16} {r['value']:6.3f} {'':>8}  ({what})")
+            what = {
+                "bare_2p/ours_1w": "best 2w/1w here",
+                "bare_compiled/bare": "torch.compile / eager",
+            }.get(key, "share of the ceiling")
+            lines.append(f"{key:<18} {r['value']:6.3f} {'':>8}  ({what})")
         elif r["value"] is None:
-            lines.append(f"{key:<16} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
+            lines.append(f"{key:<18} {'-':>6} {'>= ' + str(r['target']):>8}  not measured")
         else:
             verdict = "met" if r["met"] else "MISSED"
-            lines.append(f"{key:<16} {r['value']:6.3f} {'>= ' + str(r['target']):>8}  {verdict}")
+            lines.append(f"{key:<18} {r['value']:6.3f} {'>= ' + str(r['target']):>8}  {verdict}")
+    if "flops" in result:
+        rows = {name: r["flops"] for name, r in result["results"].items()}
+        lines += ["", format_peak(result["flops"]["peak"])]
+        lines += format_flops(result["flops"]["per_image"], rows)
     lines += [f"note: {n}" for n in result["notes"]]
+    if "trust" in result:
+        lines.append(format_trust(result["trust"]))
     return "\n".join(lines)
 
 
@@ -67,7 +78,7 @@ def _cpu_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"CPU in the timed intervals, cores{f' of {num_cpus:.0f}' if num_cpus else ''}: training "
-        "workers / their loaders / Ray and this driver / other / idle;",
+        "workers / their loaders / Ray and this driver / other / stolen by the hypervisor / idle;",
         "images/s per core the workers used",
     ]
     for name, cores in accounted.items():

@@ -19,9 +19,12 @@ configurations run in alternating rounds (bare part, 1 worker, 2 workers; then a
 so a drift in the machine's speed weighs on all of them alike; the table shows each part's figure.
 Every loop, bare or ours, runs with glibc's malloc trimming turned off (malloc_tuning.py), so
 none is slowed by page faults. During each Ray run bench_cpu.py samples where the machine's CPU
-goes (workers, loaders, Ray and the driver, other, idle) and accounts the same timed intervals:
+goes (workers, loaders, Ray and the driver, other, steal, idle) and accounts the same timed intervals:
 on a box with few cores, what Ray's own processes take is what a 2-worker run loses against the
-1-worker run, which gets them from an idle core. The table is bench_table.py's.
+1-worker run, which gets them from an idle core. Every figure's FLOP/s and share of a peak
+measured at the start on the same device (bench/flops.py) are reported, and a trust verdict
+(bench/cpu.py): a figure whose parts drift, or a machine whose hypervisor steals, makes the
+ratios untrustworthy. The table is bench/table.py's.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from typing import Any
 import torch
 
 from simgan_dist.bench.bare import bare_loop_one_thread, bare_pair
-from simgan_dist.bench.cpu import CpuSampler, combine_cores
+from simgan_dist.bench.cpu import CpuSampler, combine_cores, machine_sample, steal_since, trust
+from simgan_dist.bench.flops import account, best_peak, measure_peak, model_flops
 from simgan_dist.config import Config, ConfigError, load_config
+from simgan_dist.data.streams import image_shape
 from simgan_dist.io.shardio import MANIFEST_NAME
 from simgan_dist.train.malloc_tuning import tune_malloc
 
@@ -49,8 +54,10 @@ DEFAULT_ROUNDS = 2  # Ray runs per configuration, alternating (see bench_train)
 MEASURED_INTERVALS = 5  # log intervals timed per Ray run (the figure is their total)
 WARMUP_INTERVALS = 1  # intervals skipped first (startup, loader fill)
 TARGETS = {"ours_1w/bare": 0.9, "ours_2w/ours_1w": 1.8}
-# Ratios without a target, against the 2-process ceiling (CPU runs only).
-CEILING_RATIOS = ("bare_2p/ours_1w", "ours_2w/bare_2p")
+# Processes (each with 1 thread, or one GPU) behind each figure: the peak its FLOPs are shared of.
+NUM_PROCESSES = {"bare": 1, "bare_compiled": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2}
+# Ratios without a target: against the 2-process ceiling (CPU runs only), compiled vs eager.
+CEILING_RATIOS = ("bare_2p/ours_1w", "ours_2w/bare_2p", "bare_compiled/bare")
 DIGIT_CORPORA = ("digits-synth", "digits-real-train")
 # Built when the chosen shard root lacks the digit corpora and none was named (a temp dir).
 BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD = 4000, 1000
@@ -254,9 +261,11 @@ def bench_train(
     overrides: list[str] | None = None,
     say: Callable[[str], None] = print,
     rounds: int = DEFAULT_ROUNDS,
+    compile_bare: bool = False,
 ) -> dict[str, Any]:
     """Run the configurations and return the figures (see the module doc). nimg images are
-    timed per configuration in all, nimg / rounds in each of its Ray runs.
+    timed per configuration in all, nimg / rounds in each of its Ray runs. compile_bare adds
+    bare_compiled: the bare loop with torch.compile'd R and D, in the bare loop's rounds.
 
     With device="cuda" and no CUDA device, nothing is measured: the result has "skipped".
     """
@@ -279,11 +288,7 @@ def bench_train(
             "batch_size": s.batch_size,
             "k_g": s.k_g,
             "k_d": s.k_d,
-            "image_shape": [
-                cfg.model.image_channels,
-                cfg.model.image_height,
-                cfg.model.image_width,
-            ],
+            "image_shape": list(image_shape(cfg)),
             "device": device,
             "overrides": sets,
             **schedule,
@@ -335,17 +340,22 @@ def bench_train(
         # whichever ran while it lasted. Each figure is its rounds' images over their seconds.
         dev = torch.device("cuda" if use_gpu else "cpu")
         result["machine"]["bare_malloc_tuned"] = tune_malloc()
+        started = machine_sample()
+        peaks = [measure_peak(cfg, dev, threads=1, precision=cfg.engine.precision)]
         workers = {"ours_1w": 1, "ours_2w": 2}
         if use_gpu and not _has_two_gpus():
             del workers["ours_2w"]
             result["notes"].append("ours_2w skipped: run.use_gpu needs 2 GPUs in the Ray cluster")
-        measured: dict[str, list[Any]] = {name: [] for name in ("bare", *workers)}
+        bare = {"bare": cfg}
+        if compile_bare:
+            bare["bare_compiled"] = cfg.replace(engine={"compile": True})
+        measured: dict[str, list[Any]] = {name: [] for name in (*bare, *workers)}
         bare_iters = _split(rounds * schedule["measured_iters"], rounds + 1)
         for r in range(rounds + 1):
-            if bare_iters[r]:
-                say(f"[bench] bare PyTorch loop, 1 thread, images in memory (part {r + 1})")
+            for name, bare_cfg in bare.items() if bare_iters[r] else ():
+                say(f"[bench] {name} PyTorch loop, 1 thread, images in memory (part {r + 1})")
                 warmup = schedule["warmup_iters"] if r == 0 else min(2, schedule["warmup_iters"])
-                measured["bare"].append(bare_loop_one_thread(cfg, dev, warmup, bare_iters[r]))
+                measured[name].append(bare_loop_one_thread(bare_cfg, dev, warmup, bare_iters[r]))
             if r == rounds:
                 break
             for name, num_workers in workers.items():
@@ -359,13 +369,15 @@ def bench_train(
             result["results"]["bare_2p"] = bare_pair(
                 cfg, schedule["warmup_iters"], rounds * schedule["measured_iters"]
             )
-        rates = result["results"]["bare"]["parts_images_per_s"]
-        if max(rates) - min(rates) > 0.1 * max(rates):
-            result["notes"].append(
-                f"the bare loop's parts ran at {', '.join(f'{x:.1f}' for x in rates)} images/s: "
-                "the machine's speed changed during the bench (see the load averages); the "
-                "ratios are noisy"
-            )
+        peaks.append(measure_peak(cfg, dev, threads=1, precision=cfg.engine.precision))
+        peak, per_image = best_peak(peaks), model_flops(cfg)
+        result["flops"] = {"per_image": per_image, "peak": peak}
+        for name, r in result["results"].items():
+            r["flops"] = account(per_image["train"], r["images_per_s"], peak, NUM_PROCESSES[name])
+        in_parts = {n: r for n, r in result["results"].items() if "parts_images_per_s" in r}
+        parts = {n: r["parts_images_per_s"] for n, r in in_parts.items()}
+        parts["peak"] = peak["parts_peak_flops"]
+        result["trust"] = trust(parts, steal_since(started)["steal_share"])
     finally:
         result["machine"]["loadavg_after"] = list(os.getloadavg())
         shutil.rmtree(scratch, ignore_errors=True)  # runs under work_dir are kept

@@ -274,6 +274,7 @@ def cmd_bench_data(args: argparse.Namespace) -> None:
         num_loader_workers=args.num_loader_workers,
         preset=args.preset,
         endpoint_url=args.endpoint_url,
+        consumption=args.consumption,
     )
     _print_figures(format_table(result), result, args.out)
 
@@ -291,6 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         work_dir=args.work_dir,
         overrides=args.overrides,
         rounds=args.rounds,
+        compile_bare=args.compile,
     )
     _print_figures(format_table(result), result, args.out)
 

@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_train.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                              help="where the loops run")  # fmt: skip
+    bench_train.add_argument("--compile", action="store_true",
+                             help="also time the bare loop with torch.compile'd R and D")  # fmt: skip
     bench_train.add_argument("--shards", help="shard root holding the preset's corpora")
     bench_train.add_argument("--work-dir", help="keep the bench runs here (default: temporary)")
     bench_train.add_argument("--out", help="write the figures as JSON here")
@@ -256,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--num-loader-workers", type=int, default=1,
                             help="DataLoader processes per stream")  # fmt: skip
     bench_data.add_argument("--endpoint-url", help="an S3-compatible store instead of local moto")
+    bench_data.add_argument("--consumption", type=float, action="append", metavar="IMG_PER_S",
+                            help="also say how many loader processes this rate needs (repeatable)")  # fmt: skip
     bench_data.add_argument("--out", help="write the figures as JSON here")
     bench_data.set_defaults(func=cmd_bench_data)
     return parser

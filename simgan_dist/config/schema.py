@@ -130,6 +130,9 @@ class EngineConfig(Section):
     # micro-batches per optimizer step (global batch unchanged)
     grad_accum_steps: int = checked(1, at_least(1))
     channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
+    # torch.compile R and D in place (DeepSpeed's engine.compile(); checkpoints keep their keys).
+    # The first steps pay for compiling (tens of seconds on CPU, which needs a C++ compiler).
+    compile: bool = False
     # DeepSpeed config keys merged over the generated one, e.g. {csv_monitor: {enabled: true,
     # output_path: /abs/dir}} or {flops_profiler: {enabled: true, profile_step: 2}}; the keys
     # the fields above and schedule/optim own are refused (config/deepspeed_passthrough.py).
@@ -164,6 +167,9 @@ class DataConfig(Section):
     real: str = checked("shards/digits-real-train", NOT_EMPTY)
     # DataLoader processes per training worker (0 = in-process)
     num_loader_workers: int = checked(1, at_least(0))
+    # On a CUDA device: batches in pinned host memory (pinned by the loader processes' pin
+    # thread), copied on a stream of their own so the copy overlaps compute. No-op on CPU.
+    pin_memory: bool = True
     shuffle_buffer: int = checked(2000, at_least(1))
     on_bad_sample: Literal["skip", "stop"] = "skip"
     # "shards": each rank streams its own shards (scales). "batch_rows": every rank reads the

@@ -248,6 +248,7 @@ def batch_stream(
     storage_options: dict[str, Any] | None = None,
     on_shard_end: Callable[[int, str], None] | None = None,
     require_json: bool = False,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, list[dict]]]:
     """Endless (images (N,C,H,W) float in [-1,1], metas) batches for one data-parallel rank.
 
@@ -259,6 +260,8 @@ def batch_stream(
     workers (the DataLoader returns their batches round-robin). Bad samples (damaged or unreadable tar,
     undecodable PNG, wrong image shape, no json when require_json) are skipped (logged
     and counted in stats) or, with on_bad_sample="stop", raise BadSampleError naming url and key.
+    pin_memory (for a CUDA consumer) returns images in pinned host memory: pinned by the
+    DataLoader's pin thread ahead of use, or here without loader processes.
     """
     if isinstance(shards, str) or not shards:
         raise ValueError(f"batch_stream: need a non-empty list of shard URLs, got {shards!r}")
@@ -295,6 +298,7 @@ def batch_stream(
             num_workers=num_loader_workers,
             collate_fn=_identity,
             prefetch_factor=4,
+            pin_memory=pin_memory,
         )
         items: Iterator[tuple] = iter(loader)
     else:
@@ -310,6 +314,8 @@ def batch_stream(
             log.warning("skipping bad sample %s", what)
             stats.record_skip(what)
         stats.num_samples += len(metas)
+        if pin_memory and num_loader_workers == 0:
+            images = images.pin_memory()
         yield images, metas
 
 

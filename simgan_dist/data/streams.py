@@ -20,6 +20,31 @@ from simgan_dist.model.pixels import to_batch
 NUM_GRID_IMAGES = 16
 
 
+class HostToDevice:
+    """Moves batches to the training device. On CUDA, from pinned host memory on a copy stream
+    of its own: the host has queued the previous step's kernels and moved on, so the copy runs
+    while the GPU still works through them, and the compute stream waits for it only where the
+    batch is used. A copy from pageable memory would be staged by the host, synchronously,
+    whatever non_blocking says. On CPU the batch is returned as it is."""
+
+    def __init__(self, device: torch.device, pin_memory: bool = True) -> None:
+        self.device = device
+        self.pin_memory = pin_memory and device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.stream is None:
+            return batch.to(self.device)
+        if self.pin_memory and not batch.is_pinned():
+            batch = batch.pin_memory()  # the loaders' pin thread usually did this already
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):
+            moved = batch.to(self.device, non_blocking=True)
+        compute.wait_stream(self.stream)
+        moved.record_stream(compute)  # freed only once compute is done with it
+        return moved
+
+
 @dataclass
 class IteratorBatches:
     """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
@@ -30,14 +55,18 @@ class IteratorBatches:
     device: torch.device = torch.device("cpu")
     num_synthetic: int = 0  # batches drawn so far
     num_real: int = 0
+    pin_memory: bool = True  # on CUDA (HostToDevice)
+
+    def __post_init__(self) -> None:
+        self.to_device = HostToDevice(self.device, self.pin_memory)
 
     def next_synthetic(self) -> torch.Tensor:
         self.num_synthetic += 1
-        return next(self.synthetic)[0].to(self.device, non_blocking=True)
+        return self.to_device(next(self.synthetic)[0])
 
     def next_real(self) -> torch.Tensor:
         self.num_real += 1
-        return next(self.real)[0].to(self.device, non_blocking=True)
+        return self.to_device(next(self.real)[0])
 
     def state_dict(self) -> dict[str, int]:
         """The position: batches drawn from each stream."""
@@ -91,6 +120,7 @@ def make_batches(
     # Micro-batches: with gradient accumulation each optimizer step takes grad_accum_steps.
     global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
     batch = global_micro if by_rows else global_micro // world_size
+    pin = cfg.data.pin_memory and device.type == "cuda"
 
     def stream(corpus: str) -> Any:
         catalog = catalogs[corpus]
@@ -105,11 +135,11 @@ def make_batches(
             rank=stream_rank, world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
             with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
-            on_shard_end=on_end, require_json=corpus == "synthetic",
+            on_shard_end=on_end, require_json=corpus == "synthetic", pin_memory=pin,
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
 
-    return IteratorBatches(stream("synthetic"), stream("real"), device)
+    return IteratorBatches(stream("synthetic"), stream("real"), device, pin_memory=pin)
 
 
 class KeyLog:

@@ -228,6 +228,12 @@ class ShardRefiner:
         annotations["lineage"] = lineage
         return annotations
 
+    def _host_batch(self, images: list[np.ndarray]) -> torch.Tensor:
+        """A float batch; for a GPU in pinned memory, pinned here in the reader thread ahead of
+        use, so forward()'s non_blocking copy is a real asynchronous one."""
+        batch = to_batch(images)
+        return batch.pin_memory() if self.device.type == "cuda" else batch
+
     def _read(self, source: str, stats: StreamStats, out: queue.Queue, stop: threading.Event):
         """Reader thread: decoded samples in batches of (keys, float tensor, metas), then _END,
         or the exception that stopped it."""
@@ -246,10 +252,10 @@ class ShardRefiner:
                 images.append(img)
                 metas.append(meta)
                 if len(keys) == self.settings.batch_size:
-                    if not _put(out, (keys, to_batch(images), metas), stop):
+                    if not _put(out, (keys, self._host_batch(images), metas), stop):
                         return
                     keys, images, metas = [], [], []
-            if keys and not _put(out, (keys, to_batch(images), metas), stop):
+            if keys and not _put(out, (keys, self._host_batch(images), metas), stop):
                 return
             _put(out, _END, stop)
         except BaseException as err:  # handed to the consumer, which raises it in its thread

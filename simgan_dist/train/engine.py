@@ -186,6 +186,10 @@ class DeepSpeedUpdater:
             config=deepspeed_config(micro_batch_size, cfg, name),
             dist_init_required=False,
         )
+        if cfg.compile:
+            # In place (nn.Module.compile): engine.module, frozen_forward and the checkpoint's
+            # state_dict keys stay what they were; backward and the optimizer step stay eager.
+            self.engine.compile()
         self.module = self.engine.module
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:

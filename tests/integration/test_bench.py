@@ -22,9 +22,10 @@ def test_bench_train_debug_reports_three_figures(
         shards=digit_shards["synthetic"].parent,
         work_dir=tmp_path,
         say=lambda _: None,
+        compile_bare=True,
     )
     ips = {name: r["images_per_s"] for name, r in result["results"].items()}
-    assert set(ips) == {"bare", "ours_1w", "ours_2w", "bare_2p"}
+    assert set(ips) == {"bare", "bare_compiled", "ours_1w", "ours_2w", "bare_2p"}
     assert all(v > 0 for v in ips.values())
     ratios = result["ratios"]
     assert ratios["ours_1w/bare"]["value"] == pytest.approx(ips["ours_1w"] / ips["bare"])
@@ -58,7 +59,25 @@ def test_bench_train_debug_reports_three_figures(
         cores = result["results"][name]["cpu_cores"]
         if cores is not None:
             assert sum(cores[r] for r in ROLES) == pytest.approx(cores["num_cpus"], rel=0.1)
+    # torch.compile'd bare loop against eager, in the same rounds (issue 17).
+    assert ratios["bare_compiled/bare"]["value"] == pytest.approx(
+        ips["bare_compiled"] / ips["bare"]
+    )
+    assert len(result["results"]["bare_compiled"]["parts_images_per_s"]) == len(
+        result["results"]["bare"]["parts_images_per_s"]
+    )
+    # FLOPs: every figure's achieved FLOP/s and share of the peak measured in this run.
+    flops = result["flops"]
+    assert flops["peak"]["peak_flops"] > 0 and flops["peak"]["threads"] == 1
+    for name, r in result["results"].items():
+        row = r["flops"]
+        assert row["achieved_flops"] == pytest.approx(flops["per_image"]["train"] * ips[name])
+        assert 0 < row["share_of_measured_peak"] <= 2.0, name
+    assert set(result["trust"]) == {"trusted", "reasons", "steal_share"}
+    assert result["trust"]["trusted"] == (not result["trust"]["reasons"])
     table = format_table(result)
+    assert "of peak" in table and "peak measured on cpu" in table
+    assert "bare_compiled/bare" in table and "trust: " in table
     assert "CPU in the timed intervals" in table
     assert "ours_2w/ours_1w" in table and "images/s" in table and "bare_2p/ours_1w" in table
     assert "ours_2w/ours_1w per round: " in table

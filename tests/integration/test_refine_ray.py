@@ -239,8 +239,19 @@ def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> N
     assert result["ratio"] == pytest.approx(
         result["e2e_steady_images_per_s"] / result["bare_images_per_s"]
     )
+    # FLOPs of both figures against the peak measured in the run (issue 17), and the verdict.
+    flops = result["flops"]
+    assert flops["peak"]["threads"] == ONE_WORKER.threads_per_worker
+    assert len(flops["peak"]["parts_peak_flops"]) == 2  # before and after the Ray run
+    for name, ips in (("bare", result["bare_images_per_s"]),
+                      ("e2e_steady", result["e2e_steady_images_per_s"])):  # fmt: skip
+        row = flops[name]
+        assert row["achieved_flops"] == pytest.approx(flops["per_image"]["refine_forward"] * ips)
+        assert 0 < row["share_of_measured_peak"] <= 2.0, name
+    assert result["trust"]["trusted"] == (not result["trust"]["reasons"])
     text = bench_refine.format_refine_table(result)
     assert "ratio end-to-end / bare" in text and "projected for 1,000,000 images" in text
+    assert "of peak" in text and text.splitlines()[-1].startswith("trust: ")
 
 
 def test_a_second_job_on_the_same_output_is_refused_and_the_first_completes(

@@ -17,6 +17,11 @@ from simgan_dist.bench.cpu import (
     classify,
     combine_cores,
     cores_between,
+    drift,
+    format_trust,
+    machine_sample,
+    steal_since,
+    trust,
 )
 
 # Spins until killed; with SPAWN=1 it first starts a spinning child of its own. (The interpreter
@@ -64,6 +69,37 @@ def test_cores_between_counts_roles_other_and_idle() -> None:
     assert sum(cores[r] for r in ROLES) == pytest.approx(2.0)
     with pytest.raises(ValueError):
         cores_between(last, first, num_cpus=2)
+
+
+def test_steal_is_its_own_role_not_idle() -> None:
+    first = Sample(time=0.0, busy_s=0.0, steal_s=1.0, pids={1: ("workers", 0.0)})
+    last = Sample(time=2.0, busy_s=2.0, steal_s=1.6, pids={1: ("workers", 2.0)})
+    cores = cores_between(first, last, num_cpus=2)
+    assert cores["workers"] == pytest.approx(1.0)
+    assert cores["steal"] == pytest.approx(0.3)  # 0.6 stolen CPU seconds over 2 s
+    assert cores["idle"] == pytest.approx(0.7)  # 4 CPU seconds: 2 busy, 0.6 stolen
+    assert sum(cores[r] for r in ROLES) == pytest.approx(2.0)
+
+
+def test_machine_steal_is_read_and_bounded() -> None:
+    first = machine_sample()
+    time.sleep(0.2)
+    steal = steal_since(first)
+    assert steal["window_s"] >= 0.2
+    assert 0.0 <= steal["steal_share"] <= 1.0
+    assert steal["steal_cores"] == pytest.approx(steal["steal_share"] * os.cpu_count())
+
+
+def test_trust_verdict_flags_drift_and_steal() -> None:
+    assert drift([100.0]) == 0.0
+    assert drift([100.0, 50.0, 80.0]) == pytest.approx(0.2)  # first against last part
+    steady = trust({"bare": [100.0, 95.0]}, steal_share=0.01)
+    assert steady["trusted"] and "ratios trusted" in format_trust(steady)
+    drifting = trust({"bare": [100.0, 80.0], "ours": [10.0, 10.0]}, steal_share=0.01)
+    assert not drifting["trusted"] and len(drifting["reasons"]) == 1
+    assert "bare drifted 20%" in format_trust(drifting)
+    stolen = trust({"bare": [100.0, 100.0]}, steal_share=0.2)
+    assert not stolen["trusted"] and "stole 20.0%" in stolen["reasons"][0]
 
 
 def test_combine_cores_weights_by_window() -> None:

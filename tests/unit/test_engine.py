@@ -21,14 +21,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def process_group(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LOCAL_RANK", "0")  # DeepSpeed asserts it; launchers (and Ray Train) set it
-    torch_dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
-    )
-    yield
-    torch_dist.destroy_process_group()
+@pytest.fixture(scope="module")
+def process_group():
+    # One group for the module: DeepSpeed keeps the first group it saw in module globals, so
+    # engines built under a later group in the same process fail with "not registered".
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("LOCAL_RANK", "0")  # DeepSpeed asserts it; launchers (Ray Train) set it
+        torch_dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        )
+        yield
+        torch_dist.destroy_process_group()
 
 
 def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -67,3 +70,30 @@ def test_deepspeed_steps_touch_only_their_network(process_group) -> None:
     state = refiner.optimizer_state_dict()
     refiner.load_optimizer_state_dict(state)
     assert refiner.optimizer_state_dict()["optimizer"]["param_groups"][0]["lr"] == 0.05
+
+
+def test_compiled_engines_step_as_eager_ones_and_keep_their_keys(process_group) -> None:
+    """engine.compile: torch.compile'd R and D inside DeepSpeed engines take the same steps as
+    eager ones, and their state_dict keys (what checkpoints hold) are unchanged."""
+    cfg = load_config(preset="debug", overrides=["run.num_workers=1", "engine.compile=true"])
+    synthetic = torch.rand(8, 1, 28, 28) * 2 - 1
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    nets = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
+        engine_cfg = cfg.engine if compiled else cfg.engine.__class__()
+        refiner = DeepSpeedUpdater(
+            r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.05), 8, engine_cfg
+        )
+        disc = DeepSpeedUpdater(
+            d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.05), 16, engine_cfg
+        )
+        assert refiner.engine.is_compiled == compiled
+        refiner_step(refiner, disc, synthetic, cfg, adversarial=True)
+        disc_step(refiner, disc, synthetic, real, None, 0.0)
+        nets[compiled] = (refiner.module.state_dict(), disc.module.state_dict())
+    for eager, compiled in zip(nets[False], nets[True], strict=True):
+        assert list(eager) == list(compiled)  # no "_orig_mod." prefixes
+        for key, value in eager.items():
+            torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
