@@ -8,6 +8,7 @@ from typing import Any
 from simgan_dist import __version__
 from simgan_dist.cli.commands import (
     cmd_bench,
+    cmd_bench_control,
     cmd_bench_data,
     cmd_bench_refine,
     cmd_demo,
@@ -234,4 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--endpoint-url", help="an S3-compatible store instead of local moto")
     bench_data.add_argument("--out", help="write the figures as JSON here")
     bench_data.set_defaults(func=cmd_bench_data)
+    bench_control = bench_sub.add_parser(
+        "control",
+        help="shard catalog and refine ledger at scale, simulated (README: Control plane at scale)",
+    )
+    bench_control.add_argument("--num-shards", default="1000,10000,100000",
+                               help="comma-separated corpus/job sizes in shards")  # fmt: skip
+    bench_control.add_argument("--num-workers", type=int, default=1024, help="simulated workers")
+    bench_control.add_argument("--samples-per-shard", type=int, default=2000,
+                               help="samples per shard (the bundled shards' size)")  # fmt: skip
+    bench_control.add_argument("--preset", default="digits", help="model the workers run")
+    bench_control.add_argument("--s3-endpoint", help="an S3-compatible store instead of local moto")
+    bench_control.add_argument("--no-s3", action="store_true", help="local disk only")
+    bench_control.add_argument("--no-index-max", type=int, default=2000,
+                               help="also re-plan without the ledger index up to this size")  # fmt: skip
+    bench_control.add_argument("--out", help="write the figures as JSON here")
+    bench_control.set_defaults(func=cmd_bench_control)
     return parser
