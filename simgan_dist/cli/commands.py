@@ -285,3 +285,14 @@ def cmd_bench_control(args: argparse.Namespace) -> None:
     result = bench_control(sizes, args.num_workers, args.samples_per_shard, args.preset,
                            args.s3_endpoint, not args.no_s3, args.no_index_max)  # fmt: skip
     _print_figures(format_control_table(result), result, args.out)
+
+
+def cmd_bench_resume(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.resume import bench_resume, format_resume_table
+
+    points = [int(n) for n in args.nimg.split(",") if n.strip()]
+    if len(points) < 2 or min(points) < 0:
+        raise ConfigError("bench resume: --nimg needs at least two image counts >= 0")
+    result = bench_resume(points, args.num_shards, args.samples_per_shard, args.preset,
+                          args.num_loader_workers)  # fmt: skip
+    _print_figures(format_resume_table(result), result, args.out)

@@ -11,6 +11,7 @@ from simgan_dist.cli.commands import (
     cmd_bench_control,
     cmd_bench_data,
     cmd_bench_refine,
+    cmd_bench_resume,
     cmd_demo,
     cmd_eval,
     cmd_refine,
@@ -251,4 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
                                help="also re-plan without the ledger index up to this size")  # fmt: skip
     bench_control.add_argument("--out", help="write the figures as JSON here")
     bench_control.set_defaults(func=cmd_bench_control)
+    bench_resume = bench_sub.add_parser(
+        "resume", help="resume time of a training stream against images already trained"
+    )
+    bench_resume.add_argument("--nimg", default="0,20000,40000,80000",
+                              help="comma-separated images trained before each resume")  # fmt: skip
+    bench_resume.add_argument("--num-shards", type=int, default=60, help="shards in the corpus")
+    bench_resume.add_argument(
+        "--samples-per-shard", type=int, default=1000, help="samples per shard"
+    )
+    bench_resume.add_argument("--preset", default="digits", help="batch, shuffle buffer, loaders")
+    bench_resume.add_argument("--num-loader-workers", type=int,
+                              help="loader processes (default: the preset's)")  # fmt: skip
+    bench_resume.add_argument("--out", help="write the figures as JSON here")
+    bench_resume.set_defaults(func=cmd_bench_resume)
     return parser

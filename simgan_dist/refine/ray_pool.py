@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from simgan_dist.config import ModelConfig
 from simgan_dist.config.credentials import check_storage_options
-from simgan_dist.data.reader import MAX_SKIPS_KEPT
+from simgan_dist.data.pipeline import MAX_SKIPS_KEPT
 from simgan_dist.io import urls
 from simgan_dist.io.progress import progress_bar
 from simgan_dist.refine import ledger as refine_ledger
