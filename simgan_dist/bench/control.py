@@ -202,8 +202,9 @@ def format_control_table(r: dict[str, Any]) -> str:
     )
     lines += [
         "| store | shards | re-plan s (lease / inputs / ledger) | again s | no index s "
-        "| bytes/shard | done-record ms | per shard ms | % of refining |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| list pages | 1-key list s | bytes/shard | done-record ms | per shard ms "
+        "| % of refining |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for store, rows in r["ledger"].items():
         for g in rows:
@@ -212,7 +213,8 @@ def format_control_table(r: dict[str, Any]) -> str:
             lines.append(
                 f"| {store} | {g['num_shards']:,} | {g['replan_s']:.2f} ({g['lease_s']:.2f} / "
                 f"{g['inputs_s']:.2f} / {g['ledger_s']:.2f}) | {g['replan_again_s']:.2f} "
-                f"| {no_index} | {per_byte} | {g['done_record_s'] * 1e3:.2f} "
+                f"| {no_index} | {g['num_list_pages']} | {g['small_list_s']:.3f} | {per_byte} "
+                f"| {g['done_record_s'] * 1e3:.2f} "
                 f"| {g['per_shard_s'] * 1e3:.3f} | {g['overhead_pct']:.2f}% |"
             )
     if r["s3_endpoint"]:

@@ -31,7 +31,8 @@ def test_bench_control_command_prints_every_figure(s3_server, s3_bucket, tmp_pat
         for g in rows:
             assert (g["num_done"], g["num_todo"]) == (g["num_shards"] // 2, g["num_shards"] // 2)
             assert g["replan_s"] >= g["lease_s"] + g["inputs_s"] + g["ledger_s"] - 1e-6
-            assert g["done_record_s"] > 0 and g["index_share_s"] > 0
+            assert g["done_record_s"] > 0 and g["index_share_s"] > 0 and g["small_list_s"] > 0
+            assert g["num_list_pages"] == 2 * -(-g["num_done"] // 1000) + 1
             assert g["overhead_pct"] == 100 * g["per_shard_s"] / work["refine_shard_s"]
             assert ("replan_no_index_s" in g) == (g["num_shards"] <= 40)
             assert ("bytes_per_shard" in g) == (store == "local")

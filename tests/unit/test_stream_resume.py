@@ -83,3 +83,34 @@ def test_seek_after_the_first_batch_is_refused(tmp_path: Path) -> None:
     next(stream)
     with pytest.raises(RuntimeError, match="before the first batch"):
         stream.seek(stream.position())
+
+
+def test_a_training_rank_resumes_from_a_checkpointed_position(debug_overrides, tmp_path) -> None:
+    # What a training checkpoint saves for the data (torch.save, then weights_only loading).
+    from simgan_dist.config import load_config
+    from simgan_dist.data.catalog import ShardCatalog, stream_seed
+    from simgan_dist.data.streams import make_batches
+
+    cfg = load_config(preset="debug", overrides=debug_overrides(**{"data.shuffle_buffer": 32}))
+
+    def batches():
+        catalogs = {
+            corpus: ShardCatalog.open(getattr(cfg.data, corpus), stream_seed(cfg, corpus), 2)
+            for corpus in ("synthetic", "real")
+        }
+        return make_batches(cfg, 1, 2, StreamStats(), torch.device("cpu"), catalogs)
+
+    unbroken = batches()
+    for _ in range(7):
+        unbroken.next_synthetic()
+    for _ in range(3):
+        unbroken.next_real()
+    torch.save(unbroken.state_dict(), tmp_path / "data.pt")
+    state = torch.load(tmp_path / "data.pt", weights_only=True)
+    assert {"synthetic_position", "real_position"} <= set(state)
+    resumed = batches()
+    resumed.load_state_dict(state)
+    assert (resumed.num_synthetic, resumed.num_real) == (7, 3)
+    for _ in range(3):
+        assert torch.equal(resumed.next_synthetic(), unbroken.next_synthetic())
+        assert torch.equal(resumed.next_real(), unbroken.next_real())
