@@ -39,6 +39,7 @@ from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 TARGETS = {"overhead_pct": 1.0, "replan_s": 60.0, "replan_at_shards": 100_000}
 BUCKET = "simgan-bench-control"
 WORKER_SECONDS = 3.0  # per timing of the refiner forward
+WARMUP_CALLS = 10  # actor calls before the timed ones
 
 
 def worker_shard_seconds(preset: str, samples_per_shard: int) -> dict[str, float]:
@@ -114,6 +115,32 @@ def _moto_put(prefix: str) -> Put:
     return put
 
 
+def actor_call_seconds(num_calls: int) -> float:
+    """Seconds per record_finished through the catalog's Ray actor (the client training workers
+    use), from num_calls calls after a few untimed ones: the hop a worker pays per shard."""
+    import ray
+
+    from simgan_dist.bench.catalog_sim import simulated_urls
+    from simgan_dist.data.catalog import EpochPlan, ShardCatalog
+    from simgan_dist.train.ray_catalog import CatalogClient
+    from simgan_dist.train.ray_start import ensure_ray
+
+    ensure_ray()
+    urls = simulated_urls(num_calls)
+    plan = EpochPlan(tuple(urls), (1,) * num_calls, seed=0, world_size=1)
+    actor: Any = ray.remote(num_cpus=0)(ShardCatalog).remote("bench", plan)
+    client = CatalogClient(actor)
+    try:
+        for url in urls[:WARMUP_CALLS]:
+            client.record_finished(0, 0, url)
+        started = time.perf_counter()
+        for url in urls:
+            client.record_finished(1, 0, url)
+        return (time.perf_counter() - started) / num_calls
+    finally:
+        ray.kill(actor)
+
+
 def bench_control(
     num_shards: list[int],
     num_workers: int = 1024,
@@ -122,12 +149,17 @@ def bench_control(
     s3_endpoint: str | None = None,
     s3: bool = True,
     no_index_max: int = 2000,
+    actor_calls: int = 200,
 ) -> dict[str, Any]:
-    """Every figure of the module doc, for each size in num_shards."""
+    """Every figure of the module doc, for each size in num_shards. actor_calls > 0 also times
+    the Ray actor hop of a record call (a local Ray is started for it) and counts it per shard."""
     started = time.perf_counter()
     work = worker_shard_seconds(preset, samples_per_shard)
+    actor_s = actor_call_seconds(actor_calls) if actor_calls > 0 else None
     catalog = [simulate_catalog(n, num_workers, samples_per_shard) for n in num_shards]
     for row in catalog:
+        if actor_s is not None:  # the record call goes through the actor, not in-process
+            row["per_shard_s"] += actor_s - row["record_finished_s"]
         row["overhead_pct"] = 100 * row["per_shard_s"] / work["train_shard_s"]
     ledger: dict[str, list[dict[str, Any]]] = {"local": []}
     with tempfile.TemporaryDirectory(prefix="simgan-bench-control-") as tmp:
@@ -161,6 +193,7 @@ def bench_control(
         "loadavg": os.getloadavg(),
         "s3_endpoint": endpoint,
         "work": work,
+        "actor_call_s": actor_s,
         "catalog": catalog,
         "ledger": ledger,
         "targets": TARGETS,
@@ -183,7 +216,12 @@ def format_control_table(r: dict[str, Any]) -> str:
         f"{w['refine_shard_s']:.3f} s ({w['refine_images_per_s']:.0f} images/s, bare forward)",
         "",
         "shard catalog (per worker: its deal of an epoch, one record call per shard, the record "
-        "saved at a checkpoint)",
+        "saved at a checkpoint)"
+        + (
+            f"; Ray actor hop of a record call {r['actor_call_s'] * 1e3:.2f} ms, counted per shard"
+            if r["actor_call_s"] is not None
+            else "; Ray actor hop not measured"
+        ),
         "| shards | deal s/worker | record us/call | checkpoint s (MB) | resume s | re-deal s "
         "| bytes/shard | per shard ms | % of training |",
         "|---|---|---|---|---|---|---|---|---|",

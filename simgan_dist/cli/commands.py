@@ -283,7 +283,8 @@ def cmd_bench_control(args: argparse.Namespace) -> None:
     if not sizes or min(sizes) < 1 or args.num_workers < 1:
         raise ConfigError("bench control: --num-shards and --num-workers must be positive")
     result = bench_control(sizes, args.num_workers, args.samples_per_shard, args.preset,
-                           args.s3_endpoint, not args.no_s3, args.no_index_max)  # fmt: skip
+                           args.s3_endpoint, not args.no_s3, args.no_index_max,
+                           args.actor_calls)  # fmt: skip
     _print_figures(format_control_table(result), result, args.out)
 
 

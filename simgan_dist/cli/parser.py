@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_control.add_argument("--no-s3", action="store_true", help="local disk only")
     bench_control.add_argument("--no-index-max", type=int, default=2000,
                                help="also re-plan without the ledger index up to this size")  # fmt: skip
+    bench_control.add_argument("--actor-calls", type=int, default=200,
+                               help="record calls timed through a Ray actor (0: no Ray)")  # fmt: skip
     bench_control.add_argument("--out", help="write the figures as JSON here")
     bench_control.set_defaults(func=cmd_bench_control)
     bench_resume = bench_sub.add_parser(

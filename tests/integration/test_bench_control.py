@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from simgan_dist.cli import main
 
 
-def test_bench_control_command_prints_every_figure(s3_server, s3_bucket, tmp_path, capsys) -> None:
+def test_bench_control_command_prints_every_figure(
+    ray_local, s3_server, s3_bucket, tmp_path, capsys
+) -> None:
     out = tmp_path / "control.json"
     main(["bench", "control", "--num-shards", "40,120", "--num-workers", "16",
           "--samples-per-shard", "100", "--preset", "debug", "--s3-endpoint", s3_server,
-          "--no-index-max", "40", "--out", str(out)])  # fmt: skip
+          "--no-index-max", "40", "--actor-calls", "20", "--out", str(out)])  # fmt: skip
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["s3_endpoint"] == s3_server
@@ -25,6 +29,9 @@ def test_bench_control_command_prints_every_figure(s3_server, s3_bucket, tmp_pat
         assert c["num_recorded"] + c["num_redealt"] == c["num_shards"]
         assert c["bytes_per_shard"] > 0 and c["checkpoint_bytes"] > 0
         assert c["overhead_pct"] == 100 * c["per_shard_s"] / work["train_shard_s"]
+        # The record call is counted as the measured actor hop, not the in-process call.
+        deal = (c["for_rank_s"] + c["checkpoint_s"]) / c["shards_per_worker"]
+        assert c["per_shard_s"] == pytest.approx(deal + result["actor_call_s"])
     assert set(result["ledger"]) == {"local", "s3"}
     for store, rows in result["ledger"].items():
         assert [g["num_shards"] for g in rows] == [40, 120]
