@@ -97,8 +97,8 @@ def make_batches(
     catalogs: Mapping[str, ShardSource],
 ) -> IteratorBatches:
     """Endless synthetic and real streams for this rank, dealt by the corpora's shard catalogs
-    and seeded by run.seed alone: a resumed run rebuilds them and fast-forwards to its saved
-    position. A synthetic sample without its json annotation counts as bad: its refined copy
+    and seeded by run.seed alone: a resumed run rebuilds them and seeks them to its saved
+    position (load_state_dict). A synthetic sample without its json annotation counts as bad: its refined copy
     could not keep the label."""
     by_rows = cfg.data.rank_split == "batch_rows"
     stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
