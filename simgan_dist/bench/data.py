@@ -26,6 +26,7 @@ data.num_loader_workers so that prefetch covers the round trips.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import socket
 import tempfile
@@ -92,6 +93,8 @@ def start_s3_server() -> tuple[Any, str]:
     except ImportError as err:
         raise SystemExit(f"bench data: needs moto[server] or --endpoint-url ({err})") from None
     port = _free_port()
+    # One log line per request otherwise: 100,000s of them in `bench control`.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"

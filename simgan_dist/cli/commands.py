@@ -303,3 +303,26 @@ def cmd_bench_refine(args: argparse.Namespace) -> None:
     result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
                           refine_settings_from_args(args), args.shards, args.work_dir)  # fmt: skip
     _print_figures(format_refine_table(result), result, args.out)
+
+
+def cmd_bench_control(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.control import bench_control, format_control_table
+
+    sizes = [int(n) for n in args.num_shards.split(",") if n.strip()]
+    if not sizes or min(sizes) < 1 or args.num_workers < 1:
+        raise ConfigError("bench control: --num-shards and --num-workers must be positive")
+    result = bench_control(sizes, args.num_workers, args.samples_per_shard, args.preset,
+                           args.s3_endpoint, not args.no_s3, args.no_index_max,
+                           args.actor_calls)  # fmt: skip
+    _print_figures(format_control_table(result), result, args.out)
+
+
+def cmd_bench_resume(args: argparse.Namespace) -> None:
+    from simgan_dist.bench.resume import bench_resume, format_resume_table
+
+    points = [int(n) for n in args.nimg.split(",") if n.strip()]
+    if len(points) < 2 or min(points) < 0:
+        raise ConfigError("bench resume: --nimg needs at least two image counts >= 0")
+    result = bench_resume(points, args.num_shards, args.samples_per_shard, args.preset,
+                          args.num_loader_workers)  # fmt: skip
+    _print_figures(format_resume_table(result), result, args.out)

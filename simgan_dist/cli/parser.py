@@ -8,8 +8,10 @@ from typing import Any
 from simgan_dist import __version__
 from simgan_dist.cli.commands import (
     cmd_bench,
+    cmd_bench_control,
     cmd_bench_data,
     cmd_bench_refine,
+    cmd_bench_resume,
     cmd_demo,
     cmd_eval,
     cmd_export,
@@ -262,4 +264,36 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also say how many loader processes this rate needs (repeatable)")  # fmt: skip
     bench_data.add_argument("--out", help="write the figures as JSON here")
     bench_data.set_defaults(func=cmd_bench_data)
+    bench_control = bench_sub.add_parser(
+        "control",
+        help="shard catalog and refine ledger at scale, simulated (README: Control plane at scale)",
+    )
+    bench_control.add_argument("--num-shards", default="1000,10000,100000",
+                               help="comma-separated corpus/job sizes in shards")  # fmt: skip
+    bench_control.add_argument("--num-workers", type=int, default=1024, help="simulated workers")
+    bench_control.add_argument("--samples-per-shard", type=int, default=2000,
+                               help="samples per shard (the bundled shards' size)")  # fmt: skip
+    bench_control.add_argument("--preset", default="digits", help="model the workers run")
+    bench_control.add_argument("--s3-endpoint", help="an S3-compatible store instead of local moto")
+    bench_control.add_argument("--no-s3", action="store_true", help="local disk only")
+    bench_control.add_argument("--no-index-max", type=int, default=2000,
+                               help="also re-plan without the ledger index up to this size")  # fmt: skip
+    bench_control.add_argument("--actor-calls", type=int, default=200,
+                               help="record calls timed through a Ray actor (0: no Ray)")  # fmt: skip
+    bench_control.add_argument("--out", help="write the figures as JSON here")
+    bench_control.set_defaults(func=cmd_bench_control)
+    bench_resume = bench_sub.add_parser(
+        "resume", help="resume time of a training stream against images already trained"
+    )
+    bench_resume.add_argument("--nimg", default="0,20000,40000,80000",
+                              help="comma-separated images trained before each resume")  # fmt: skip
+    bench_resume.add_argument("--num-shards", type=int, default=60, help="shards in the corpus")
+    bench_resume.add_argument(
+        "--samples-per-shard", type=int, default=1000, help="samples per shard"
+    )
+    bench_resume.add_argument("--preset", default="digits", help="batch, shuffle buffer, loaders")
+    bench_resume.add_argument("--num-loader-workers", type=int,
+                              help="loader processes (default: the preset's)")  # fmt: skip
+    bench_resume.add_argument("--out", help="write the figures as JSON here")
+    bench_resume.set_defaults(func=cmd_bench_resume)
     return parser

@@ -18,6 +18,7 @@ No ray here: ray_train runs ShardCatalog as an actor (ray.remote(ShardCatalog)).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import random
@@ -83,8 +84,13 @@ class EpochPlan:
             tuple(deal(list(self.urls), list(self.counts), self.world_size, rng)[rank])
         )
 
+    @functools.cached_property
+    def _count_of(self) -> dict[str, int]:
+        return dict(zip(self.urls, self.counts, strict=True))
+
     def num_samples(self, url: str) -> int:
-        return self.counts[self.urls.index(url)]
+        # A dict, not urls.index: a re-deal asks for every unfinished shard (O(N^2) at 100k).
+        return self._count_of[url]
 
 
 def shard_counts(shard_urls: list[str], storage_options: dict[str, Any] | None = None) -> list[int]:

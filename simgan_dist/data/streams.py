@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 
 from simgan_dist.config import Config
 from simgan_dist.data.catalog import ShardSource, stream_seed
+from simgan_dist.data.pipeline import BatchStream
 from simgan_dist.data.reader import StreamStats, batch_stream, read_samples
 from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.model.pixels import to_batch
@@ -48,7 +49,9 @@ class HostToDevice:
 @dataclass
 class IteratorBatches:
     """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
-    Counts what it drew, so a resumed run can skip to the same position (its state_dict)."""
+    Counts what it drew, so a resumed run can skip to the same position (its state_dict).
+    positioned: the corpora's BatchStreams (under any wrapper), whose positions resume without
+    replay; without them a resume replays the streams."""
 
     synthetic: Iterator[tuple[torch.Tensor, list[dict]]]
     real: Iterator[tuple[torch.Tensor, list[dict]]]
@@ -56,6 +59,7 @@ class IteratorBatches:
     num_synthetic: int = 0  # batches drawn so far
     num_real: int = 0
     pin_memory: bool = True  # on CUDA (HostToDevice)
+    positioned: dict[str, BatchStream] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.to_device = HostToDevice(self.device, self.pin_memory)
@@ -68,17 +72,27 @@ class IteratorBatches:
         self.num_real += 1
         return self.to_device(next(self.real)[0])
 
-    def state_dict(self) -> dict[str, int]:
-        """The position: batches drawn from each stream."""
-        return {"num_synthetic": self.num_synthetic, "num_real": self.num_real}
+    def state_dict(self) -> dict[str, Any]:
+        """The position: batches drawn from each stream, and where each stream's readers are."""
+        state: dict[str, Any] = {"num_synthetic": self.num_synthetic, "num_real": self.num_real}
+        state.update({f"{c}_position": s.position() for c, s in self.positioned.items()})
+        return state
 
-    def load_state_dict(self, position: dict[str, int]) -> None:
-        """Skip to a saved position of streams rebuilt with the same seeds. Costs one decode per
-        skipped sample (the streams are replayed, not seeked), bought for bit-exact resume."""
-        for _ in range(position["num_synthetic"] - self.num_synthetic):
-            next(self.synthetic)
-        for _ in range(position["num_real"] - self.num_real):
-            next(self.real)
+    def load_state_dict(self, position: dict[str, Any]) -> None:
+        """Skip to a saved position of streams rebuilt with the same seeds: by seeking each
+        stream to its readers' cursors (pipeline.py: finished shards are not opened, trained
+        samples not decoded), or, for a checkpoint without them, by replaying the streams (one
+        decode per skipped sample)."""
+        keys = [f"{c}_position" for c in self.positioned]
+        fresh = self.num_synthetic == self.num_real == 0
+        if self.positioned and fresh and all(k in position for k in keys):
+            for corpus, stream in self.positioned.items():
+                stream.seek(position[f"{corpus}_position"])
+        else:
+            for _ in range(position["num_synthetic"] - self.num_synthetic):
+                next(self.synthetic)
+            for _ in range(position["num_real"] - self.num_real):
+                next(self.real)
         self.num_synthetic, self.num_real = position["num_synthetic"], position["num_real"]
 
 
@@ -112,8 +126,8 @@ def make_batches(
     catalogs: Mapping[str, ShardSource],
 ) -> IteratorBatches:
     """Endless synthetic and real streams for this rank, dealt by the corpora's shard catalogs
-    and seeded by run.seed alone: a resumed run rebuilds them and fast-forwards to its saved
-    position. A synthetic sample without its json annotation counts as bad: its refined copy
+    and seeded by run.seed alone: a resumed run rebuilds them and seeks them to its saved
+    position (load_state_dict). A synthetic sample without its json annotation counts as bad: its refined copy
     could not keep the label."""
     by_rows = cfg.data.rank_split == "batch_rows"
     stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
@@ -121,6 +135,8 @@ def make_batches(
     global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
     batch = global_micro if by_rows else global_micro // world_size
     pin = cfg.data.pin_memory and device.type == "cuda"
+
+    positioned: dict[str, BatchStream] = {}
 
     def stream(corpus: str) -> Any:
         catalog = catalogs[corpus]
@@ -130,7 +146,7 @@ def make_batches(
             if rank == 0 or not by_rows:
                 catalog.record_finished(epoch, stream_rank, url)
 
-        it = batch_stream(
+        positioned[corpus] = it = batch_stream(
             catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
             rank=stream_rank, world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
@@ -139,7 +155,9 @@ def make_batches(
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
 
-    return IteratorBatches(stream("synthetic"), stream("real"), device, pin_memory=pin)
+    return IteratorBatches(
+        stream("synthetic"), stream("real"), device, pin_memory=pin, positioned=positioned
+    )
 
 
 class KeyLog:

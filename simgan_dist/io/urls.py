@@ -161,6 +161,20 @@ def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Ite
         raise
 
 
+SINGLE_PUT_PROTOCOLS = ("s3", "s3a", "gs", "gcs")  # one PUT shows the whole object or nothing
+
+
+def publish_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """atomic_write for a payload already in memory: on S3 and GCS one PUT, which is atomic
+    already (a quarter of atomic_write's requests: no temporary, copy and delete)."""
+    if protocol(url) in SINGLE_PUT_PROTOCOLS:
+        fs, path = filesystem(url, storage_options)
+        fs.pipe_file(path, data)
+        return
+    with atomic_write(url, storage_options) as f:
+        f.write(data)
+
+
 def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     fs, path = filesystem(url, storage_options)
     return fs.exists(path)

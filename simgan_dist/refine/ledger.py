@@ -3,18 +3,27 @@
 Layout under the output location (a directory or bucket prefix):
     <name>.tar                 refined shards, one per input shard, published atomically
     _refine/done/<name>.json   one done-record per finished input shard, written after its shard
+    _refine/index/<seq>.jsonl  copies of done-records, written by the job's driver in batches
     _refine/report.json        the last run's report (counts, skipped samples, error if any)
     manifest.json              assembled from the done-records once every input shard is done
 
 A shard counts as done only when its done-record exists and the published shard has the size the
 record gives; anything else is redone (and overwritten, never duplicated). Records are small
 objects rather than one shared file, so workers never contend for a read-modify-write.
+
+The index makes planning a large job cheap: reading 50,000 records one GET each takes minutes on
+an object store, a listing of done/ and one GET per index segment takes seconds. The listing
+stays the truth of which records exist (a record deleted by hand is not done, whatever the index
+says); the index only saves fetching their bodies. A record listed but missing from the index
+(its driver died before writing the segment) is fetched. Only the job holding the output's lease
+writes or compacts the index.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -25,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_DIR = "_refine"
 DONE_DIR = f"{LEDGER_DIR}/done"
+INDEX_DIR = f"{LEDGER_DIR}/index"
 REPORT_NAME = f"{LEDGER_DIR}/report.json"
 TEMPORARY_MARK = ".tmp-"  # urls.atomic_write names its temporaries <name>.tmp-<hex>
 
@@ -33,10 +43,22 @@ def done_url(output: str, name: str) -> str:
     return urls.join(urls.join(output, DONE_DIR), f"{name}.json")
 
 
+def record_bytes(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, indent=1).encode()
+
+
+def index_bytes(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def index_name() -> str:
+    """A new segment's name: in name order, a later copy of a record wins."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+
+
 def write_done(output: str, record: dict[str, Any], storage_options: dict | None) -> None:
     """Record one input shard as finished; call only after its output shard is published."""
-    with urls.atomic_write(done_url(output, record["name"]), storage_options) as f:
-        f.write(json.dumps(record, indent=1).encode())
+    urls.publish_bytes(done_url(output, record["name"]), record_bytes(record), storage_options)
 
 
 def probe_writable(output: str, storage_options: dict | None) -> None:
@@ -63,14 +85,51 @@ def _listing(location: str, storage_options: dict | None) -> tuple[Any, list[dic
     return fs, [e for e in fs.ls(path, detail=True) if e["type"] == "file"]
 
 
-def read_done(output: str, storage_options: dict | None) -> dict[str, dict[str, Any]]:
-    """Every done-record under output, by output shard name."""
+def _fetch(fs: Any, paths: list[str]) -> list[bytes]:
+    return list(fs.cat(paths).values()) if paths else []  # concurrent GETs on s3fs
+
+
+def read_done(
+    output: str, storage_options: dict | None, *, compact: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Every done-record under output, by output shard name: the listing of done/ says which
+    exist, the index gives their bodies, the rest are fetched. compact (the lease holder only):
+    afterwards, rewrite the index as one segment when it took more than one read or fetch."""
     fs, entries = _listing(urls.join(output, DONE_DIR), storage_options)
-    paths = [e["name"] for e in entries if e["name"].endswith(".json")]
-    if not paths:
+    listed = {
+        urls.basename(e["name"])[: -len(".json")]: e["name"]
+        for e in entries
+        if e["name"].endswith(".json") and TEMPORARY_MARK not in urls.basename(e["name"])
+    }
+    if not listed:
         return {}
-    records = [json.loads(blob) for blob in fs.cat(paths).values()]  # concurrent GETs on s3fs
-    return {r["name"]: r for r in records}
+    index_fs, segments = _listing(urls.join(output, INDEX_DIR), storage_options)
+    segment_paths = sorted(
+        e["name"] for e in segments if TEMPORARY_MARK not in urls.basename(e["name"])
+    )
+    indexed: dict[str, dict[str, Any]] = {}
+    for blob in _fetch(index_fs, segment_paths):  # sorted by name: later segments win
+        for line in blob.decode().splitlines():
+            record = json.loads(line)
+            indexed[record["name"]] = record
+    records = {name: indexed[name] for name in listed if name in indexed}
+    missing = [path for name, path in listed.items() if name not in records]
+    for blob in _fetch(fs, missing):
+        record = json.loads(blob)
+        records[record["name"]] = record
+    if compact and (len(segment_paths) > 1 or missing):
+        write_index(output, list(records.values()), storage_options)
+        for path in segment_paths:
+            index_fs.rm(path)
+    return records
+
+
+def write_index(output: str, records: list[dict[str, Any]], storage_options: dict | None) -> None:
+    """One index segment with copies of these done-records (already written under done/)."""
+    if not records:
+        return
+    url = urls.join(urls.join(output, INDEX_DIR), index_name())
+    urls.publish_bytes(url, index_bytes(records), storage_options)
 
 
 def published_sizes(output: str, storage_options: dict | None) -> dict[str, int]:
@@ -129,7 +188,7 @@ def remove_temporaries(output: str, storage_options: dict | None) -> int:
     """Delete what killed writers left behind (<name>.tmp-<hex>); readers never list them, so
     this only saves space. Run it when the job is done: one job per output at a time."""
     removed = 0
-    for location in (output, urls.join(output, DONE_DIR)):
+    for location in (output, urls.join(output, DONE_DIR), urls.join(output, INDEX_DIR)):
         fs, entries = _listing(location, storage_options)
         stale = [e["name"] for e in entries if TEMPORARY_MARK in urls.basename(e["name"])]
         for path in stale:

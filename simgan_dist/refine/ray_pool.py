@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from simgan_dist.config import ModelConfig
 from simgan_dist.config.credentials import check_storage_options
-from simgan_dist.data.reader import MAX_SKIPS_KEPT
+from simgan_dist.data.pipeline import MAX_SKIPS_KEPT
 from simgan_dist.io import urls
 from simgan_dist.io.progress import progress_bar
-from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
+from simgan_dist.refine.plan import input_shards, plan_job
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 from simgan_dist.refine.source import open_refiner
 from simgan_dist.train.ray_start import ensure_ray
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # progress refresh when no shard finishes
 MAX_REPLACEMENTS = 3  # lost worker processes replaced per job before it gives up
+INDEX_EVERY = 1000  # done-records copied into one ledger index segment (ledger.py)
 
 
 class RefineError(RuntimeError):
@@ -89,17 +90,7 @@ def refine_shards(
     options = dict(storage_options or {})
     check_storage_options(options)
     output = urls.absolute(str(output))
-    sources = [urls.absolute(s) for s in resolve_shard_urls(input_location, allow_pipe, options)]
-    names = [urls.basename(s) for s in sources]
-    clash = next((s for s in sources if urls.nested(s.rsplit("/", 1)[0], output)), None)
-    if clash is not None:
-        # Refined copies keep their input's name: they would overwrite the corpus they come from.
-        raise ValueError(
-            f"output {output} overlaps the input ({clash}): refined shards would overwrite or "
-            "mix with their sources; choose an output outside the input folder"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
+    sources, names = input_shards(input_location, output, allow_pipe, options)
     loaded = open_refiner(checkpoint, storage_options=options)
     model, checkpoint_dir = loaded.model, loaded.origin
     if settings.num_variants > 1 and model.refiner_noise_channels == 0:
@@ -114,18 +105,10 @@ def refine_shards(
     refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
     # Held from here to the end: a second job on this output is refused before it writes.
     with OutputLease(output, options) as lease:
-        records = refine_ledger.read_done(output, options)
-        refine_ledger.check_lineage(records, lineage, output)
-        done = refine_ledger.finished(
-            records, refine_ledger.published_sizes(output, options), names
-        )
-        todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
-        counts = _expected_counts(input_location, options)
+        job = plan_job(input_location, sources, names, output, lineage, options)
+        records, done, todo, counts = job.records, job.done, job.todo, job.counts
         total = (
             sum(counts[urls.basename(s)] for s in todo) * settings.num_variants if counts else None
-        )
-        log.info(
-            "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
         )
 
         results: list[dict[str, Any]] = []
@@ -206,7 +189,15 @@ def _run_pool(
 
     actors = [start() for _ in range(num_workers)]
     queue, in_flight = deque(todo), dict[Any, tuple[Any, Any]]()
-    images_done = replacements = 0
+    images_done = replacements = num_indexed = 0
+
+    def index(at_least: int) -> None:
+        # Copies of the records the workers wrote, so a re-plan need not fetch them one by one.
+        nonlocal num_indexed
+        if len(results) - num_indexed >= at_least:
+            fresh = [r for r in results[num_indexed:] if not r["failed"]]
+            refine_ledger.write_index(output, fresh, options)
+            num_indexed = len(results)
 
     def feed(actor: Any) -> None:
         held = sum(1 for _, a in in_flight.values() if a is actor)
@@ -245,11 +236,14 @@ def _run_pool(
                     continue
                 results.append(result)
                 images_done += result["num_samples"] + result["num_skipped"]
+                index(INDEX_EVERY)
             bar.set_postfix_str(f"shards {len(results)}/{len(todo)}", refresh=False)
             bar.update(max(0, images_done + _in_progress(actors) - bar.n))
     finally:
         for actor in actors:
             ray.kill(actor)
+        with contextlib.suppress(Exception):  # the output may be what failed; the records stand
+            index(1)
 
 
 def _auto_workers(settings: RefineSettings) -> int:
@@ -272,14 +266,6 @@ def _in_progress(actors: list[Any]) -> int:
         except ray.exceptions.RayError:
             pass
     return total
-
-
-def _expected_counts(location: str, options: dict[str, Any]) -> dict[str, int] | None:
-    """Samples per input shard from the input's manifest (for the ETA); None without one."""
-    try:
-        return {s.name: s.num_samples for s in read_manifest(location, options).shards}
-    except (FileNotFoundError, ValueError, OSError):
-        return None
 
 
 def _summary(
