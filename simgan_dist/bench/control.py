@@ -27,7 +27,7 @@ import torch
 
 from simgan_dist.bench.bare import bare_loop_one_thread
 from simgan_dist.bench.catalog_sim import simulate_catalog
-from simgan_dist.bench.data import start_s3_server
+from simgan_dist.bench.data import bench_s3
 from simgan_dist.bench.ledger_sim import Put, local_put, remove_local, simulate_ledger
 from simgan_dist.bench.refine import bare_forward
 from simgan_dist.bench.train import plan
@@ -70,12 +70,7 @@ def worker_shard_seconds(preset: str, samples_per_shard: int) -> dict[str, float
 @contextlib.contextmanager
 def s3_store(endpoint: str | None) -> Iterator[tuple[dict[str, Any], Any, str]]:
     """(storage options, a Put maker for a prefix, what the endpoint is) on a fresh bucket."""
-    server = None
-    if endpoint is None:
-        server, endpoint = start_s3_server()
-    options: dict[str, Any] = {"endpoint_url": endpoint}
-    if server is not None:  # our throwaway server takes any keys; users' come from their chain
-        options.update(key="bench", secret="bench")
+    server, options = bench_s3(endpoint)
     fs, _ = filesystem(f"s3://{BUCKET}", options)
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)
@@ -90,7 +85,11 @@ def s3_store(endpoint: str | None) -> Iterator[tuple[dict[str, Any], Any, str]]:
         return put
 
     try:
-        yield options, put_maker, "moto on 127.0.0.1" if server is not None else endpoint
+        yield (
+            options,
+            put_maker,
+            "moto on 127.0.0.1" if server is not None else options["endpoint_url"],
+        )
     finally:
         if server is not None:
             server.stop()

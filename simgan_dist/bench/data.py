@@ -100,6 +100,17 @@ def start_s3_server() -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
+def bench_s3(endpoint_url: str | None) -> tuple[Any, dict[str, Any]]:
+    """(our moto server or None, storage options): a throwaway server when no endpoint is given."""
+    server = None
+    if endpoint_url is None:
+        server, endpoint_url = start_s3_server()
+    options: dict[str, Any] = {"endpoint_url": endpoint_url}
+    if server is not None:  # our throwaway server takes any keys; users' come from their chain
+        options.update(key="bench", secret="bench")
+    return server, options
+
+
 def loader_rate(
     shards: str, options: dict[str, Any], batch_size: int, num_batches: int, workers: int
 ) -> dict[str, float]:
@@ -132,12 +143,7 @@ def bench_data(
     batch = cfg.schedule.batch_size
     started = machine_sample()
     peaks = [measure_peak(cfg, torch.device("cpu"), threads=1)]
-    server = None
-    if endpoint_url is None:
-        server, endpoint_url = start_s3_server()
-    options: dict[str, Any] = {"endpoint_url": endpoint_url}
-    if server is not None:  # our throwaway server takes any keys; users' come from their chain
-        options.update(key="bench", secret="bench")
+    server, options = bench_s3(endpoint_url)
     try:
         with tempfile.TemporaryDirectory(prefix="simgan-bench-data-") as tmp:
             local = Path(tmp) / "digits-synth"

@@ -49,16 +49,6 @@ def check_deepspeed_passthrough(passthrough: dict[str, Any]) -> None:
         require(isinstance(value, dict), f"engine.deepspeed.{section}", "must be a mapping", value)
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def _suffixed(path: str, engine_name: str) -> str:
     stem, dot, suffix = path.rpartition(".")
     return (
@@ -72,7 +62,10 @@ def merge_deepspeed_config(
     """generated with passthrough merged over it (nested mappings key by key); the monitors'
     job names and the profiler's file get '-<engine_name>' so R's and D's do not overwrite
     each other."""
-    merged = _deep_merge(generated, passthrough)
+    from simgan_dist.config.loading import merge  # loading builds on schema, which imports this
+
+    # A copy: the suffixes below must not write into the frozen config's own mappings.
+    merged = merge(generated, copy.deepcopy(passthrough))
     for section, key in PER_ENGINE_NAMES.items():
         if section in passthrough:
             merged[section][key] = f"{merged[section].get(key) or 'simgan'}-{engine_name}"
