@@ -243,6 +243,7 @@ def cmd_screen(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         progress=lambda line: progress_line(f"[screen] {line}"),
         num_variants=args.variants,
+        transform=args.transform,
     )
     print(headline(report))
     print(f"report: {Path(args.out) / 'report.md'}")

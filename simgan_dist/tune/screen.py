@@ -5,7 +5,9 @@ This is how the README's ablation table is made: `simgan screen` runs the very l
 and losses that `simgan train` runs on its workers (train.loop with plain PyTorch updaters, as in
 the unit tests), on the whole global batch in one process. What it leaves out is what the
 distributed path adds: sharded streaming, DeepSpeed, checkpoints. Its numbers choose settings; a
-setting is then trained for real and reported on the held-out eval digits.
+setting is then trained for real and reported on the held-out eval digits. With a transform
+(eval/transforms.py) in place of R it scores a fixed change of the synthetic images the same
+way: the yardsticks a refiner's row is read against.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.data.reader import load_arrays
 from simgan_dist.eval.protocol import evaluate_digits
+from simgan_dist.eval.transforms import apply_transform, parse_transform
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
@@ -60,13 +63,16 @@ def _images(location: str, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
     return to_batch(images), metas
 
 
+RefineFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
 def _refined_samples(
-    refiner: Refiner, x_syn: torch.Tensor, metas: list[dict], num_variants: int
+    refine: RefineFn, x_syn: torch.Tensor, metas: list[dict], num_variants: int
 ) -> Iterator[tuple[str, Any, dict]]:
     """(key, uint8 image, json) of every refined copy, as `simgan refine --variants` names them."""
     for variant in range(num_variants):
         generator = torch.Generator().manual_seed(noise_seed("screen", variant))
-        refined = to_uint8(refiner.refine(x_syn, generator, REFINE_BATCH))
+        refined = to_uint8(refine(x_syn, generator))
         for meta, img in zip(metas, refined, strict=True):
             key = meta["__key__"]
             annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
@@ -75,31 +81,16 @@ def _refined_samples(
             yield variant_key(key, variant, num_variants), img, annotations
 
 
-def screen(
-    cfg: Config,
-    validation: str,
-    out_dir: str | Path,
-    num_seeds: int = 3,
-    epochs: int = 4,
-    progress: Callable[[str], None] | None = None,
-    num_variants: int = 1,
-) -> dict[str, Any]:
-    """Train R and D on cfg in this process, refine cfg.data.synthetic, and score it against
-    `validation` (labeled real images that are not the eval set). Writes out_dir/config.yaml,
-    out_dir/refined/ (shards with the synthetic keys and labels; num_variants copies of each
-    from R's noise input, named as `simgan refine --variants` names them) and the eval report."""
-    if num_variants > 1 and cfg.model.refiner_noise_channels == 0:
-        raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
-    say = progress or (lambda _: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    x_syn, metas = _images(cfg.data.synthetic, cfg)
-    x_real, _ = _images(cfg.data.real, cfg)
+def _check_images(x_syn: torch.Tensor, cfg: Config) -> None:
     shape = tuple(x_syn.shape[1:])
     if shape != (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width):
         raise ValueError(f"{cfg.data.synthetic}: images are {shape}, the model expects otherwise")
 
+
+def _train_refiner(
+    cfg: Config, x_syn: torch.Tensor, x_real: torch.Tensor, say: Callable[[str], None]
+) -> Refiner:
+    """R and D trained on cfg in this process (plain PyTorch updaters); returns R."""
     torch.manual_seed(cfg.run.seed)  # the same initial weights as a Ray run of this config
     r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
     refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
@@ -111,10 +102,10 @@ def screen(
     s = cfg.schedule
     buffer = None
     if s.history_fraction > 0:
-        buffer = HistoryBuffer(s.buffer_size, (shape[0], shape[1], shape[2]), cfg.run.seed)
+        c, h, w = x_syn.shape[1:]
+        buffer = HistoryBuffer(s.buffer_size, (c, h, w), cfg.run.seed)
     batches = MemoryBatches(x_syn, x_real, s.batch_size, cfg.run.seed)
     total = s.refiner_pretrain_nimg + s.disc_pretrain_nimg + s.adversarial_nimg
-    started = time.perf_counter()
     next_line = [0]
 
     def log(state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
@@ -124,10 +115,49 @@ def screen(
             say(f"{phase.name} {state.cur_nimg}/{total} images: {shown}")
 
     train(refiner, disc, batches, cfg, LoopState(), buffer, after_iteration=log)
+    return r_net
+
+
+def screen(
+    cfg: Config,
+    validation: str,
+    out_dir: str | Path,
+    num_seeds: int = 3,
+    epochs: int = 4,
+    progress: Callable[[str], None] | None = None,
+    num_variants: int = 1,
+    transform: str | None = None,
+) -> dict[str, Any]:
+    """Train R and D on cfg in this process, refine cfg.data.synthetic, and score it against
+    `validation` (labeled real images that are not the eval set). Writes out_dir/config.yaml,
+    out_dir/refined/ (shards with the synthetic keys and labels; num_variants copies of each
+    from R's noise input, named as `simgan refine --variants` names them) and the eval report.
+
+    With `transform` (eval.transforms SPEC) nothing is trained: that fixed change of the
+    synthetic images stands in for R (num_variants copies from its random steps, if any)."""
+    steps = parse_transform(transform) if transform else None
+    if num_variants > 1 and steps is None and cfg.model.refiner_noise_channels == 0:
+        raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
+    say = progress or (lambda _: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    x_syn, metas = _images(cfg.data.synthetic, cfg)
+    x_real, _ = _images(cfg.data.real, cfg)
+    _check_images(x_syn, cfg)
+
+    started = time.perf_counter()
+    refine: RefineFn
+    if steps is None:
+        r_net = _train_refiner(cfg, x_syn, x_real, say)
+        refine = lambda x, g: r_net.refine(x, g, REFINE_BATCH)  # noqa: E731
+    else:
+        refine = lambda x, g: apply_transform(x, steps, x_real, g)  # noqa: E731
     train_s = time.perf_counter() - started
 
-    say(f"trained in {train_s:.0f} s; refining {len(x_syn)} images")
-    samples = _refined_samples(r_net, x_syn, metas, num_variants)
+    done = f"trained in {train_s:.0f} s" if steps is None else f"transform {transform}"
+    say(f"{done}; refining {len(x_syn)} images x {num_variants}")
+    samples = _refined_samples(refine, x_syn, metas, num_variants)
     write_shards(samples, out_dir / "refined", "refined", samples_per_shard=5000)
     report = evaluate_digits(
         cfg.data.synthetic,
@@ -140,7 +170,9 @@ def screen(
         progress=say,
         real_eval_role="validation",
     )
-    report["screen"] = {"train_s": round(train_s, 1), "num_images": total,
-                        "num_variants": num_variants}  # fmt: skip
+    total = sum((cfg.schedule.refiner_pretrain_nimg, cfg.schedule.disc_pretrain_nimg,
+                 cfg.schedule.adversarial_nimg))  # fmt: skip
+    report["screen"] = {"train_s": round(train_s, 1), "num_images": 0 if steps else total,
+                        "num_variants": num_variants, "transform": transform or ""}  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report
