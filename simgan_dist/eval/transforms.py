@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from simgan_dist.model.networks import warp
 
-# name -> (needs an amount, default amount)
+# name -> default amount, or None for a step that takes no amount
 TRANSFORMS: dict[str, float | None] = {
     "dilate": 0.5,
     "erode": 0.5,
@@ -114,6 +114,12 @@ def _random_warp(x: torch.Tensor, px: float, generator: torch.Generator) -> torc
     return warp(x, flow.to(x.dtype))
 
 
+def _resample_affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """x sampled bilinearly along per-image 2x3 transforms; black (-1) comes in at the edges."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x + 1, grid, align_corners=False) - 1
+
+
 def _random_affine(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
     n = len(x)
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
@@ -123,14 +129,12 @@ def _random_affine(x: torch.Tensor, degrees: float, generator: torch.Generator) 
     theta[:, 0, 1] = -torch.sin(angle) + shear
     theta[:, 1, 0] = torch.sin(angle)
     theta[:, 1, 1] = torch.cos(angle)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x + 1, grid, align_corners=False) - 1  # black (-1) comes in at the edges
+    return _resample_affine(x, theta)
 
 
 def _widen(x: torch.Tensor, factor: float) -> torch.Tensor:
-    theta = torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=x.dtype)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x + 1, grid, align_corners=False) - 1
+    theta = torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(len(x), 2, 3)
+    return _resample_affine(x, theta)
 
 
 def apply_transform(

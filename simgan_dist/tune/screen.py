@@ -30,7 +30,7 @@ from simgan_dist.model.networks import Refiner, build_discriminator, build_refin
 from simgan_dist.model.pixels import to_batch, to_uint8
 from simgan_dist.refine.shard import noise_seed, variant_key
 from simgan_dist.train.engine import TorchUpdater, make_lr_schedule, make_optimizer
-from simgan_dist.train.loop import LoopState, Phase, optimizer_steps, train
+from simgan_dist.train.loop import LoopState, Phase, optimizer_steps, phases_for, train
 
 REFINE_BATCH = 500  # images per forward when refining the corpus in memory
 
@@ -87,6 +87,10 @@ def _check_images(x_syn: torch.Tensor, cfg: Config) -> None:
         raise ValueError(f"{cfg.data.synthetic}: images are {shape}, the model expects otherwise")
 
 
+def _schedule_images(cfg: Config) -> int:
+    return sum(phase.num_images for phase in phases_for(cfg.schedule))
+
+
 def _train_refiner(
     cfg: Config, x_syn: torch.Tensor, x_real: torch.Tensor, say: Callable[[str], None]
 ) -> Refiner:
@@ -105,7 +109,7 @@ def _train_refiner(
         c, h, w = x_syn.shape[1:]
         buffer = HistoryBuffer(s.buffer_size, (c, h, w), cfg.run.seed)
     batches = MemoryBatches(x_syn, x_real, s.batch_size, cfg.run.seed)
-    total = s.refiner_pretrain_nimg + s.disc_pretrain_nimg + s.adversarial_nimg
+    total = _schedule_images(cfg)
     next_line = [0]
 
     def log(state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
@@ -170,9 +174,8 @@ def screen(
         progress=say,
         real_eval_role="validation",
     )
-    total = sum((cfg.schedule.refiner_pretrain_nimg, cfg.schedule.disc_pretrain_nimg,
-                 cfg.schedule.adversarial_nimg))  # fmt: skip
-    report["screen"] = {"train_s": round(train_s, 1), "num_images": 0 if steps else total,
+    num_images = 0 if steps else _schedule_images(cfg)
+    report["screen"] = {"train_s": round(train_s, 1), "num_images": num_images,
                         "num_variants": num_variants, "transform": transform or ""}  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report
