@@ -52,9 +52,12 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
     if args.samples_per_shard < 1:
         raise ConfigError(f"--samples-per-shard: must be >= 1, got {args.samples_per_shard}")
     if args.source == "digits":
+        # A colour appearance gets a corpus of its own: digits-synth stays the grey preset's.
+        synth_name = "digits-synth" + ("" if args.appearance == "gray" else f"-{args.appearance}")
         synth = shard_build.build_synthetic_digits(
-            join(out, "digits-synth"), args.num_samples, args.samples_per_shard, args.seed, options
-        )
+            join(out, synth_name), args.num_samples, args.samples_per_shard, args.seed, options,
+            appearance=args.appearance,
+        )  # fmt: skip
         real_train, real_eval = shard_build.build_real_digits(
             join(out, "digits-real-train"), join(out, "digits-real-eval"),
             args.samples_per_shard, storage_options=options,
@@ -63,22 +66,28 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
         real_labeled = shard_build.build_real_train_labeled(
             join(out, "digits-real-train-labeled"), args.samples_per_shard, storage_options=options
         )
-        for manifest in (synth, real_train, real_eval, real_labeled):
-            print(
-                f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards"
-            )
-    elif args.source == "eyes":
-        manifest = shard_build.build_synthetic_eyes(
-            join(out, "eyes-synth"), args.num_samples, args.samples_per_shard, args.seed, options
+        manifests = [synth, real_train, real_eval, real_labeled]
+    elif args.source == "digits-photo":
+        manifests = shard_build.build_photo_digits(
+            out, args.seed, args.num_samples, args.samples_per_shard, options
         )
-        print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
+    elif args.source == "eyes":
+        eyes = join(out, "eyes-synth")
+        manifests = [
+            shard_build.build_synthetic_eyes(
+                eyes, args.num_samples, args.samples_per_shard, args.seed, options
+            )
+        ]
     else:
         if not args.folder:
             raise ConfigError("--folder: required with source 'folder'")
         size = _parse_size(args.size) if args.size else None
-        manifest = shard_build.build_from_folder(
-            args.folder, out, args.samples_per_shard, not args.rgb, size, options
-        )
+        manifests = [
+            shard_build.build_from_folder(
+                args.folder, out, args.samples_per_shard, not args.rgb, size, options
+            )
+        ]
+    for manifest in manifests:
         print(f"{manifest.name}: {manifest.num_samples} samples in {len(manifest.shards)} shards")
 
 
@@ -196,6 +205,19 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(format_export(info, args.out))
 
 
+def _named_arms(texts: list[str]) -> dict[str, str]:
+    """--arm NAME=LOCATION options as a mapping; a repeated name or a missing part is refused."""
+    arms: dict[str, str] = {}
+    for text in texts:
+        name, sep, location = text.partition("=")
+        if not (sep and name and location):
+            raise ConfigError(f"--arm {text!r}: expected NAME=LOCATION")
+        if name in arms:
+            raise ConfigError(f"--arm {name}: given twice")
+        arms[name] = location
+    return arms
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
@@ -216,6 +238,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         num_seeds=args.num_seeds,
         progress=lambda line: progress_line(f"[eval] {line}"),
+        randomized=args.randomized,
+        ceiling=args.ceiling,
+        arms=_named_arms(args.arm),
     )
     if staging:
         with staging:

@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     shards = sub.add_parser("shards", help="build and check WebDataset shards")
     shards_sub = shards.add_subparsers(dest="shards_command", required=True)
     build = shards_sub.add_parser("build", help="write shards from a simulator or a folder")
-    build.add_argument("source", choices=["digits", "eyes", "folder"],
+    build.add_argument("source", choices=["digits", "digits-photo", "eyes", "folder"],
                        help="digits or eyes: the bundled simulators (and, for digits, the bundled "
-                            "real digits); folder: your own images")  # fmt: skip
+                            "real digits); digits-photo: the digits-on-photographs target, six "
+                            "corpora; folder: your own images")  # fmt: skip
     build.add_argument("--out", default="shards", help="output root (digits, eyes) or directory")
     build.add_argument("--num-samples", type=int, default=20_000, help="synthetic samples")
     build.add_argument("--samples-per-shard", type=int, default=2_000, help="samples per tar")
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
     build.add_argument("--size", help="resize to HxW (source 'folder')")
     build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
+    build.add_argument("--appearance", choices=["gray", "clean", "randomized"], default="gray",
+                       help="source 'digits': the simulator's colouring; clean and randomized "
+                            "write digits-synth-clean or -randomized (RGB)")  # fmt: skip
     _add_storage_arg(build)
     build.set_defaults(func=cmd_shards_build)
     verify = shards_sub.add_parser("verify", help="decode every sample, check the manifest")
@@ -177,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="labeled real *training* shards: trains the real-data oracle row only",
     )
+    evaluate.add_argument("--randomized", default=None,
+                          help="the simulator's domain-randomized output (same keys and labels as "
+                               "--synthetic): the arm refinement must beat")  # fmt: skip
+    evaluate.add_argument("--ceiling", default=None,
+                          help="the synthetic digits composited on the target's photographs (same "
+                               "keys and labels): the appearance ceiling arm")  # fmt: skip
+    evaluate.add_argument("--arm", action="append", default=[], metavar="NAME=LOCATION",
+                          help="one more arm of copies of the synthetic samples (same keys and "
+                               "labels), trained and reported like the others; repeatable")  # fmt: skip
     evaluate.add_argument("--seed", type=int, default=0, help="first classifier seed")
     evaluate.add_argument(
         "--num-seeds", type=int, default=5, help="classifier seeds per arm (>= 2, paired)"

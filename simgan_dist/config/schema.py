@@ -20,7 +20,7 @@ from simgan_dist.config.rules import (
     require,
 )
 
-PSI_CHOICES = ("identity", "channel_mean", "gradients")
+PSI_CHOICES = ("identity", "channel_mean", "gradients", "low_pass", "edges")
 DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits", "digits_wide")
 
 
@@ -57,7 +57,15 @@ class ModelConfig(Section):
     # displacement field, so R gives several refinements of one image (simgan refine
     # --variants K); needs refiner_max_warp > 0; 0 = off.
     refiner_noise_channels: int = checked(0, in_range(0, 16, closed=True))
+    # Where that noise goes: "flow" (the displacement field, above) or "pixels" (PixelDA: R's
+    # input, as constant planes and a learned full-size projection), so R can paint varied
+    # backgrounds and textures that a deterministic R cannot make from a plain one.
+    refiner_noise_target: Literal["flow", "pixels"] = "flow"
     discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
+    # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
+    # while it trains; 0 = off.
+    disc_hidden_noise: float = checked(0.0, at_least(0))
+    disc_dropout: float = checked(0.0, in_range(0, 1))
 
     def check(self) -> None:
         require(
@@ -67,7 +75,9 @@ class ModelConfig(Section):
             self.refiner_max_warp,
         )
         require(
-            self.refiner_noise_channels == 0 or self.refiner_max_warp > 0,
+            self.refiner_noise_channels == 0
+            or self.refiner_noise_target == "pixels"
+            or self.refiner_max_warp > 0,
             "model.refiner_noise_channels",
             "needs model.refiner_max_warp > 0 (the noise drives the displacement field)",
             self.refiner_noise_channels,
@@ -80,7 +90,7 @@ class LossConfig(Section):
 
     SECTION: ClassVar[str] = "loss"
     reg_lambda: float = checked(0.5, at_least(0))
-    psi: Literal["identity", "channel_mean", "gradients"] = "identity"
+    psi: Literal["identity", "channel_mean", "gradients", "low_pass", "edges"] = "identity"
     # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off),
     # so R never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every
     # pixel black) stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor).
@@ -93,7 +103,8 @@ class LossConfig(Section):
     # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit
     # of difference between two noise draws in the adversarial phase, so it uses its noise
     # instead of ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)|
-    # in pixels; 0 = off.
+    # in pixels for flow noise, mean |R(x, z1) - R(x, z2)| in [-1, 1] levels for pixel noise
+    # (without it a pixel-noise R paints every background alike); 0 = off.
     diversity_lambda: float = checked(0.0, at_least(0))
 
 
@@ -172,6 +183,9 @@ class DataConfig(Section):
     pin_memory: bool = True
     shuffle_buffer: int = checked(2000, at_least(1))
     on_bad_sample: Literal["skip", "stop"] = "skip"
+    # D sees each real image under a random flip and (square images) transpose: 8x the variety
+    # of a small real pool, for a local D that judges texture, not which way a digit faces.
+    augment_real: bool = False
     # "shards": each rank streams its own shards (scales). "batch_rows": every rank reads the
     # same global batch and keeps its rows (W x decode cost, but identical for any worker count).
     rank_split: Literal["shards", "batch_rows"] = "shards"

@@ -1,5 +1,8 @@
 """Corpus builders behind `simgan shards build`: digit and eye simulators, real digits, image folders.
 
+The digits-on-photographs target (`build_photo_digits`) is six corpora made from one simulator
+run and the MNIST-5k split; see PHOTO_CORPORA and sim/photos.py for the recipe.
+
 Every out_dir may be a local directory or an object-store prefix (s3://bucket/corpus); shards are
 uploaded as they are written, never staged on local disk.
 """
@@ -9,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from simgan_dist.data.sim.real_digits import real_train_labels, split_real_digits
+from simgan_dist.data.sim.appearance import apply_appearance
+from simgan_dist.data.sim.photos import blend, load_photographs, random_crops
+from simgan_dist.data.sim.real_digits import IMAGE_SIZE, real_train_labels, split_real_digits
 from simgan_dist.io import urls
 from simgan_dist.io.progress import with_progress
 from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, check_key, write_shards
@@ -25,6 +30,24 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
+# The digits-on-photographs target, in build order. Training may read only the first two
+# (the synthetic arm and its domain-randomized copy, for a refiner or a classifier) and
+# real-train (unlabeled: no json); ceiling and real-train-labeled train classifiers for the
+# ceiling and oracle rows of `simgan eval`; real-eval is the held-out test set.
+PHOTO_SYNTH = "digits-photo-synth"
+PHOTO_RANDOMIZED = "digits-photo-synth-randomized"
+PHOTO_CEILING = "digits-photo-ceiling"
+PHOTO_REAL_TRAIN = "digits-photo-real-train"
+PHOTO_REAL_EVAL = "digits-photo-real-eval"
+PHOTO_REAL_LABELED = "digits-photo-real-train-labeled"
+PHOTO_CORPORA = (
+    PHOTO_SYNTH, PHOTO_RANDOMIZED, PHOTO_CEILING, PHOTO_REAL_TRAIN, PHOTO_REAL_EVAL,
+    PHOTO_REAL_LABELED,
+)  # fmt: skip
+# Photo crops come from default_rng([seed, CROP_STREAM, k]); the simulator uses streams 0-2.
+CROP_STREAM = 3
+_CROPS_CEILING, _CROPS_REAL_TRAIN, _CROPS_REAL_EVAL = 0, 1, 2
+
 
 def build_synthetic_digits(
     out_dir: str | Path,
@@ -32,14 +55,17 @@ def build_synthetic_digits(
     samples_per_shard: int,
     seed: int,
     storage_options: dict[str, Any] | None = None,
+    appearance: str = "gray",
 ) -> Manifest:
-    """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters."""
+    """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters.
+    appearance: gray (uint8 28x28), clean or randomized (RGB; see sim/appearance.py)."""
     from simgan_dist.data.sim.digits import (
         DigitSimulator,  # fonts and matplotlib: load only when used
     )
 
-    sim = DigitSimulator(seed)
-    return _write_simulated(sim, out_dir, num_samples, samples_per_shard, storage_options)
+    sim = DigitSimulator(seed, appearance)
+    samples = sim.sample(num_samples)
+    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard, storage_options)
 
 
 def build_synthetic_eyes(
@@ -53,23 +79,8 @@ def build_synthetic_eyes(
     from simgan_dist.data.sim.eyes import EyeSimulator
 
     sim = EyeSimulator(seed)
-    return _write_simulated(sim, out_dir, num_samples, samples_per_shard, storage_options)
-
-
-def _write_simulated(
-    sim: Any,
-    out_dir: str | Path,
-    num_samples: int,
-    samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
-) -> Manifest:
-    """A simulator's (image, params) samples as synth-NNNNNNN keys in synth-*.tar shards."""
-    simulated = (
-        (f"synth-{i:07d}", img, params) for i, (img, params) in enumerate(sim.sample(num_samples))
-    )
-    name = urls.basename(str(out_dir))
-    samples = with_progress(simulated, num_samples, f"build {name}")
-    return write_shards(samples, out_dir, "synth", samples_per_shard, name, storage_options)
+    samples = sim.sample(num_samples)
+    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard, storage_options)
 
 
 def build_real_digits(
@@ -86,20 +97,38 @@ def build_real_digits(
     protocol; nothing may train on it.
     """
     train_images, eval_images, eval_labels = split_real_digits(seed)
-    name = urls.basename(str(train_dir))
-    samples = ((f"real-{i:07d}", img, None) for i, img in enumerate(train_images))
-    train = write_shards(
-        with_progress(samples, len(train_images), f"build {name}"),
-        train_dir,
-        "real",
-        samples_per_shard,
-        name,
-        storage_options,
-    )
+    train = _write_unlabeled(train_images, train_dir, "real", samples_per_shard, storage_options)
     evaluation = _write_labeled(
         eval_images, eval_labels, eval_dir, "real-eval", samples_per_shard, storage_options
     )
     return train, evaluation
+
+
+def _write_keyed(
+    items: Iterable[tuple[np.ndarray, dict | None]],
+    count: int,
+    out_dir: str | Path,
+    prefix: str,
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
+) -> Manifest:
+    """(image, json-or-None) items keyed prefix-NNNNNNN in order, in prefix-*.tar shards."""
+    name = urls.basename(str(out_dir))
+    keyed = ((f"{prefix}-{i:07d}", img, meta) for i, (img, meta) in enumerate(items))
+    samples = with_progress(keyed, count, f"build {name}")
+    return write_shards(samples, out_dir, prefix, samples_per_shard, name, storage_options)
+
+
+def _write_unlabeled(
+    images: Any,
+    out_dir: str | Path,
+    prefix: str,
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
+) -> Manifest:
+    """Real images, PNG only (no json: no label can reach training)."""
+    items = ((img, None) for img in images)
+    return _write_keyed(items, len(images), out_dir, prefix, samples_per_shard, storage_options)
 
 
 def _write_labeled(
@@ -110,14 +139,9 @@ def _write_labeled(
     samples_per_shard: int,
     storage_options: dict[str, Any] | None,
 ) -> Manifest:
-    """Real digits with json {"label": int}, keyed prefix-NNNNNNN in order."""
-    name = urls.basename(str(out_dir))
-    labeled = (
-        (f"{prefix}-{i:07d}", img, {"label": int(label)})
-        for i, (img, label) in enumerate(zip(images, labels, strict=True))
-    )
-    samples = with_progress(labeled, len(labels), f"build {name}")
-    return write_shards(samples, out_dir, prefix, samples_per_shard, name, storage_options)
+    """Real digits with json {"label": int}."""
+    items = ((img, {"label": int(label)}) for img, label in zip(images, labels, strict=True))
+    return _write_keyed(items, len(labels), out_dir, prefix, samples_per_shard, storage_options)
 
 
 def _folder_key(rel: Path) -> str:
@@ -216,3 +240,118 @@ def ensure_digit_shards(
         )
     if not (shards_root / "digits-real-train-labeled" / MANIFEST_NAME).exists():
         build_real_train_labeled(shards_root / "digits-real-train-labeled", samples_per_shard)
+
+
+def _on_photos(digits: np.ndarray, pool: tuple[np.ndarray, ...], seed: int, use: int) -> np.ndarray:
+    """Grey digits blended (MNIST-M) on crops from their own stream [seed, CROP_STREAM, use]."""
+    rng = np.random.default_rng([seed, CROP_STREAM, use])
+    return blend(digits, random_crops(pool, len(digits), IMAGE_SIZE, rng))
+
+
+def build_photo_digits(
+    shards_root: str | Path,
+    seed: int = 0,
+    num_synthetic: int = 20_000,
+    samples_per_shard: int = 2_000,
+    storage_options: dict[str, Any] | None = None,
+    corpora: Collection[str] = PHOTO_CORPORA,
+    real_seed: int = 0,
+) -> list[Manifest]:
+    """The digits-on-photographs target under shards_root (local or a bucket prefix): the
+    corpora named (all of PHOTO_CORPORA by default), in that order.
+
+    seed drives the simulator and the ceiling's crops; real_seed the MNIST-5k split and the real
+    images' crops (0, as for the grey digits, so every simulator seed meets the same target).
+    """
+    unknown = sorted(set(corpora) - set(PHOTO_CORPORA))
+    if unknown:
+        raise ValueError(f"unknown digits-photo corpora {unknown}; known: {list(PHOTO_CORPORA)}")
+    pool = load_photographs()  # first: a missing photograph stops the build before any write
+    root, spp, opts = str(shards_root), samples_per_shard, storage_options
+    synthetic = _build_photo_synthetic(root, seed, num_synthetic, pool, corpora, spp, opts)
+    return synthetic + _build_photo_real(root, real_seed, pool, corpora, spp, opts)
+
+
+def _build_photo_synthetic(
+    root: str,
+    seed: int,
+    num: int,
+    pool: tuple[np.ndarray, ...],
+    corpora: Collection[str],
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
+) -> list[Manifest]:
+    """synth (clean), synth-randomized and ceiling: one grey render per key, coloured three ways,
+    so the three share keys, labels and stroke geometry."""
+    wanted = [c for c in (PHOTO_SYNTH, PHOTO_RANDOMIZED, PHOTO_CEILING) if c in corpora]
+    if not wanted:
+        return []
+    from simgan_dist.data.sim.digits import DigitSimulator  # fonts and matplotlib: only when used
+
+    # Rendering is most of the cost (~0.4 ms a digit): render once and keep the grey digits
+    # (0.8 KB each) rather than run the simulator once per appearance. apply_appearance is what
+    # DigitSimulator(seed, mode) applies, so each corpus equals that simulator's output.
+    rendered = list(with_progress(DigitSimulator(seed).sample(num), num, "render digits-photo"))
+    manifests = []
+    for name in wanted:
+        pairs: Iterable[tuple[np.ndarray, dict]]
+        if name == PHOTO_CEILING:
+            # The appearance ceiling: the target's own recipe and photographs on our digits.
+            grays = np.stack([gray for gray, _ in rendered])
+            images = _on_photos(grays, pool, seed, _CROPS_CEILING)
+            pairs = (
+                (img, {**params, "appearance": "ceiling"})
+                for img, (_, params) in zip(images, rendered, strict=True)
+            )
+        else:
+            mode = "clean" if name == PHOTO_SYNTH else "randomized"
+            pairs = (
+                apply_appearance(gray, params, mode, seed, i)
+                for i, (gray, params) in enumerate(rendered)
+            )
+        out = urls.join(root, name)
+        manifests.append(_write_keyed(pairs, num, out, "synth", samples_per_shard, storage_options))
+    return manifests
+
+
+def _build_photo_real(
+    root: str,
+    real_seed: int,
+    pool: tuple[np.ndarray, ...],
+    corpora: Collection[str],
+    samples_per_shard: int,
+    storage_options: dict[str, Any] | None,
+) -> list[Manifest]:
+    """real-train (no json), real-eval and real-train-labeled: the MNIST-5k split on photo crops.
+
+    As in MNIST-M, train and eval share the pool of seven photographs: the eval images are other
+    digits on other crops (a separate seeded stream) of the same photographs. real-train-labeled
+    holds real-train's images and keys with labels: the oracle's training set and the validation
+    split; nothing that trains a refiner or a discriminator reads it.
+    """
+    train, eval_images, eval_labels = split_real_digits(real_seed)
+    train_rgb = _on_photos(train, pool, real_seed, _CROPS_REAL_TRAIN)  # ~20 ms each: always
+    eval_rgb = _on_photos(eval_images, pool, real_seed, _CROPS_REAL_EVAL)
+    spp, opts = samples_per_shard, storage_options
+    writers: dict[str, Callable[[str], Manifest]] = {
+        PHOTO_REAL_TRAIN: lambda out: _write_unlabeled(train_rgb, out, "real", spp, opts),
+        PHOTO_REAL_EVAL: lambda out: _write_labeled(
+            eval_rgb, eval_labels, out, "real-eval", spp, opts
+        ),
+        PHOTO_REAL_LABELED: lambda out: _write_labeled(
+            train_rgb, real_train_labels(real_seed), out, "real", spp, opts
+        ),
+    }
+    return [write(urls.join(root, name)) for name, write in writers.items() if name in corpora]
+
+
+def ensure_photo_digit_shards(
+    shards_root: str | Path, seed: int, num_synthetic: int = 20_000, samples_per_shard: int = 2_000
+) -> None:
+    """Build whichever digits-on-photographs corpora lack a manifest; later demos reuse them."""
+    root = str(shards_root)
+    missing = [
+        c for c in PHOTO_CORPORA if not urls.exists(urls.join(urls.join(root, c), MANIFEST_NAME))
+    ]
+    if missing:
+        build_photo_digits(root, seed, num_synthetic, samples_per_shard, corpora=missing)

@@ -1,16 +1,17 @@
-"""The S+U protocol on digits: one classifier trained on synthetic, refined and real-labeled
-images at equal steps, tested on labeled real digits that no training reads."""
+"""The S+U protocol on digits: one classifier trained on synthetic, refined, other image arms and
+real-labeled images at equal steps, tested on labeled real digits that no training reads."""
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from simgan_dist.eval.arms import Arm, arm_corpora, check_shapes, load_arms
 from simgan_dist.eval.classifier import (
     accuracy,
     labeled_tensors,
@@ -25,41 +26,18 @@ from simgan_dist.io.progress import progress_bar
 
 REALISM_STEPS = 400  # Adam steps of each two-sample classifier (batch 64)
 REALISM_IMAGES = 2000  # per set, at most; half train the two-sample classifier, half test it
+GRID_IMAGES = 16  # images per grid row: the first synthetic samples, the same keys in every arm
+# Preservation judges: the arm whose classifiers read the labels -> (report key for the refined
+# images, report key for the judge's own images). Two judges, because on an appearance-gap
+# target a classifier trained on white-on-black digits fails on any realistic image whatever its
+# label: its figure mixes appearance with label change. The randomized arm's classifier has seen
+# every colour and texture, so it reads only the digit.
+JUDGES = {
+    "synthetic": ("refined", "synthetic"),
+    "randomized": ("refined_by_randomized", "randomized"),
+}
 
 Progress = Callable[[str], None]
-
-
-def _aligned_refined(
-    refined: str, keys_syn: list[str], y_syn: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(first refined copy of each synthetic sample in the synthetic corpus's order, every
-    refined copy, their labels): every synthetic key at least once and every label kept. A
-    corpus from `refine --variants K` has K copies of each; others have one."""
-    x_all, y_all, sources = labeled_tensors(refined, by_source=True)
-    syn_index = {k: i for i, k in enumerate(keys_syn)}
-    first: dict[str, int] = {}
-    for i, k in enumerate(sources):
-        first.setdefault(k, i)
-    missing = [k for k in keys_syn if k not in first]
-    if missing:
-        raise ValueError(
-            f"{refined}: {len(missing)} of {len(keys_syn)} synthetic samples have "
-            f"no refined copy (first key: {missing[0]})"
-        )
-    strangers = [k for k in sources if k not in syn_index]
-    if strangers:
-        raise ValueError(
-            f"{refined}: {len(strangers)} refined samples come from no synthetic sample "
-            f"(first key: {strangers[0]})"
-        )
-    expected = y_syn[[syn_index[k] for k in sources]]
-    changed = (expected != y_all).nonzero().flatten().tolist()
-    if changed:
-        raise ValueError(
-            f"{refined}: {len(changed)} refined samples changed their label "
-            f"(first key: {sources[changed[0]]}); annotations must be kept"
-        )
-    return x_all[[first[k] for k in keys_syn]], x_all, y_all
 
 
 def _arm(values: list[float]) -> dict[str, Any]:
@@ -82,46 +60,64 @@ def evaluate_digits(
     num_seeds: int = 5,
     progress: Progress | None = None,
     real_eval_role: str = "eval",
+    *,
+    randomized: str | None = None,
+    ceiling: str | None = None,
+    arms: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Synthetic, refined (same keys, labels kept) and, with real_train_labeled, the real-data
-    oracle: num_seeds classifiers each, seed i of every arm starting from the same weights, all
-    trained for the synthetic arm's step count. Writes report.json, report.md and grid.png.
+    """The image arms (synthetic, refined and, when given, randomized: the simulator's
+    domain-randomized mode, ceiling: the synthetic digits composited on the target's own
+    photographs, and any extra `arms`, name -> corpus) and, with real_train_labeled, the
+    real-data oracle: num_seeds classifiers each, seed i of every arm starting from the same
+    weights, all trained for the synthetic arm's step count. Every arm but synthetic must hold
+    copies of the synthetic samples (same keys, labels kept). Writes report.json, report.md,
+    grid.png (synthetic | refined | real) and grid_<arm>.png per arm (and grid_real.png).
 
-    Beside accuracy on real_eval: the paired refined-minus-synthetic difference with its 95%
-    interval, gap closed against the oracle, annotation preservation (the synthetic arm's
-    classifiers on the refined images against their kept labels) and realism (two-sample
-    accuracy against real images: the labeled real training images when given, else the
-    eval images' pixels; their labels are never used for it). real_eval_role "validation" says
-    in the report that real_eval is a validation split (simgan screen), not the eval set."""
+    Beside accuracy on real_eval: the paired differences refined - synthetic and refined -
+    randomized with their 95% intervals, each arm's share of the oracle gap, annotation
+    preservation and realism (two-sample accuracy against real images: the labeled real
+    training images when given, else the eval images' pixels; their labels are never used for
+    it) of every image arm. Preservation is read by two judges: the synthetic arm's classifiers
+    on the refined images against their kept labels (as always), and, with a randomized corpus,
+    the randomized arm's. On an appearance-gap target (digits on photographs) a classifier
+    trained on white-on-black digits fails on any realistic image whatever its label, so the
+    first figure conflates appearance with label change; the randomized classifier has seen
+    every colour and texture and reads only the digit. real_eval_role "validation" says in the
+    report that real_eval is a validation split (simgan screen), not the eval set."""
     if num_seeds < 2:
         raise ValueError(f"num_seeds must be >= 2 for a confidence interval, got {num_seeds}")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    x_syn, y_syn, keys_syn = labeled_tensors(synthetic)
-    x_ref, x_ref_all, y_ref_all = _aligned_refined(refined, keys_syn, y_syn)
+    image_arms = load_arms(arm_corpora(synthetic, refined, randomized, ceiling, arms))
+    syn, ref = image_arms["synthetic"], image_arms["refined"]
     x_real, y_real, _ = labeled_tensors(real_eval)
     oracle_data = labeled_tensors(real_train_labeled) if real_train_labeled else None
+    check_shapes(
+        {a.location: a.train_x for a in image_arms.values()}
+        | {real_eval: x_real}
+        | ({real_train_labeled: oracle_data[0]} if oracle_data and real_train_labeled else {})
+    )
 
-    num_steps = steps_for_epochs(len(x_syn), epochs)
+    num_steps = steps_for_epochs(len(syn.train_x), epochs)
     seeds = [seed + i for i in range(num_seeds)]
-    acc: dict[str, list[float]] = {"synthetic": [], "refined": [], "oracle": []}
-    preserved: dict[str, list[float]] = {"refined": [], "synthetic": []}
-    # Classifier fits, each about as long: 2 or 3 arms per seed, then 2 realism classifiers.
-    num_fits = num_seeds * (3 if oracle_data is not None else 2) + 2
+    acc: dict[str, list[float]] = {name: [] for name in [*image_arms, "oracle"]}
+    judges = {j: keys for j, keys in JUDGES.items() if j in image_arms}
+    preserved: dict[str, list[float]] = {key: [] for keys in judges.values() for key in keys}
+    # Classifier fits, each about as long: one per arm (and the oracle) per seed, then one
+    # realism classifier per image arm.
+    num_fits = num_seeds * (len(image_arms) + (oracle_data is not None)) + len(image_arms)
     with progress_bar(num_fits, "eval", unit="fit") as bar:
         for i, s in enumerate(seeds):
-            say(f"classifier seed {s} ({i + 1}/{num_seeds}): synthetic")
-            model = train_classifier(x_syn, y_syn, s, num_steps)
-            acc["synthetic"].append(accuracy(model, x_real, y_real))
-            preserved["refined"].append(accuracy(model, x_ref, y_syn))
-            preserved["synthetic"].append(accuracy(model, x_syn, y_syn))
-            bar.update(1)
-            say(f"classifier seed {s} ({i + 1}/{num_seeds}): refined")
-            acc["refined"].append(
-                accuracy(train_classifier(x_ref_all, y_ref_all, s, num_steps), x_real, y_real)
-            )
-            bar.update(1)
+            for arm in image_arms.values():
+                say(f"classifier seed {s} ({i + 1}/{num_seeds}): {arm.name}")
+                model = train_classifier(arm.train_x, arm.train_y, s, num_steps)
+                acc[arm.name].append(accuracy(model, x_real, y_real))
+                if arm.name in judges:
+                    on_refined, on_own = judges[arm.name]
+                    preserved[on_refined].append(accuracy(model, ref.first, syn.train_y))
+                    preserved[on_own].append(accuracy(model, arm.first, syn.train_y))
+                bar.update(1)
             if oracle_data is not None:
                 say(f"classifier seed {s} ({i + 1}/{num_seeds}): real-data oracle")
                 x_o, y_o, _ = oracle_data
@@ -133,39 +129,74 @@ def evaluate_digits(
         real_pixels = oracle_data[0] if oracle_data is not None else x_real
         real_sample = _subsample(real_pixels, REALISM_IMAGES, seed)
         realism = {}
-        for name, x in (("synthetic_vs_real", x_syn), ("refined_vs_real", x_ref)):
-            x_sample = _subsample(x, REALISM_IMAGES, seed)
-            realism[name] = two_sample_accuracy(x_sample, real_sample, REALISM_STEPS, seed)
+        for arm in image_arms.values():
+            x_sample = _subsample(arm.first, REALISM_IMAGES, seed)
+            realism[f"{arm.name}_vs_real"] = two_sample_accuracy(
+                x_sample, real_sample, REALISM_STEPS, seed
+            )
             bar.update(1)
-    difference = paired_difference(acc["synthetic"], acc["refined"])
-    report: dict[str, Any] = {
-        "accuracy": {name: _arm(v) for name, v in acc.items() if v},
-        "refined_minus_synthetic": difference.to_dict(),
-        "gap_closed": None,
-        "preservation": {
-            "refined": statistics.mean(preserved["refined"]),
-            "synthetic": statistics.mean(preserved["synthetic"]),
-            "per_seed": preserved,
-        },
+    report = _report(acc, preserved, image_arms)
+    report |= {
         "realism_acc": realism,
         "seeds": seeds,
         "num_steps": num_steps,
         "epochs": epochs,
-        "num_train": len(keys_syn),
-        "num_refined_train": len(y_ref_all),  # > num_train with `refine --variants K`
+        "num_train": len(syn.train_y),
+        "num_refined_train": len(ref.train_y),  # > num_train with `refine --variants K`
+        "num_arm_train": {name: len(arm.train_y) for name, arm in image_arms.items()},
         "num_oracle_train": len(oracle_data[1]) if oracle_data is not None else 0,
         "num_real_eval": len(x_real),
         "synthetic": synthetic,
         "refined": refined,
+        "arms": {name: arm.location for name, arm in image_arms.items()},
         "real_eval": real_eval,
         "real_train_labeled": real_train_labeled or "",
         "real_eval_role": real_eval_role,
     }
-    if acc["oracle"]:
-        syn, ref, ora = (statistics.mean(acc[k]) for k in ("synthetic", "refined", "oracle"))
-        report["gap_closed"] = gap_closed(syn, ref, ora, difference)
-    grid = save_grid([x_syn[:16], x_ref[:16], x_real[:16]], out_dir / "grid.png", scale=3)
-    report["grid"] = str(grid)
+    report |= _grids(image_arms, x_real, out_dir)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     (out_dir / "report.md").write_text(markdown_report(report))
     return report
+
+
+def _report(
+    acc: dict[str, list[float]], preserved: dict[str, list[float]], image_arms: dict[str, Arm]
+) -> dict[str, Any]:
+    """Accuracy per arm, the paired differences, gap closed and preservation, as report keys."""
+    minus_synthetic = {
+        name: paired_difference(acc["synthetic"], acc[name])
+        for name in image_arms
+        if name != "synthetic"
+    }
+    gaps: dict[str, Any] = {name: None for name in minus_synthetic}
+    if acc["oracle"]:
+        syn_mean, ora_mean = statistics.mean(acc["synthetic"]), statistics.mean(acc["oracle"])
+        for name, diff in minus_synthetic.items():
+            gaps[name] = gap_closed(syn_mean, statistics.mean(acc[name]), ora_mean, diff)
+    report: dict[str, Any] = {
+        "accuracy": {name: _arm(v) for name, v in acc.items() if v},
+        "refined_minus_synthetic": minus_synthetic["refined"].to_dict(),
+        "gap_closed": gaps["refined"],
+        "arm_minus_synthetic": {name: d.to_dict() for name, d in minus_synthetic.items()},
+        "gap_closed_by_arm": gaps,
+        "preservation": {
+            **{key: statistics.mean(values) for key, values in preserved.items()},
+            "per_seed": preserved,
+        },
+    }
+    if "randomized" in image_arms:
+        diff = paired_difference(acc["randomized"], acc["refined"])
+        report["refined_minus_randomized"] = diff.to_dict()
+    return report
+
+
+def _grids(image_arms: dict[str, Arm], x_real: torch.Tensor, out_dir: Path) -> dict[str, Any]:
+    """grid.png (rows synthetic | refined | real, as always) and one row per arm, grid_<arm>.png,
+    of the same synthetic samples, so the arms compare image by image."""
+    rows = {name: arm.first[:GRID_IMAGES] for name, arm in image_arms.items()}
+    rows["real"] = x_real[:GRID_IMAGES]
+    grid = save_grid([rows["synthetic"], rows["refined"], rows["real"]], out_dir / "grid.png", 3)
+    grids = {
+        name: str(save_grid([row], out_dir / f"grid_{name}.png", 3)) for name, row in rows.items()
+    }
+    return {"grid": str(grid), "grids": grids}

@@ -11,7 +11,14 @@ from torch import Tensor
 REFINED = 0
 REAL = 1
 
-PSI_KINDS = ("identity", "channel_mean", "gradients")
+PSI_KINDS = ("identity", "channel_mean", "gradients", "low_pass", "edges")
+LOW_PASS_POOL = 4  # psi "low_pass": the mean of each 4x4 cell (a 28x28 digit -> 7x7 per channel)
+
+
+def _gradients(x: Tensor) -> Tensor:
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    return torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
 
 
 def _check_logits(logits: Tensor) -> None:
@@ -39,16 +46,21 @@ def psi(x: Tensor, kind: str) -> Tensor:
     "identity": x (the paper's experiments). "channel_mean": mean over colour channels, keepdim
     (lets R change colour, keeps luminance layout). "gradients": horizontal and vertical finite
     differences, flattened and concatenated per sample -> (N, C*H*(W-1) + C*(H-1)*W); it ignores
-    a constant offset, so R may shift brightness freely but must keep edges.
+    a constant offset, so R may shift brightness freely but must keep edges. "low_pass": each
+    channel's mean over LOW_PASS_POOL-pixel cells (R may add texture and detail finer than that,
+    must keep the coarse layout and colour). "edges": the absolute "gradients" of the channel mean
+    (R may recolour and invert freely, must keep where the brightness edges are).
     """
     if kind == "identity":
         return x
     if kind == "channel_mean":
         return x.mean(dim=1, keepdim=True)
     if kind == "gradients":
-        dx = x[..., :, 1:] - x[..., :, :-1]
-        dy = x[..., 1:, :] - x[..., :-1, :]
-        return torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
+        return _gradients(x)
+    if kind == "low_pass":
+        return F.avg_pool2d(x, LOW_PASS_POOL, ceil_mode=True)
+    if kind == "edges":
+        return _gradients(x.mean(dim=1, keepdim=True)).abs()
     raise ValueError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
 
 

@@ -35,6 +35,9 @@ class ResnetBlock(nn.Module):
 # full resolution): neighbouring pixels move together, strokes bend instead of tearing apart.
 FLOW_SMOOTHING_PASSES = 2
 FLOW_HEAD_INIT_STD = 1e-3  # a noise-driven flow head's initial weights: fields of ~0.01 px
+# Where R's per-image noise goes: its displacement field, or its pixel path (PixelDA).
+NOISE_TARGETS = ("flow", "pixels")
+NOISE_MAPS = 1  # full-size planes the pixel noise is projected to (PixelDA uses one)
 
 
 def warp(images: Tensor, flow: Tensor) -> Tensor:
@@ -79,27 +82,43 @@ class Refiner(nn.Module):
         kernel: int,
         max_warp: float = 0.0,
         noise_channels: int = 0,
+        noise_target: str = "flow",
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"refiner kernel must be odd to keep the size, got {kernel}")
         if max_warp < 0:
             raise ValueError(f"max_warp must be >= 0, got {max_warp}")
-        if noise_channels < 0 or (noise_channels and max_warp == 0):
+        if noise_target not in NOISE_TARGETS:
+            raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
+        to_flow = noise_target == "flow"
+        if noise_channels < 0 or (noise_channels and to_flow and max_warp == 0):
             raise ValueError(
                 f"noise_channels must be >= 0 and needs max_warp > 0, got {noise_channels}"
             )
         self.noise_channels = noise_channels
+        self.noise_target = noise_target
+        self.noise_maps: nn.Linear | None = None
+        stem_in = channels
+        if noise_channels and not to_flow:
+            if image_size is None:
+                raise ValueError("a refiner with pixel noise needs image_size (its maps' size)")
+            # PixelDA's generator input: the noise vector as constant planes (colour, per image)
+            # and projected by a learned linear map to full-size planes (layout, texture).
+            self.noise_maps = nn.Linear(noise_channels, NOISE_MAPS * image_size[0] * image_size[1])
+            stem_in += noise_channels + NOISE_MAPS
         self.stem = nn.Sequential(
-            nn.Conv2d(channels, features, kernel, stride=1, padding=kernel // 2), nn.ReLU()
+            nn.Conv2d(stem_in, features, kernel, stride=1, padding=kernel // 2), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResnetBlock(features, kernel) for _ in range(num_blocks)])
         self.head = nn.Conv2d(features, channels, 1)
         self.max_warp = float(max_warp)
         self.flow_head: nn.Module | None = None
         if max_warp > 0:
+            flow_noise = noise_channels if to_flow else 0
             head = nn.Conv2d(features, 2, 1)
-            if noise_channels:
+            if flow_noise:
                 # Small random weights, so two noise draws start with (slightly) different
                 # fields and the diversity term, whose |.| has no gradient at 0, can grow them.
                 nn.init.normal_(head.weight, std=FLOW_HEAD_INIT_STD)
@@ -108,9 +127,9 @@ class Refiner(nn.Module):
             if head.bias is not None:
                 nn.init.zeros_(head.bias)
             self.flow_head = head
-            if noise_channels:
+            if flow_noise:
                 self.flow_head = nn.Sequential(
-                    nn.Conv2d(features + noise_channels, features, 3, padding=1), nn.ReLU(), head
+                    nn.Conv2d(features + flow_noise, features, 3, padding=1), nn.ReLU(), head
                 )
 
     @classmethod
@@ -132,11 +151,6 @@ class Refiner(nn.Module):
         """(pre-tanh pixel values, displacement field in pixels or None without warping)."""
         if noise is not None and not self.noise_channels:
             raise ValueError("this refiner has no noise input (model.refiner_noise_channels 0)")
-        features = self.blocks(self.stem(x))
-        z = self.head(features)
-        if self.flow_head is None:
-            return z, None
-        flow_input = features
         if self.noise_channels:
             if noise is None:
                 noise = self.noise_like(x)
@@ -144,6 +158,19 @@ class Refiner(nn.Module):
             expected = (x.shape[0], self.noise_channels, *x.shape[2:])
             if tuple(noise.shape) != expected:
                 raise ValueError(f"noise must be {expected}, got {tuple(noise.shape)}")
+        stem_input = x
+        if self.noise_maps is not None:
+            assert noise is not None
+            n, _, h, w = x.shape
+            maps = self.noise_maps(noise[:, :, 0, 0].to(x.dtype)).view(n, NOISE_MAPS, h, w)
+            stem_input = torch.cat([x, noise.to(x.dtype), maps], dim=1)
+        features = self.blocks(self.stem(stem_input))
+        z = self.head(features)
+        if self.flow_head is None:
+            return z, None
+        flow_input = features
+        if self.noise_channels and self.noise_target == "flow":
+            assert noise is not None
             flow_input = torch.cat([features, noise.to(features.dtype)], dim=1)
         flow = self.max_warp * torch.tanh(self.flow_head(flow_input))
         for _ in range(FLOW_SMOOTHING_PASSES):
@@ -243,13 +270,33 @@ DISCRIMINATOR_LAYOUTS: dict[str, tuple[LayerSpec, ...]] = {
 }
 
 
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) to its input in training mode only (PixelDA's D regularizer)."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = float(std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
+
+
 class Discriminator(nn.Module):
     """D: a small conv net whose output is a map of 2-way logits, one pair per image patch.
 
     forward(x) -> logits of shape (N, 2, h, w); index 0 = "refined", index 1 = "real".
+    hidden_noise and dropout (not in the paper; PixelDA's D uses noise 0.2 and dropout) act after
+    every hidden ReLU while D is in training mode: they keep a small D from memorising a small
+    real pool and from overpowering R. Off (0) adds no modules, so checkpoints keep their keys.
     """
 
-    def __init__(self, layout: tuple[LayerSpec, ...], channels: int) -> None:
+    def __init__(
+        self,
+        layout: tuple[LayerSpec, ...],
+        channels: int,
+        hidden_noise: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if not layout or layout[-1].kind != "conv" or layout[-1].out_channels != 2:
             raise ValueError("the last discriminator layer must be a conv with 2 outputs (logits)")
@@ -266,6 +313,10 @@ class Discriminator(nn.Module):
             # (the bug in one public implementation).
             if i < len(layout) - 1:
                 layers.append(nn.ReLU())
+                if hidden_noise > 0:
+                    layers.append(GaussianNoise(hidden_noise))
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
         self.layout = layout
         self.net = nn.Sequential(*layers)
 
@@ -305,11 +356,18 @@ def build_refiner(cfg: ModelConfig) -> Refiner:
         cfg.refiner_kernel,
         max_warp=cfg.refiner_max_warp,
         noise_channels=cfg.refiner_noise_channels,
+        noise_target=cfg.refiner_noise_target,
+        image_size=(cfg.image_height, cfg.image_width),
     )
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:
-    return Discriminator(DISCRIMINATOR_LAYOUTS[cfg.discriminator], cfg.image_channels)
+    return Discriminator(
+        DISCRIMINATOR_LAYOUTS[cfg.discriminator],
+        cfg.image_channels,
+        hidden_noise=cfg.disc_hidden_noise,
+        dropout=cfg.disc_dropout,
+    )
 
 
 def patch_map_shape(cfg: ModelConfig) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
 from simgan_dist.refine.plan import input_shards, plan_job
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
-from simgan_dist.refine.source import open_refiner
+from simgan_dist.refine.source import check_input_images, open_refiner
 from simgan_dist.train.ray_start import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def refine_shards(
     sources, names = input_shards(input_location, output, allow_pipe, options)
     loaded = open_refiner(checkpoint, storage_options=options)
     model, checkpoint_dir = loaded.model, loaded.origin
+    check_input_images(loaded, input_location, sources[0], options)  # before Ray starts
     if settings.num_variants > 1 and model.refiner_noise_channels == 0:
         raise ValueError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "

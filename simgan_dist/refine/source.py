@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from simgan_dist.config import Config, ModelConfig
+from simgan_dist.data.reader import read_samples
 from simgan_dist.io import storage, urls
+from simgan_dist.io.shardio import image_chw
 from simgan_dist.model.exported import ARCH_FILE, ExportError, architecture_file, read_exported
 from simgan_dist.model.networks import Refiner
 from simgan_dist.train.checkpoint import NETWORKS_FILE, load_refiner
@@ -69,6 +71,35 @@ def open_refiner(
     refiner, cfg, directory = load_refiner(location, storage_options=storage_options)
     lineage = lineage_of(cfg, directory, directory / NETWORKS_FILE)
     return RefinerSource(refiner, cfg.model, lineage, directory)
+
+
+def check_input_images(
+    source: RefinerSource,
+    input_location: str,
+    shard_url: str,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Stop in one line naming both when the input's first good sample is not the (C, H, W) the
+    refiner takes, e.g. a grey refiner on colour shards. Without it every sample would be
+    skipped as a bad one, one warning each, and the job would end with nothing refined."""
+    model = source.model
+    expected = (model.image_channels, model.image_height, model.image_width)
+    # The reader is dropped (and its tar closed) as soon as it has yielded one sample.
+    first = next(read_samples([shard_url], "skip", storage_options=storage_options), None)
+    if first is None:
+        return  # no readable sample here: the job itself reports the shard
+    key, img, _, _ = first
+    found = image_chw(img)
+    if found == expected:
+        return
+    if found[0] != expected[0]:
+        want, has = f"{expected[0]}-channel", f"{found[0]}-channel"
+    else:  # height x width, as --size and the configs write it
+        want, has = f"{expected[1]}x{expected[2]}", f"{found[1]}x{found[2]}"
+    raise ValueError(
+        f"refiner {source.origin} expects {want} images, {input_location} holds {has} ones "
+        f"(key {key} in {urls.basename(shard_url)})"
+    )
 
 
 def _from_export(arch_file: Path) -> RefinerSource:

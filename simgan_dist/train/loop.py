@@ -87,6 +87,10 @@ def optimizer_steps(schedule: ScheduleConfig) -> tuple[int, int]:
 DIVERSITY_SHARE = 4
 
 
+def _noise_target(refiner: Updater) -> str:
+    return str(getattr(refiner.module, "noise_target", "flow"))
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for param in module.parameters():
         param.requires_grad_(flag)
@@ -116,10 +120,11 @@ def refiner_step(
         refined = pixels if flow is None else warp(pixels, flow)
         diversity = None
         if diversity_lambda:
-            # Paid for different displacement fields (pixels): the noise drives only the flow.
-            assert flow is not None  # config: a noise input needs a warping R
-            second = flow[num_images:]
-            diversity = (flow[: len(second)] - second).abs().mean()
+            # Paid for what the noise drives: the displacement field (pixels of displacement)
+            # of a flow-noise R, the refined image (levels in [-1, 1]) of a pixel-noise R.
+            driven = refined if flow is None or _noise_target(refiner) == "pixels" else flow
+            second = driven[num_images:]
+            diversity = (driven[: len(second)] - second).abs().mean()
             pre_tanh, pixels, refined = (t[:num_images] for t in (pre_tanh, pixels, refined))
             flow = None if flow is None else flow[:num_images]
         logits = disc.frozen_forward(refined) if adversarial else None
@@ -151,6 +156,18 @@ def refiner_step(
     return metrics
 
 
+def augment_dihedral(images: torch.Tensor) -> torch.Tensor:
+    """Each image flipped and turned by one of the 8 symmetries of a square (a random flip only
+    for non-square images), drawn from torch's global RNG (seeded per iteration)."""
+    n = len(images)
+    flip_x, flip_y, turn = (torch.rand(n, device=images.device) < 0.5 for _ in range(3))
+    out = torch.where(flip_x[:, None, None, None], images.flip(-1), images)
+    out = torch.where(flip_y[:, None, None, None], out.flip(-2), out)
+    if images.shape[-1] == images.shape[-2]:
+        out = torch.where(turn[:, None, None, None], out.transpose(-1, -2), out)
+    return out
+
+
 def disc_step(
     refiner: Updater,
     disc: Updater,
@@ -158,8 +175,12 @@ def disc_step(
     real: torch.Tensor,
     buffer: History | None,
     history_fraction: float,
+    augment_real: bool = False,
 ) -> dict[str, float]:
-    """One D update on real vs refined patches; half the refined ones come from the history buffer."""
+    """One D update on real vs refined patches; half the refined ones come from the history
+    buffer. augment_real: D sees each real image under a random flip / quarter turn."""
+    if augment_real:
+        real = augment_dihedral(real)
     with torch.no_grad():
         refined = refiner.frozen_forward(synthetic).float()
     fake = mix_fake_batch(refined, buffer, history_fraction)
@@ -221,7 +242,13 @@ def train(
                     synthetic, real = batches.next_synthetic(), batches.next_real()
                     iteration.report_all(
                         disc_step(
-                            refiner, disc, synthetic, real, buffer, cfg.schedule.history_fraction
+                            refiner,
+                            disc,
+                            synthetic,
+                            real,
+                            buffer,
+                            cfg.schedule.history_fraction,
+                            cfg.data.augment_real,
                         )
                     )
                 state.cur_step += 1

@@ -103,7 +103,7 @@ def _refine(checkpoint: Path, source: str, output: Path, num_variants: int) -> N
 
 def test_refine_variants_write_k_copies_with_keys_and_lineage(digit_shards, tmp_path) -> None:
     from simgan_dist.eval.classifier import labeled_tensors
-    from simgan_dist.eval.protocol import _aligned_refined
+    from simgan_dist.eval.arms import aligned_arm
     from simgan_dist.io.shardio import resolve_shard_urls
 
     checkpoint, _ = _noisy_checkpoint(tmp_path)
@@ -129,7 +129,8 @@ def test_refine_variants_write_k_copies_with_keys_and_lineage(digit_shards, tmp_
     # Eval pairs every copy with its synthetic sample: the first copy for preservation, all
     # of them (with the synthetic label) for the refined arm's training set.
     x_syn, y_syn, keys_syn = labeled_tensors(source)
-    x_first, x_all, y_all = _aligned_refined(str(tmp_path / "out"), keys_syn, y_syn)
+    arm = aligned_arm("refined", str(tmp_path / "out"), keys_syn, y_syn)
+    x_first, x_all, y_all = arm.first, arm.train_x, arm.train_y
     assert x_first.shape == x_syn.shape and len(x_all) == 3 * len(x_syn)
     assert (y_all.bincount(minlength=10) == 3 * y_syn.bincount(minlength=10)).all()
 

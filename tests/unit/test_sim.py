@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from simgan_dist.data.sim import digits
+from simgan_dist.data.sim import appearance, digits
 from simgan_dist.data.sim.digits import IMAGE_SIZE, DigitSimulator, render_digit
 from simgan_dist.data.sim.eyes import EYE_HEIGHT, EYE_WIDTH, EyeSimulator, render_eye
 
@@ -120,6 +120,56 @@ def test_digit_params_vary_across_samples():
 def test_render_digit_rejects_bad_label():
     with pytest.raises(ValueError):
         render_digit(np.random.default_rng(0), 10)
+
+
+# ---------------------------------------------------------------- digit appearances
+
+
+def test_gray_is_the_default_and_unchanged():
+    for i in (0, 9, 31):
+        img, params = DigitSimulator(4).render(i)
+        gray, gparams = DigitSimulator(4, "gray").render(i)
+        assert np.array_equal(img, gray) and params == gparams and "appearance" not in params
+        assert img.shape == (IMAGE_SIZE, IMAGE_SIZE)
+    with pytest.raises(ValueError, match="appearance must be one of"):
+        DigitSimulator(0, "sepia")
+
+
+def test_clean_is_the_gray_digit_in_rgb():
+    grays, gparams = _stack(DigitSimulator(5).sample(20))
+    clean, cparams = _stack(DigitSimulator(5, "clean").sample(20))
+    assert clean.shape == (20, IMAGE_SIZE, IMAGE_SIZE, 3) and clean.dtype == np.uint8
+    assert np.array_equal(clean, np.repeat(grays[..., None], 3, axis=-1))
+    assert cparams == [{**p, "appearance": "clean"} for p in gparams]
+
+
+def test_randomized_colours_the_same_strokes():
+    grays, gparams = _stack(DigitSimulator(6).sample(60))
+    images, params = _stack(DigitSimulator(6, "randomized").sample(60))
+    assert images.shape == (60, IMAGE_SIZE, IMAGE_SIZE, 3) and images.dtype == np.uint8
+    for i, (gray, img, p) in enumerate(zip(grays, images, params, strict=True)):
+        assert json.loads(json.dumps(p)) == p
+        assert p["appearance"] == "randomized" and p["label"] == gparams[i]["label"]
+        # The composite, layer by layer: the same draws on a blank and on a full-ink render
+        # give the pure background and the pure ink.
+        background, _ = appearance.randomize(np.zeros_like(gray), appearance.appearance_rng(6, i))
+        ink, _ = appearance.randomize(np.full_like(gray, 255), appearance.appearance_rng(6, i))
+        assert np.array_equal(
+            img[gray == 0], background[gray == 0]
+        )  # same geometry, all background
+        mask = gray[..., None] / 255.0
+        expected = mask * ink + (1 - mask) * background
+        assert np.abs(img - expected).max() <= 1.0  # uint8 rounding of each layer
+        if p["background_kind"] == "flat":
+            assert (background == p["background_colors"][0]).all()
+        # Distinguishable: mean ink and background colours apart by the rule's distance.
+        gap = np.linalg.norm(ink.mean((0, 1)) - background.mean((0, 1))) / 255
+        assert gap >= appearance.MIN_COLOUR_DISTANCE - 0.01
+    kinds = {p["background_kind"] for p in params} | {p["ink_kind"] for p in params}
+    assert kinds == {"flat", "noise", "gradient", "stripes"}
+    assert len({tuple(p["background_colors"][0]) for p in params}) == 60  # colours vary
+    again, pagain = _stack(DigitSimulator(6, "randomized").sample(5, start=10))
+    assert np.array_equal(again, images[10:15]) and pagain == params[10:15]
 
 
 # ---------------------------------------------------------------- eyes

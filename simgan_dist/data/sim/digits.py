@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from simgan_dist.data.sim.appearance import apply_appearance, check_appearance
+
 IMAGE_SIZE = 28
 # Everything is drawn at SUPERSAMPLE x the output size, then box-reduced: that is the antialiasing.
 SUPERSAMPLE = 4
@@ -360,10 +362,15 @@ def render_digit(rng: np.random.Generator, digit: int) -> tuple[np.ndarray, dict
 
 
 class DigitSimulator:
-    """Labeled digits; sample i depends only on (seed, i), so a run can be split into ranges."""
+    """Labeled digits; sample i depends only on (seed, i), so a run can be split into ranges.
 
-    def __init__(self, seed: int):
+    appearance (see sim/appearance.py): "gray" uint8 (28, 28); "clean" the same digit as RGB,
+    white on black (the synthetic arm); "randomized" the same strokes in random colours/textures.
+    """
+
+    def __init__(self, seed: int, appearance: str = "gray"):
         self.seed = int(seed)
+        self.appearance = check_appearance(appearance)
 
     def label(self, index: int) -> int:
         # Every aligned block of 10 holds each digit once, in a seeded order: balanced labels
@@ -372,7 +379,8 @@ class DigitSimulator:
 
     def render(self, index: int) -> tuple[np.ndarray, dict]:
         rng = np.random.default_rng([self.seed, 0, index])
-        return render_digit(rng, self.label(index))
+        img, params = render_digit(rng, self.label(index))
+        return apply_appearance(img, params, self.appearance, self.seed, index)
 
     def sample(self, num_samples: int, start: int = 0) -> Iterator[tuple[np.ndarray, dict]]:
         """Samples start .. start + num_samples - 1 (the same ones whatever the call pattern)."""
@@ -380,4 +388,5 @@ class DigitSimulator:
         for i in range(start, start + num_samples):
             if perm is None or i % 10 == 0:
                 perm = np.random.default_rng([self.seed, 1, i // 10]).permutation(10)
-            yield render_digit(np.random.default_rng([self.seed, 0, i]), int(perm[i % 10]))
+            img, params = render_digit(np.random.default_rng([self.seed, 0, i]), int(perm[i % 10]))
+            yield apply_appearance(img, params, self.appearance, self.seed, i)
