@@ -42,6 +42,16 @@ def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def photo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits-on-photographs corpora with 200 simulated digits (the real ones are whole)."""
+    from simgan_dist.data.build import build_photo_digits
+
+    root = tmp_path_factory.mktemp("photo-shards")
+    build_photo_digits(root, seed=0, num_synthetic=200, samples_per_shard=100)
+    return root
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray (2 CPUs, as in CI) shared by every Ray test: each start costs ~5 s."""
     import ray

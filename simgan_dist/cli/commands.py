@@ -269,6 +269,9 @@ def cmd_screen(args: argparse.Namespace) -> None:
         progress=lambda line: progress_line(f"[screen] {line}"),
         num_variants=args.variants,
         transform=args.transform,
+        randomized=args.randomized,
+        ceiling=args.ceiling,
+        with_oracle=args.with_oracle,
     )
     print(headline(report))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -278,7 +281,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from simgan_dist.demo import run_demo
 
     run_demo(
-        Path(args.out), shards_root=Path(args.shards), seed=args.seed, overrides=args.overrides
+        Path(args.out),
+        shards_root=Path(args.shards),
+        seed=args.seed,
+        overrides=args.overrides,
+        target=args.target,
     )
 
 

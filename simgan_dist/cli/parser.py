@@ -61,7 +61,9 @@ def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (may name a `preset:` to start from)")
-    parser.add_argument("--preset", help="start from a bundled preset: gaze, hand, digits, debug")
+    parser.add_argument(
+        "--preset", help="start from a bundled preset: gaze, hand, digits, digits-photo, debug"
+    )
     _add_set_arg(parser, "override one field (repeatable)")
 
 
@@ -224,13 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="train nothing: score a fixed change of the synthetic images instead of R, e.g. "
         "warp:1.0, affine:15, widen:1.2, dilate:0.5, erode:0.5, blur:0.7, histmatch, or steps joined by +",
     )
+    screen.add_argument("--randomized", help="domain-randomized copies of the synthetic corpus: "
+                        "an arm, and the refined - randomized difference")  # fmt: skip
+    screen.add_argument(
+        "--ceiling", help="appearance-ceiling copies of the synthetic corpus: an arm"
+    )
+    screen.add_argument("--with-oracle", action="store_true",
+                        help="cut --validation in two: the real-data oracle trains on the first "
+                             "half, every arm is scored on the second (gives gap closed)")  # fmt: skip
     screen.set_defaults(func=cmd_screen)
 
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
     demo.add_argument("--out", default="runs/demo", help="run, refined shards and report")
     demo.add_argument("--shards", default="shards", help="shard root (built there if missing)")
     demo.add_argument("--seed", type=int, default=0, help="run and first classifier seed")
-    _add_set_arg(demo, "override the digits preset")
+    demo.add_argument("--target", default="digits-photo", choices=("digits-photo", "digits"),
+                      help="digits-photo: simulator digits -> real digits on photographs (an "
+                           "appearance gap); digits: grey digits -> MNIST (the shape-gap case)")  # fmt: skip
+    _add_set_arg(demo, "override the target's preset")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")

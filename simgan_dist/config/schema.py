@@ -103,8 +103,9 @@ class LossConfig(Section):
     # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit
     # of difference between two noise draws in the adversarial phase, so it uses its noise
     # instead of ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)|
-    # in pixels for flow noise, mean |R(x, z1) - R(x, z2)| in [-1, 1] levels for pixel noise
-    # (without it a pixel-noise R paints every background alike); 0 = off.
+    # in pixels for flow noise, the mean difference of R(x, z1) and R(x, z2) over 4x4 cells in
+    # [-1, 1] levels for pixel noise (without it a pixel-noise R paints every background
+    # alike); 0 = off.
     diversity_lambda: float = checked(0.0, at_least(0))
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
-from simgan_dist.model.losses import discriminator_loss, flow_penalty, refiner_loss
+from simgan_dist.model.losses import discriminator_loss, flow_penalty, psi, refiner_loss
 from simgan_dist.model.networks import warp
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
@@ -121,8 +121,11 @@ def refiner_step(
         diversity = None
         if diversity_lambda:
             # Paid for what the noise drives: the displacement field (pixels of displacement)
-            # of a flow-noise R, the refined image (levels in [-1, 1]) of a pixel-noise R.
-            driven = refined if flow is None or _noise_target(refiner) == "pixels" else flow
+            # of a flow-noise R; the refined image's 4x4 cell means (levels in [-1, 1]) of a
+            # pixel-noise R. Cell means, because per-pixel differences are cheapest to make as
+            # high-frequency speckle, which ruins the digit and is no photograph's texture.
+            to_pixels = flow is None or _noise_target(refiner) == "pixels"
+            driven = psi(refined, "low_pass") if to_pixels or flow is None else flow
             second = driven[num_images:]
             diversity = (driven[: len(second)] - second).abs().mean()
             pre_tanh, pixels, refined = (t[:num_images] for t in (pre_tanh, pixels, refined))

@@ -122,6 +122,26 @@ def _train_refiner(
     return r_net
 
 
+def split_validation(validation: str, out_dir: Path) -> tuple[str, str]:
+    """The labeled validation corpus cut in two by sample order: (oracle half, scoring half),
+    written under out_dir. The real-data oracle trains on the first half and every arm is
+    scored on the second, so gap closed has an oracle that never saw the images it is scored on
+    (the eval set stays unread)."""
+    images, metas = load_arrays(validation)
+    half = len(metas) // 2
+    if half < 10:
+        raise ValueError(f"{validation}: {len(metas)} samples are too few to split for an oracle")
+    parts = []
+    for name, lo, hi in (("validation-oracle", 0, half), ("validation-test", half, len(metas))):
+        samples = (
+            (m["__key__"], img, {k: v for k, v in m.items() if not k.startswith("__")})
+            for img, m in zip(images[lo:hi], metas[lo:hi], strict=True)
+        )
+        write_shards(samples, out_dir / name, "val", samples_per_shard=5000)
+        parts.append(str(out_dir / name))
+    return parts[0], parts[1]
+
+
 def screen(
     cfg: Config,
     validation: str,
@@ -131,6 +151,10 @@ def screen(
     progress: Callable[[str], None] | None = None,
     num_variants: int = 1,
     transform: str | None = None,
+    *,
+    randomized: str | None = None,
+    ceiling: str | None = None,
+    with_oracle: bool = False,
 ) -> dict[str, Any]:
     """Train R and D on cfg in this process, refine cfg.data.synthetic, and score it against
     `validation` (labeled real images that are not the eval set). Writes out_dir/config.yaml,
@@ -138,7 +162,8 @@ def screen(
     from R's noise input, named as `simgan refine --variants` names them) and the eval report.
 
     With `transform` (eval.transforms SPEC) nothing is trained: that fixed change of the
-    synthetic images stands in for R (num_variants copies from its random steps, if any)."""
+    synthetic images stands in for R (num_variants copies from its random steps, if any).
+    randomized / ceiling: comparison arms (eval.protocol); with_oracle: split_validation."""
     steps = parse_transform(transform) if transform else None
     if num_variants > 1 and steps is None and cfg.model.refiner_noise_channels == 0:
         raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
@@ -163,16 +188,22 @@ def screen(
     say(f"{done}; refining {len(x_syn)} images x {num_variants}")
     samples = _refined_samples(refine, x_syn, metas, num_variants)
     write_shards(samples, out_dir / "refined", "refined", samples_per_shard=5000)
+    scored_on, oracle = validation, None
+    if with_oracle:
+        oracle, scored_on = split_validation(validation, out_dir)
     report = evaluate_digits(
         cfg.data.synthetic,
         str(out_dir / "refined"),
-        validation,
+        scored_on,
         out_dir,
+        real_train_labeled=oracle,
         seed=cfg.run.seed,
         epochs=epochs,
         num_seeds=num_seeds,
         progress=say,
         real_eval_role="validation",
+        randomized=randomized,
+        ceiling=ceiling,
     )
     num_images = 0 if steps else _schedule_images(cfg)
     report["screen"] = {"train_s": round(train_s, 1), "num_images": num_images,

@@ -102,8 +102,8 @@ def _refine(checkpoint: Path, source: str, output: Path, num_variants: int) -> N
 
 
 def test_refine_variants_write_k_copies_with_keys_and_lineage(digit_shards, tmp_path) -> None:
-    from simgan_dist.eval.classifier import labeled_tensors
     from simgan_dist.eval.arms import aligned_arm
+    from simgan_dist.eval.classifier import labeled_tensors
     from simgan_dist.io.shardio import resolve_shard_urls
 
     checkpoint, _ = _noisy_checkpoint(tmp_path)

@@ -31,3 +31,28 @@ def test_screen_trains_refines_and_scores_on_validation(digit_shards, tmp_path, 
     assert [m["__key__"] for m in ref_metas] == [m["__key__"] for m in syn_metas]
     assert [m["label"] for m in ref_metas] == [m["label"] for m in syn_metas]
     assert "refiner_max_warp: 1.5" in (out / "config.yaml").read_text()
+
+
+def test_screen_on_photographs_with_arms_and_a_split_oracle(photo_shards, tmp_path) -> None:
+    out = tmp_path / "photo"
+    args = ["screen", "--preset", "debug", "--out", str(out), "--num-seeds", "2",
+            "--epochs", "1", "--threads", "1", "--with-oracle",
+            "--validation", str(photo_shards / "digits-photo-real-train-labeled"),
+            "--randomized", str(photo_shards / "digits-photo-synth-randomized"),
+            "--ceiling", str(photo_shards / "digits-photo-ceiling"),
+            "--set", f"data.synthetic={photo_shards / 'digits-photo-synth'}",
+            "--set", f"data.real={photo_shards / 'digits-photo-real-train'}",
+            "--set", "model.image_channels=3", "--set", "model.refiner_noise_channels=2",
+            "--set", "model.refiner_noise_target=pixels", "--set", "loss.diversity_lambda=0.1",
+            "--set", "loss.psi=edges", "--set", "data.augment_real=true",
+            "--set", "model.disc_hidden_noise=0.2", "--set", "model.disc_dropout=0.1"]  # fmt: skip
+    main(args)
+    report = json.loads((out / "report.json").read_text())
+    # The oracle trains on one half of the validation corpus, every arm is scored on the other.
+    oracle_keys = {m["__key__"] for m in load_arrays(report["real_train_labeled"])[1]}
+    scored_keys = {m["__key__"] for m in load_arrays(report["real_eval"])[1]}
+    assert len(oracle_keys) == len(scored_keys) == 1500 and not oracle_keys & scored_keys
+    assert set(report["accuracy"]) == {"synthetic", "refined", "randomized", "ceiling", "oracle"}
+    assert report["gap_closed"] is not None and "refined_minus_randomized" in report
+    refined, _ = load_arrays(str(out / "refined"))
+    assert refined.shape[1:] == (28, 28, 3)
