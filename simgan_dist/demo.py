@@ -48,6 +48,7 @@ def run_demo(
     seed: int = 0,
     overrides: list[str] | None = None,
     target: str = "digits-photo",
+    preset: str | None = None,
 ) -> dict:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
@@ -69,7 +70,7 @@ def run_demo(
     task.ensure_shards(shards_root, seed, NUM_SYNTHETIC, SAMPLES_PER_SHARD)
 
     cfg = load_config(
-        preset=task.preset,
+        preset=preset or task.preset,
         overrides=[
             f"data.synthetic={corpus('synth')}",
             f"data.real={corpus('real-train')}",

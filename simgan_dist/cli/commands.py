@@ -286,6 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         seed=args.seed,
         overrides=args.overrides,
         target=args.target,
+        preset=args.preset,
     )
 
 

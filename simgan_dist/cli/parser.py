@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", default="digits-photo", choices=("digits-photo", "digits"),
                       help="digits-photo: simulator digits -> real digits on photographs (an "
                            "appearance gap); digits: grey digits -> MNIST (the shape-gap case)")  # fmt: skip
+    demo.add_argument("--preset", help="train with this preset instead of the target's own "
+                      "(digits-photo-long: the longer run)")  # fmt: skip
     _add_set_arg(demo, "override the target's preset")
     demo.set_defaults(func=cmd_demo)
 

@@ -66,6 +66,9 @@ class ModelConfig(Section):
     # while it trains; 0 = off.
     disc_hidden_noise: float = checked(0.0, at_least(0))
     disc_dropout: float = checked(0.0, in_range(0, 1))
+    # Not in the paper (StyleGAN): D also sees how much its batch varies, against a refiner
+    # that paints every image alike (networks.MinibatchStd).
+    disc_minibatch_std: bool = False
 
     def check(self) -> None:
         require(

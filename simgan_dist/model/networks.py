@@ -281,6 +281,26 @@ class GaussianNoise(nn.Module):
         return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
 
 
+class MinibatchStd(nn.Module):
+    """Appends one plane: the std over groups of `group` consecutive images of every feature,
+    averaged (StyleGAN's minibatch standard deviation). D can then tell a batch of refined
+    images that all look alike from a varied real one: a check against R's mode collapse.
+    Groups never mix real and refined images as long as both halves of D's batch are
+    multiples of `group`; a batch that is not uses one group."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        group = self.group if n % self.group == 0 else n
+        std = x.view(n // group, group, c, h, w).std(dim=1, unbiased=False)  # contiguous groups
+        per_group = std.mean(dim=(1, 2, 3))
+        plane = per_group.repeat_interleave(group).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, plane], dim=1)
+
+
 class Discriminator(nn.Module):
     """D: a small conv net whose output is a map of 2-way logits, one pair per image patch.
 
@@ -296,6 +316,7 @@ class Discriminator(nn.Module):
         channels: int,
         hidden_noise: float = 0.0,
         dropout: float = 0.0,
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         if not layout or layout[-1].kind != "conv" or layout[-1].out_channels != 2:
@@ -304,6 +325,9 @@ class Discriminator(nn.Module):
         in_ch = channels
         for i, spec in enumerate(layout):
             pad = spec.kernel // 2
+            if minibatch_std and i == len(layout) - 2:  # before the last two 1x1/3x3 convs
+                layers.append(MinibatchStd())
+                in_ch += 1
             if spec.kind == "maxpool":
                 layers.append(nn.MaxPool2d(spec.kernel, stride=spec.stride, padding=pad))
                 continue
@@ -367,6 +391,7 @@ def build_discriminator(cfg: ModelConfig) -> Discriminator:
         cfg.image_channels,
         hidden_noise=cfg.disc_hidden_noise,
         dropout=cfg.disc_dropout,
+        minibatch_std=cfg.disc_minibatch_std,
     )
 
 

@@ -107,3 +107,16 @@ def test_augment_dihedral_gives_the_square_symmetries() -> None:
     # Non-square images are only flipped (a transpose would change their shape).
     wide = torch.rand(16, 1, 3, 5)
     assert augment_dihedral(wide).shape == wide.shape
+
+
+def test_minibatch_std_sees_a_collapsed_half_batch() -> None:
+    from simgan_dist.model.networks import MinibatchStd
+
+    varied = torch.randn(8, 3, 5, 5)
+    same = torch.randn(1, 3, 5, 5).expand(8, 3, 5, 5)
+    planes = MinibatchStd(group=4)(torch.cat([varied, same]))[:, -1]
+    assert planes.shape == (16, 5, 5)
+    # Groups are consecutive images: the collapsed half reads 0, the varied half does not.
+    assert (planes[8:] == 0).all() and (planes[:8] > 0.5).all()
+    cfg = dataclasses.replace(PIXEL_NOISE, disc_minibatch_std=True)
+    assert build_discriminator(cfg)(_images(8)).shape == (8, 2, 14, 14)
