@@ -34,6 +34,7 @@ SHAPE = (1, 28, 28)
 PLAIN = ModelConfig(refiner_features=8, refiner_blocks=1)
 WARPING = dataclasses.replace(PLAIN, refiner_max_warp=2.0)
 NOISY = dataclasses.replace(WARPING, refiner_noise_channels=3)
+PIXEL_NOISE = dataclasses.replace(PLAIN, refiner_noise_channels=3, refiner_noise_target="pixels")
 
 
 def _images(n: int, seed: int = 1) -> torch.Tensor:
@@ -94,7 +95,9 @@ def test_an_export_reads_back_as_the_checkpoints_refiner(warping_checkpoint, tmp
     assert rebuilt.state_dict().keys() == refiner.state_dict().keys()
 
 
-@pytest.mark.parametrize("model", [PLAIN, WARPING, NOISY], ids=["paper", "warp", "warp+noise"])
+@pytest.mark.parametrize(
+    "model", [PLAIN, WARPING, NOISY, PIXEL_NOISE], ids=["paper", "warp", "warp+noise", "pixel-noise"]
+)
 def test_onnx_graph_matches_pytorch_at_any_batch_size(model, tmp_path) -> None:
     refiner = _moving_refiner(model)
     path = tmp_path / ONNX_FILE
