@@ -96,7 +96,9 @@ def test_an_export_reads_back_as_the_checkpoints_refiner(warping_checkpoint, tmp
 
 
 @pytest.mark.parametrize(
-    "model", [PLAIN, WARPING, NOISY, PIXEL_NOISE], ids=["paper", "warp", "warp+noise", "pixel-noise"]
+    "model",
+    [PLAIN, WARPING, NOISY, PIXEL_NOISE],
+    ids=["paper", "warp", "warp+noise", "pixel-noise"],
 )
 def test_onnx_graph_matches_pytorch_at_any_batch_size(model, tmp_path) -> None:
     refiner = _moving_refiner(model)
