@@ -68,3 +68,9 @@ def decode_annotations(raw: dict[str, Any]) -> dict[str, Any]:
         if meta.setdefault("label", label) != label:
             raise ValueError(f"cls says {label}, json's label says {meta['label']!r}")
     return meta
+
+
+def kept_annotations(meta: dict[str, Any]) -> dict[str, Any]:
+    """A decoded sample's annotations without the reader's own fields (`__key__`, `__url__`):
+    what a copy of the sample (refined, split off) writes back as its json."""
+    return {k: v for k, v in meta.items() if not k.startswith("__")}

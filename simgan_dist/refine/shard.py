@@ -24,6 +24,7 @@ import torch
 from simgan_dist.config import ModelConfig
 from simgan_dist.data.reader import BAD_SAMPLE_CHOICES, StreamStats, read_samples
 from simgan_dist.io import urls
+from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shard
 from simgan_dist.model.networks import build_refiner
 from simgan_dist.model.pixels import to_batch, to_uint8
@@ -221,7 +222,7 @@ class ShardRefiner:
         return result
 
     def _annotate(self, meta: dict, source: str, key: str, variant: int) -> dict:
-        annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
+        annotations = kept_annotations(meta)
         lineage: dict[str, Any] = {"source_shard": source, **self.lineage}
         if self.settings.num_variants > 1:
             lineage.update(source_key=key, variant=variant)

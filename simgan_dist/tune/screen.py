@@ -24,6 +24,7 @@ from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.data.reader import load_arrays
 from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.eval.transforms import apply_transform, parse_transform
+from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
@@ -75,7 +76,7 @@ def _refined_samples(
         refined = to_uint8(refine(x_syn, generator))
         for meta, img in zip(metas, refined, strict=True):
             key = meta["__key__"]
-            annotations = {k: v for k, v in meta.items() if not k.startswith("__")}
+            annotations = kept_annotations(meta)
             if num_variants > 1:
                 annotations["lineage"] = {"source_key": key, "variant": variant}
             yield variant_key(key, variant, num_variants), img, annotations
@@ -134,7 +135,7 @@ def split_validation(validation: str, out_dir: Path) -> tuple[str, str]:
     parts = []
     for name, lo, hi in (("validation-oracle", 0, half), ("validation-test", half, len(metas))):
         samples = (
-            (m["__key__"], img, {k: v for k, v in m.items() if not k.startswith("__")})
+            (m["__key__"], img, kept_annotations(m))
             for img, m in zip(images[lo:hi], metas[lo:hi], strict=True)
         )
         write_shards(samples, out_dir / name, "val", samples_per_shard=5000)
