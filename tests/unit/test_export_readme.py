@@ -1,4 +1,4 @@
-"""The README's export snippets, run as written in their own processes on a fresh export: plain
+"""docs/refine.md's export snippets, run as written in their own processes on a fresh export: plain
 PyTorch loads the refiner without Ray or DeepSpeed, onnxruntime alone refines as PyTorch does."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from simgan_dist.model.onnx_refiner import ONNX_TOLERANCE
 from simgan_dist.refine.export import export_refiner
 from simgan_dist.train.checkpoint import load_refiner
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "refine.md"
 
 
 def _block(marker: str) -> str:
-    match = re.search(rf"<!-- {marker}:[^>]*-->\s*```python\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no {marker} block"
+    match = re.search(rf"<!-- {marker}:[^>]*-->\s*```python\n(.*?)```", DOC.read_text(), re.S)
+    assert match, f"docs/refine.md has no {marker} block"
     return match.group(1)
 
 
