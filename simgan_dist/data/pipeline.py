@@ -212,24 +212,29 @@ def _batches(
 ) -> Iterator[tuple]:
     """("batch", images, metas, skips, shard_ends, cursor) with exactly batch_size samples; ends
     with one ("bad", msg) when stopping on a bad sample, or ("error", msg) when reading failed.
-    exempt: epochs not checked for having given at least one good sample."""
+    exempt: epochs not checked for having given at least one good sample.
+
+    An epoch is judged only once it is over. Windows straddle epochs and are shuffled, so
+    samples of two epochs alternate in window order; but raw samples come in epoch order, so a
+    window's first sample (the cursor's epoch) is of its lowest epoch, and every epoch below
+    that has been taken whole."""
     try:
         images, metas, skips, ends = [], [], [], []
-        epoch, num_good = -1, 0  # the epoch of the last sample taken, and its good ones so far
+        num_good: dict[int, int] = {}  # good samples so far of each epoch not yet over
         for item in items:
             if isinstance(item, _ShardEnd):
                 ends.append(item)
                 continue
             if not isinstance(item, _Skip):
                 sample, cursor = item
-                if sample.epoch != epoch:
-                    if epoch >= 0 and num_good == 0 and epoch not in exempt:
+                for epoch in [e for e in num_good if e < cursor["epoch"]]:
+                    if num_good.pop(epoch) == 0 and epoch not in exempt:
                         # Without this, an all-bad share would spin forever without a batch.
                         raise ValueError(
                             f"loader worker {worker}: a whole epoch ({epoch}) gave no usable "
                             f"samples (up to {sample.raw['__url__']})"
                         )
-                    epoch, num_good = sample.epoch, 0
+                num_good.setdefault(sample.epoch, 0)
                 try:
                     image, meta = decode(sample.raw)
                 except Exception as err:  # PIL, json and shape errors all mean "bad sample"
@@ -241,7 +246,7 @@ def _batches(
                     return
                 skips.append(item.describe())
                 continue
-            num_good += 1
+            num_good[sample.epoch] += 1
             meta["__epoch__"] = sample.epoch
             images.append(image)
             metas.append(meta)
