@@ -41,17 +41,23 @@ SATURATION_MARGIN = Rule(
 
 @dataclass(frozen=True)
 class ModelConfig(Section):
-    """Refiner and discriminator shapes (DESIGN.md section 1)."""
+    """Refiner and discriminator shapes (the paper's for the gaze and hand presets)."""
 
     SECTION: ClassVar[str] = "model"
+    # The image shape (channels, height, width); the shards must match it.
     image_channels: int = checked(1, above(0))
+    # image height in pixels (see image_channels)
     image_height: int = checked(28, above(0))
+    # image width in pixels (see image_channels)
     image_width: int = checked(28, above(0))
+    # Refiner width: the channels of each of its convolutions.
     refiner_features: int = checked(64, above(0))
+    # ResNet blocks of the refiner (paper: 4 for gaze, 10 for hand).
     refiner_blocks: int = checked(4, at_least(0))
+    # Odd kernel size of the refiner (paper: 3 for gaze, 7 for hand).
     refiner_kernel: int = checked(3, POSITIVE_ODD)
-    # Not in the paper: R also bends the image along a smooth learned displacement field of at
-    # most this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner.
+    # Not in the paper: R also bends the image along a smooth learned displacement field of at most
+    # this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner. Metric flow_px.
     refiner_max_warp: float = 0.0
     # Not in the paper (its future work): N(0, 1) values per image that drive a warping R's
     # displacement field, so R gives several refinements of one image (simgan refine
@@ -61,6 +67,7 @@ class ModelConfig(Section):
     # input, as constant planes and a learned full-size projection), so R can paint varied
     # backgrounds and textures that a deterministic R cannot make from a plain one.
     refiner_noise_target: Literal["flow", "pixels"] = "flow"
+    # D's layout (the tables in model/networks.py).
     discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
     # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
     # while it trains; 0 = off.
@@ -92,23 +99,30 @@ class LossConfig(Section):
     """Refiner loss: adversarial + reg_lambda * |psi(R(x)) - psi(x)|_1."""
 
     SECTION: ClassVar[str] = "loss"
+    # Weight of self-regularization; both loss terms are per-pixel/patch means.
     reg_lambda: float = checked(0.5, at_least(0))
+    # Feature transform of self-regularization: identity; channel_mean (R may change colour, must
+    # keep the luminance layout); gradients (finite differences: R may shift brightness, must keep
+    # edges); low_pass (each channel's 4x4 cell means: R may add texture and detail finer than that,
+    # must keep the coarse layout and colour); edges (absolute gradients of the channel mean: R may
+    # recolour and invert freely, must keep where the brightness edges are).
     psi: Literal["identity", "channel_mean", "gradients", "low_pass", "edges"] = "identity"
-    # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off),
-    # so R never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every
-    # pixel black) stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor).
+    # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off), so R
+    # never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every pixel black)
+    # stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor). Metric loss_r_sat.
     saturation_margin: float = checked(4.0, SATURATION_MARGIN)
     # A warping R (model.refiner_max_warp > 0) pays for its displacement field: flow_lambda times
     # the mean squared displacement (pixels^2) plus flow_smooth_lambda times the mean squared
     # difference of neighbouring displacements. Both 0 = only max_warp bounds it.
     flow_lambda: float = checked(0.0, at_least(0))
+    # weight of the displacement field's roughness (see flow_lambda)
     flow_smooth_lambda: float = checked(0.0, at_least(0))
-    # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit
-    # of difference between two noise draws in the adversarial phase, so it uses its noise
-    # instead of ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)|
-    # in pixels for flow noise, the mean difference of R(x, z1) and R(x, z2) over 4x4 cells in
-    # [-1, 1] levels for pixel noise (without it a pixel-noise R paints every background
-    # alike); 0 = off.
+    # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit of
+    # difference between two noise draws in the adversarial phase, so it uses its noise instead of
+    # ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)| in pixels for
+    # flow noise, the mean difference of R(x, z1) and R(x, z2) over 4x4 cells in [-1, 1] levels for
+    # pixel noise (without it a pixel-noise R paints every background alike); 0 = off. Metric
+    # diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
 
 
@@ -117,17 +131,23 @@ class OptimConfig(Section):
     """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
 
     SECTION: ClassVar[str] = "optim"
+    # sgd (the paper's) or adam, for R and, unless disc_optimizer says otherwise, D.
     optimizer: Literal["sgd", "adam"] = "sgd"
     disc_optimizer: Literal["same", "sgd", "adam"] = "same"  # D's own choice, if it differs
+    # R's learning rate
     refiner_lr: float = checked(1e-3, above(0))
+    # D's learning rate
     disc_lr: float = checked(1e-3, above(0))
+    # SGD momentum
     momentum: float = checked(0.0, in_range(0, 1))
+    # Adam's betas
     adam_betas: tuple[float, float] = checked(
         (0.5, 0.999),
         Rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)"),
     )
     # Per engine, over its own optimizer steps: linear warmup, then constant or cosine to 0.
     lr_schedule: Literal["constant", "warmup_cosine"] = "constant"
+    # linear warmup, in the engine's optimizer steps
     warmup_steps: int = checked(0, at_least(0))
     # cosine horizon in optimizer steps (0 = the whole schedule)
     total_steps: int = checked(0, at_least(0))
@@ -146,11 +166,15 @@ class EngineConfig(Section):
     grad_accum_steps: int = checked(1, at_least(1))
     channels_last: bool = False  # NHWC memory layout on GPU, where convolutions run faster
     # torch.compile R and D in place (DeepSpeed's engine.compile(); checkpoints keep their keys).
-    # The first steps pay for compiling (tens of seconds on CPU, which needs a C++ compiler).
+    # The first steps pay for compiling (tens of seconds on CPU, which needs a C++ compiler). The
+    # same steps as eager (tested); simgan screen stays eager.
     compile: bool = False
     # DeepSpeed config keys merged over the generated one, e.g. {csv_monitor: {enabled: true,
-    # output_path: /abs/dir}} or {flops_profiler: {enabled: true, profile_step: 2}}; the keys
-    # the fields above and schedule/optim own are refused (config/deepspeed_passthrough.py).
+    # output_path: /abs/dir}} or {flops_profiler: {enabled: true, profile_step: 2}}; the keys the
+    # fields above and schedule/optim own are refused (config/deepspeed_passthrough.py). Also
+    # tensorboard, comms_logger, zero_optimization: {offload_optimizer: {device: cpu}}. R and D are
+    # two engines: monitor job_names and the flops profiler's output_file get -refiner /
+    # -discriminator appended.
     deepspeed: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -163,11 +187,18 @@ class ScheduleConfig(Section):
 
     SECTION: ClassVar[str] = "schedule"
     batch_size: int = checked(512, POSITIVE_EVEN)  # global b, split evenly over workers
+    # images of R pretraining (self-regularization only)
     refiner_pretrain_nimg: int = checked(512_000, at_least(0))  # ~1,000 steps of b=512
+    # images of D pretraining
     disc_pretrain_nimg: int = checked(102_400, at_least(0))  # ~200 steps
+    # images of the adversarial phase
     adversarial_nimg: int = checked(5_120_000, at_least(0))
+    # R steps per iteration of the adversarial phase
     k_g: int = checked(2, at_least(1))
+    # D steps per iteration of the adversarial phase
     k_d: int = checked(1, at_least(1))
+    # History buffer capacity B. Each of W ranks keeps B/W slots; every draw is uniform over all B,
+    # and new images land in slices on every rank (train/global_history.py).
     buffer_size: int = checked(25_600, at_least(0))  # B
     # share of D's fake batch drawn from the buffer; 0 = off
     history_fraction: float = checked(0.5, in_range(0, 1))
@@ -178,14 +209,25 @@ class DataConfig(Section):
     """Where the two corpora live. A location is a shard directory, a manifest or a URL pattern."""
 
     SECTION: ClassVar[str] = "data"
+    # The synthetic corpus R refines: a shard directory or bucket prefix, a manifest.json, a
+    # {000..009} brace pattern, a glob or a single .tar; local, file://, s3://, gs:// or any fsspec
+    # protocol.
     synthetic: str = checked("shards/digits-synth", NOT_EMPTY)
+    # The unlabeled real corpus, located as data.synthetic.
     real: str = checked("shards/digits-real-train", NOT_EMPTY)
-    # DataLoader processes per training worker (0 = in-process)
+    # DataLoader processes per training worker (0 = in-process) simgan bench data --consumption RATE
+    # says how many a rate needs.
     num_loader_workers: int = checked(1, at_least(0))
-    # On a CUDA device: batches in pinned host memory (pinned by the loader processes' pin
-    # thread), copied on a stream of their own so the copy overlaps compute. No-op on CPU.
+    # On a CUDA device: batches in pinned host memory (pinned by the loader processes' pin thread),
+    # copied on a stream of their own so the copy overlaps compute. No-op on CPU. (data/streams.py
+    # HostToDevice)
     pin_memory: bool = True
+    # Shuffle window per loader process: each run of this many samples is permuted by its own seed
+    # (so a resume needs no replay).
     shuffle_buffer: int = checked(2000, at_least(1))
+    # What a truncated tar, an undecodable PNG, an image of the wrong size or a synthetic sample
+    # without json does: skip (log URL and key, count it in num_skipped_samples) or stop (the job
+    # ends with an error naming URL and key).
     on_bad_sample: Literal["skip", "stop"] = "skip"
     # D sees each real image under a random flip and (square images) transpose: 8x the variety
     # of a small real pool, for a local D that judges texture, not which way a digit faces.
@@ -214,21 +256,33 @@ class RunConfig(Section):
 
     SECTION: ClassVar[str] = "run"
     name: str = ""  # empty: simgan train picks a unique, timestamped one
+    # Where runs go (checkpoints, config, metrics, TensorBoard, grids, key logs): a directory, or
+    # any fsspec URI such as s3://bucket/runs (the endpoint of an S3-compatible store goes in
+    # storage_options). With a URI, workers stage their outputs under the node's temp dir and copy
+    # them into the run at every checkpoint and at the end.
     storage_path: str = "runs"
     # fsspec options of the run store, e.g. {endpoint_url: ...} (credentials refused)
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # Ray Train workers, one DeepSpeed rank each
     num_workers: int = checked(2, at_least(1))
+    # one GPU per worker (NCCL)
     use_gpu: bool = False
+    # CPUs reserved and torch threads per worker
     threads_per_worker: int = checked(1, at_least(1))
+    # seeds weights, data order and the buffer
     seed: int = 0
+    # interval of metrics rows and console lines, in images
     log_every_nimg: int = checked(10_240, above(0))
+    # interval of image grids, in images
     grid_every_nimg: int = checked(102_400, above(0))
+    # interval of checkpoints, in images
     checkpoint_every_nimg: int = checked(256_000, above(0))
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = 0
-    # "auto": a start under a name that already holds a checkpoint continues that run (a retried
-    # or resubmitted job); "never": such a start is refused
+    # "auto": a start under a name that already holds a checkpoint continues that run (a retried or
+    # resubmitted job); "never": such a start is refused (simgan train --resume-if-exists, and what
+    # jobs/train.py does)
     resume: Literal["never", "auto"] = "never"
 
     def check(self) -> None:
@@ -255,7 +309,7 @@ class RunConfig(Section):
 
 @dataclass(frozen=True)
 class ScoreConfig(Section):
-    """Label-free scores on held-out images during training (scores.py); `simgan tune` maximizes
+    """Label-free scores on held-out images during training (eval/scores.py); `simgan tune` maximizes
     their `objective`. Computed on rank 0 and reported by every rank at each interval."""
 
     SECTION: ClassVar[str] = "score"
@@ -273,6 +327,7 @@ class ScoreConfig(Section):
     # refined held-out synthetic images with their synthetic labels (digits-shaped data only).
     objective: Literal["realism_fidelity", "downstream"] = "realism_fidelity"
     real_labeled: str = ""  # labeled real validation split, for objective "downstream"
+    # passes of the downstream digit classifier over its training images
     downstream_epochs: int = checked(4, at_least(1))
 
     def check(self) -> None:
