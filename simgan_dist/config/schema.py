@@ -72,6 +72,7 @@ class ModelConfig(Section):
     # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
     # while it trains; 0 = off.
     disc_hidden_noise: float = checked(0.0, at_least(0))
+    # dropout rate after D's hidden layers while it trains (see disc_hidden_noise); 0 = off
     disc_dropout: float = checked(0.0, in_range(0, 1))
     # Not in the paper (StyleGAN): D also sees how much its batch varies, against a refiner
     # that paints every image alike (networks.MinibatchStd).
@@ -158,9 +159,10 @@ class EngineConfig(Section):
     """DeepSpeed settings, the same for the R and D engines."""
 
     SECTION: ClassVar[str] = "engine"
-    # 0: plain data parallel; 1/2 shard optimizer state / gradients
+    # 0: plain data parallel; 1/2 shard optimizer state / gradients (all run on CPU with gloo)
     zero_stage: int = checked(0, one_of(0, 1, 2))
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: GPU only
+    # bf16: autocast, on CPU or GPU; fp16: GPU only, with loss scaling
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     grad_clip: float = checked(0.0, at_least(0))  # max gradient norm; 0 = off
     # micro-batches per optimizer step (global batch unchanged)
     grad_accum_steps: int = checked(1, at_least(1))
@@ -199,7 +201,7 @@ class ScheduleConfig(Section):
     k_d: int = checked(1, at_least(1))
     # History buffer capacity B. Each of W ranks keeps B/W slots; every draw is uniform over all B,
     # and new images land in slices on every rank (train/global_history.py).
-    buffer_size: int = checked(25_600, at_least(0))  # B
+    buffer_size: int = checked(25_600, at_least(0))
     # share of D's fake batch drawn from the buffer; 0 = off
     history_fraction: float = checked(0.5, in_range(0, 1))
 
@@ -215,8 +217,8 @@ class DataConfig(Section):
     synthetic: str = checked("shards/digits-synth", NOT_EMPTY)
     # The unlabeled real corpus, located as data.synthetic.
     real: str = checked("shards/digits-real-train", NOT_EMPTY)
-    # DataLoader processes per training worker (0 = in-process) simgan bench data --consumption RATE
-    # says how many a rate needs.
+    # DataLoader processes per training worker (0 = in-process). simgan bench data --consumption
+    # RATE says how many a rate needs.
     num_loader_workers: int = checked(1, at_least(0))
     # On a CUDA device: batches in pinned host memory (pinned by the loader processes' pin thread),
     # copied on a stream of their own so the copy overlaps compute. No-op on CPU. (data/streams.py
@@ -309,8 +311,8 @@ class RunConfig(Section):
 
 @dataclass(frozen=True)
 class ScoreConfig(Section):
-    """Label-free scores on held-out images during training (eval/scores.py); `simgan tune` maximizes
-    their `objective`. Computed on rank 0 and reported by every rank at each interval."""
+    """Label-free scores on held-out images during training (eval/scores.py); `simgan tune`
+    maximizes their `objective`. Computed on rank 0 and reported by every rank at each interval."""
 
     SECTION: ClassVar[str] = "score"
     # 0 = off; else a multiple of run.log_every_nimg (scores join that row)
