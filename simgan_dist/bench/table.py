@@ -70,7 +70,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def _cpu_lines(results: dict[str, Any]) -> list[str]:
-    """Where the CPU went in the Ray runs' timed intervals (bench_cpu.py), one line each."""
+    """Where the CPU went in the Ray runs' timed intervals (bench/cpu.py), one line each."""
     accounted = {name: r["cpu_cores"] for name, r in results.items() if "cpu_cores" in r}
     if not accounted:
         return []

@@ -2,7 +2,7 @@
 
 Four figures from one run (three on GPU), same model, same global batch, one thread per process:
 
-- bare: a plain single-process loop written out in bench_bare.py (not train_loop), images in memory as
+- bare: a plain single-process loop written out in bench/bare.py (not train/loop.py), images in memory as
   tensors, plain torch optimizers, the paper's K_g/K_d alternation and a minimal history buffer;
 - ours_1w: `run_training` on Ray Train with 1 worker: shards, DeepSpeed engines, buffer, logging;
 - ours_2w: the same with 2 workers (the global batch split over them);
@@ -18,7 +18,7 @@ are not in the figure. The bare loop runs the same number of warm-up iterations 
 configurations run in alternating rounds (bare part, 1 worker, 2 workers; then a last bare part),
 so a drift in the machine's speed weighs on all of them alike; the table shows each part's figure.
 Every loop, bare or ours, runs with glibc's malloc trimming turned off (malloc_tuning.py), so
-none is slowed by page faults. During each Ray run bench_cpu.py samples where the machine's CPU
+none is slowed by page faults. During each Ray run bench/cpu.py samples where the machine's CPU
 goes (workers, loaders, Ray and the driver, other, steal, idle) and accounts the same timed intervals:
 on a box with few cores, what Ray's own processes take is what a 2-worker run loses against the
 1-worker run, which gets them from an idle core. Every figure's FLOP/s and share of a peak

@@ -1,11 +1,11 @@
 """Refining one shard: read, decode, refine in batches, encode and publish, in overlapping threads.
 
-Free of Ray: refine_ray.py runs ShardRefiner inside actors, and the benchmark runs it bare. Per
+Free of Ray: refine/ray_pool.py runs ShardRefiner inside actors, and the benchmark runs it bare. Per
 shard, a reader thread decodes PNGs into batches, the calling thread runs R, and a writer thread
 encodes and uploads; PIL and torch release the GIL, so the three overlap. Only the forward pass
 is serialised (one lock), so a worker may refine two shards at once and keep R busy while one
 shard starts or finishes. The output shard is published atomically, then its done-record
-(refine_ledger.py): that order makes a killed job lose at most the shards in flight.
+(refine/ledger.py): that order makes a killed job lose at most the shards in flight.
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ def render_digit(rng: np.random.Generator, digit: int) -> tuple[np.ndarray, dict
 class DigitSimulator:
     """Labeled digits; sample i depends only on (seed, i), so a run can be split into ranges.
 
-    appearance (see sim/appearance.py): "gray" uint8 (28, 28); "clean" the same digit as RGB,
+    appearance (see data/sim/appearance.py): "gray" uint8 (28, 28); "clean" the same digit as RGB,
     white on black (the synthetic arm); "randomized" the same strokes in random colours/textures.
     """
 
