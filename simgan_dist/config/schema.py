@@ -32,6 +32,17 @@ POSITIVE_ODD = Rule(
     lambda v: v > 0 and v % 2 == 1, "must be a positive odd number (same padding keeps the size)"
 )
 POSITIVE_EVEN = Rule(lambda v: v > 0 and v % 2 == 0, "must be a positive even number")
+# A run name is joined under run.storage_path: "..", a "/" or an absolute name would put the run
+# (config, checkpoints, metrics) somewhere else. Empty: simgan train picks one.
+MAX_NAME_LENGTH = 255  # the longest file name of common filesystems and S3 key part
+ONE_PATH_COMPONENT = Rule(
+    lambda v: (
+        v == ""
+        or (v not in (".", "..") and not any(c in v for c in "/\\\0") and len(v) <= MAX_NAME_LENGTH)
+    ),
+    "must be one path component (no '/', '\\', '..' or '.', at most 255 characters): the run "
+    "goes under run.storage_path",
+)
 # tanh(3.2) = 0.9967 reaches the 8-bit levels 0 and 255.
 SATURATION_MARGIN = Rule(
     lambda v: v == 0 or v >= 3.2,
@@ -257,7 +268,7 @@ class RunConfig(Section):
     """Where a run writes and how it is spread over Ray Train workers."""
 
     SECTION: ClassVar[str] = "run"
-    name: str = ""  # empty: simgan train picks a unique, timestamped one
+    name: str = checked("", ONE_PATH_COMPONENT)  # empty: simgan train picks a unique one
     # Where runs go (checkpoints, config, metrics, TensorBoard, grids, key logs): a directory, or
     # any fsspec URI such as s3://bucket/runs (the endpoint of an S3-compatible store goes in
     # storage_options). With a URI, workers stage their outputs under the node's temp dir and copy
