@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.set_defaults(func=cmd_bench_data)
     bench_control = bench_sub.add_parser(
         "control",
-        help="shard catalog and refine ledger at scale, simulated (README: Control plane at scale)",
+        help="shard catalog and refine ledger at scale, simulated (docs/bench.md: Control plane at scale)",
     )
     bench_control.add_argument("--num-shards", default="1000,10000,100000",
                                help="comma-separated corpus/job sizes in shards")  # fmt: skip

@@ -70,7 +70,7 @@ class Refiner(nn.Module):
     refinements that differ in shape: the flow comes from a small branch (conv3x3 + ReLU +
     conv1x1) over R's features and the noise, each noise value broadcast over the image as one
     channel. The pixel path never sees the noise (noise there shows up as texture, which D
-    spots at once; measured in the README's ablation). Drawn from torch's RNG unless given
+    spots at once; measured in docs/shape-gap-digits.md). Drawn from torch's RNG unless given
     (refine passes noise from a seeded generator, so a redone shard comes out the same).
     """
 

@@ -88,7 +88,7 @@ def test_an_export_reads_back_as_the_checkpoints_refiner(warping_checkpoint, tmp
     # `refine` opens the export with its source checkpoint's lineage.
     from_export, from_run = open_refiner(tmp_path / "export"), open_refiner(run)
     assert from_export.lineage == from_run.lineage and from_export.model == from_run.model
-    # The README's plain-PyTorch route: the JSON's model fields rebuild R by name.
+    # docs/refine.md's plain-PyTorch route: the JSON's model fields rebuild R by name.
     rebuilt = Refiner.from_fields(
         json.loads((tmp_path / "export" / ARCH_FILE).read_text())["model"]
     )

@@ -39,7 +39,7 @@ def _sklearn(name: str, licence: str) -> Photograph:
 
 # Licences quote the packages themselves: skimage/data/_fetchers.py (the docstrings of
 # data.astronaut(), chelsea(), coffee(), rocket(), immunohistochemistry()) and
-# sklearn/datasets/images/README.txt. The two CC BY 2.0 images need attribution (README.md).
+# sklearn/datasets/images/README.txt. The two CC BY 2.0 images need attribution (docs/data.md).
 PHOTOGRAPHS: tuple[Photograph, ...] = (
     _skimage(
         "astronaut.png",
