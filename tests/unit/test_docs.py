@@ -75,7 +75,8 @@ def _missing_names(files: list[Path]) -> list[str]:
 
 def _anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
-    headings = re.findall(r"^#+ (.+)$", markdown, re.M)
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)  # a `# comment` is no heading
+    headings = re.findall(r"^#+ (.+)$", prose, re.M)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
