@@ -133,7 +133,8 @@ class LossConfig(Section):
     # difference between two noise draws in the adversarial phase, so it uses its noise instead of
     # ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)| in pixels for
     # flow noise, the mean difference of R(x, z1) and R(x, z2) over 4x4 cells in [-1, 1] levels for
-    # pixel noise (without it a pixel-noise R paints every background alike); 0 = off. Metric
+    # pixel noise (cells, since per-pixel differences are cheapest to make as speckle, which ruins
+    # the digit; without it a pixel-noise R paints every background alike); 0 = off. Metric
     # diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
 
