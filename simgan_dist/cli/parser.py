@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from simgan_dist import __version__
@@ -24,6 +26,7 @@ from simgan_dist.cli.commands import (
     cmd_tune,
 )
 from simgan_dist.cli.console import LOG_LEVELS
+from simgan_dist.config.credentials import NO_USERINFO, has_userinfo
 
 EXIT_CODES = (
     "exit status: 0 done; 1 a run-time failure (data, store, checkpoint, training or refine "
@@ -46,12 +49,35 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if shown and action.option_strings else text
 
 
+def _argument_name(argv: Sequence[str], index: int) -> str:
+    """How a usage error names argv[index]: its option (--input, --set) or its position."""
+    text = argv[index]
+    if text.startswith("--") and "=" in text:
+        return text.split("=", 1)[0]
+    if index > 0 and argv[index - 1].startswith("-"):
+        key = text.split("=", 1)[0]  # --set FIELD=VALUE, --storage-option KEY=VALUE
+        named = "=" in text and "://" not in key and len(key) <= 80
+        return f"{argv[index - 1]} {key}" if named else argv[index - 1]
+    return f"argument {index + 1}"
+
+
 class _Parser(argparse.ArgumentParser):
     """Every (sub)command's parser: defaults shown in its help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]  # same call, one check first
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # Every location, endpoint and --set value enters here: a URL with user:password@ is
+        # refused before a command could print it or save it, naming the option, not the value.
+        argv = list(sys.argv[1:] if args is None else args)
+        for index, text in enumerate(argv):
+            if has_userinfo(text):
+                self.error(f"{_argument_name(argv, index)}: {NO_USERINFO}")
+        return super().parse_known_args(argv, namespace)
 
 
 def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import yaml
 
+from simgan_dist.config.credentials import check_no_userinfo
+from simgan_dist.config.rules import shown
 from simgan_dist.config.schema import Config, ConfigError, require
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -51,6 +53,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             "must be a mapping with string keys",
             value,
         )
+        check_no_userinfo(value, name)
         return dict(value)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
@@ -58,7 +61,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ValueError:
                 continue
-        raise ValueError(f"{name}: wrong type, got {value!r}")
+        raise ValueError(f"{name}: wrong type, got {shown(value)}")
     if hint is float:
         require(
             isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -82,20 +85,28 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return value
     if hint is str:
         require(isinstance(value, str), name, "must be a string", value)
+        # Locations and endpoints: a user:password@ would reach config.yaml and log lines.
+        check_no_userinfo(value, name)
         return value
     raise TypeError(f"{name}: unsupported config type {hint!r}")
+
+
+def _short(name: Any) -> str:
+    # A key or dotted field as a message names it: a huge one is cut.
+    text = str(name)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     """A (nested) dataclass from a mapping, each value checked against its field's type; a
     problem raises ValueError naming the dotted field (prefix + key)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{prefix or 'config'}: must be a mapping, got {data!r}")
+        raise ValueError(f"{prefix or 'config'}: must be a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise ValueError(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+            raise ValueError(f"{prefix}{_short(key)}: unknown key (known: {', '.join(fields)})")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
@@ -191,13 +202,15 @@ def _read_source(config: ConfigSource, source: str | None) -> tuple[dict[str, An
 def parse_override(text: str) -> dict[str, Any]:
     """'schedule.batch_size=64' -> {'schedule': {'batch_size': 64}} (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.field=value")
+        raise ConfigError(f"--set {shown(text)}: expected section.field=value")
     dotted, raw = text.split("=", 1)
     try:
         value: Any = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         reason = str(err).splitlines()[0]
-        raise ConfigError(f"--set {dotted}: the value is not valid YAML ({reason})") from None
+        raise ConfigError(
+            f"--set {_short(dotted)}: the value is not valid YAML ({reason})"
+        ) from None
     for part in reversed(dotted.split(".")):
         value = {part: value}
     return value
@@ -230,7 +243,7 @@ def load_config(
         data = merge(data, parse_override(text))
     if overrides:
         # Field names only: a value may be a secret that the refusal must not print.
-        name += " (with --set " + " ".join(t.split("=", 1)[0] for t in overrides) + ")"
+        name += " (with --set " + " ".join(_short(t.split("=", 1)[0]) for t in overrides) + ")"
     return from_dict(data, name)
 
 

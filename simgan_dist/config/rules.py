@@ -3,15 +3,59 @@
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, ClassVar
+
+from simgan_dist.config.credentials import is_secret_name, redact_userinfo
+
+
+class _Shown(reprlib.Repr):
+    """A refused value as a message shows it: cut short (a huge or deeply nested value must not
+    cost memory to print), URL user info and credential-named keys' values masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple = 2, 4, 4, 4
+        self.maxstring, self.maxother = 80, 80
+
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(redact_userinfo(x), level)
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an int beyond 4300 digits raises; a seed of 2**64+1 still shows whole.
+        if x.bit_length() > 256:
+            return f"<an integer of {x.bit_length()} bits>"
+        return repr(x)
+
+    def repr_dict(self, x: dict, level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [
+            f"{self.repr1(k, level - 1)}: "
+            + ("'***'" if is_secret_name(k) else self.repr1(v, level - 1))
+            for k, v in islice(x.items(), self.maxdict)
+        ]
+        return "{" + ", ".join(pieces + ["..."] * (len(x) > self.maxdict)) + "}"
+
+
+_SHOWN = _Shown()
+
+
+def shown(value: Any) -> str:
+    """repr(value) for an error message: at most about 80 characters per string, a few items
+    per container, no secrets."""
+    return _SHOWN.repr(value)
 
 
 def require(cond: bool, name: str, msg: str, value: Any) -> None:
     # Raised as ValueError(field: msg); load_config prefixes the file name.
     if not cond:
-        raise ValueError(f"{name}: {msg}, got {value!r}")
+        raise ValueError(f"{name}: {msg}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
