@@ -50,7 +50,7 @@ def _check_sample(
     if sample["__key__"] in seen:
         raise ValueError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
     seen.add(sample["__key__"])
-    img = decode_image(sample)
+    img = decode_image(sample, manifest.image_shape)  # its header's size first: no huge decode
     shape = image_chw(img)
     if shape != manifest.image_shape:
         raise ValueError(f"shape {shape}, manifest says {manifest.image_shape}")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 
 from simgan_dist.data.catalog import EpochPlan
 from simgan_dist.data.pipeline import (
@@ -21,6 +22,7 @@ from simgan_dist.data.pipeline import (
 )
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import check_key, image_chw, resolve_shard_urls
+from simgan_dist.model.pixels import to_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def _decode(
     check_key(raw["__key__"])  # refine writes it back as a member name: never '..' or '/...'
     if require_json and not has_annotation(raw):
         raise ValueError("no json annotation in sample (nor a cls label)")
-    img = decode_image(raw)
+    img = decode_image(raw, image_shape)  # its header's size first: no huge decode
     if image_shape is not None and image_chw(img) != tuple(image_shape):
         raise ValueError(f"image shape {image_chw(img)} is not {tuple(image_shape)}")
     meta = decode_annotations(raw) if with_meta else {}
@@ -115,6 +117,22 @@ def batch_stream(
     return BatchStream(spec, num_loader_workers, stats, on_shard_end, pin_memory)
 
 
+class _OneShape:
+    """_decode with every image of one (C, H, W): image_shape when given, else the first good
+    sample's, so a corpus of mixed sizes has its odd ones out as bad samples (url and key)."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int] | None, with_meta: bool, require_json: bool
+    ) -> None:
+        self.image_shape, self.with_meta, self.require_json = image_shape, with_meta, require_json
+
+    def __call__(self, raw: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        img, meta = _decode(raw, self.image_shape, self.with_meta, self.require_json)
+        if self.image_shape is None:
+            self.image_shape = image_chw(img)
+        return img, meta
+
+
 def read_samples(
     urls: list[str],
     on_bad_sample: str = "skip",
@@ -126,18 +144,16 @@ def read_samples(
 ) -> Iterator[tuple[str, np.ndarray, dict, str]]:
     """Every sample of every shard, in order, once: (key, image array, json dict or {}, url).
 
-    For refinement and evaluation. Bad samples are skipped or raise as in batch_stream; with
-    image_shape set, images of another (C,H,W) count as bad; with require_json, samples without
-    a json annotation do.
+    For refinement and evaluation. Bad samples are skipped or raise as in batch_stream; images
+    of another (C,H,W) than image_shape (or, without it, than the first good sample) count as
+    bad; with require_json, samples without a json annotation do.
     """
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
         raise ValueError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
         )
     stats = stats if stats is not None else StreamStats()
-    decode = functools.partial(
-        _decode, image_shape=image_shape, with_meta=True, require_json=require_json
-    )
+    decode = _OneShape(image_shape, with_meta=True, require_json=require_json)
     for url in urls:
         for item in _shard_items(url, decode, storage_options=storage_options):
             if isinstance(item, _Skip):
@@ -154,6 +170,49 @@ def read_samples(
             yield key, img, meta, url_
 
 
+def _load(
+    location: str,
+    allow_pipe: bool,
+    on_bad_sample: str,
+    limit: int | None,
+    stats: StreamStats | None,
+    storage_options: dict[str, Any] | None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> tuple[list[np.ndarray], list[dict]]:
+    """Each image in its own dtype, all of one (C, H, W), and their metas, in shard order."""
+    images, metas = [], []
+    shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
+    samples = read_samples(
+        shard_urls, on_bad_sample, stats, image_shape=image_shape, storage_options=storage_options
+    )
+    for key, img, meta, url in itertools.islice(samples, limit):
+        images.append(img)
+        metas.append({**meta, "__key__": key, "__url__": url})
+    if not images:
+        raise ValueError(f"{location}: no usable samples")
+    return images, metas
+
+
+def load_batch(
+    location: str,
+    *,
+    allow_pipe: bool = False,
+    on_bad_sample: str = "skip",
+    limit: int | None = None,
+    stats: StreamStats | None = None,
+    storage_options: dict[str, Any] | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, list[dict]]:
+    """All images of a (small) corpus as one float batch (N,C,H,W) in [-1, 1], each image
+    mapped by its own bit depth (a 16-bit PNG among 8-bit ones changes no other image), and
+    their metas (json plus "__key__" and "__url__"), in shard order; at most limit samples.
+    Images of another (C,H,W) than image_shape (or the first good sample's) are bad samples."""
+    images, metas = _load(
+        location, allow_pipe, on_bad_sample, limit, stats, storage_options, image_shape
+    )
+    return to_batch(images), metas
+
+
 def load_arrays(
     location: str,
     *,
@@ -163,14 +222,15 @@ def load_arrays(
     stats: StreamStats | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """All images of a (small) corpus stacked as uint8/uint16 (N,H,W[,C]), and their metas
-    (json plus "__key__" and "__url__"), in shard order; at most limit samples."""
-    images, metas = [], []
-    shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
-    samples = read_samples(shard_urls, on_bad_sample, stats, storage_options=storage_options)
-    for key, img, meta, url in itertools.islice(samples, limit):
-        images.append(img)
-        metas.append({**meta, "__key__": key, "__url__": url})
-    if not images:
-        raise ValueError(f"{location}: no usable samples")
+    """All images of a (small) corpus stacked as they are stored, uint8 or uint16 (N,H,W[,C]),
+    and their metas as load_batch gives them. A corpus of both bit depths is refused: stacking
+    would promote its 8-bit images to 16-bit levels (load_batch maps each image by its own)."""
+    images, metas = _load(location, allow_pipe, on_bad_sample, limit, stats, storage_options)
+    odd = next((i for i, img in enumerate(images) if img.dtype != images[0].dtype), None)
+    if odd is not None:
+        raise ValueError(
+            f"{metas[odd]['__url__']} key {metas[odd]['__key__']}: a {images[odd].dtype} image "
+            f"among {images[0].dtype} ones (first: key {metas[0]['__key__']}); stacked arrays "
+            "need one bit depth"
+        )
     return np.stack(images), metas

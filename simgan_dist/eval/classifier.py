@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simgan_dist.data.reader import load_arrays
-from simgan_dist.model.pixels import to_batch
+from simgan_dist.data.reader import load_batch
 
 NUM_CLASSES = 10
 BATCH_SIZE = 128
@@ -44,19 +43,26 @@ def source_key(meta: dict) -> str:
     return meta.get("__key__", "")
 
 
+def class_labels(metas: list[dict]) -> torch.Tensor:
+    """Each sample's "label" as a class index; a ValueError naming the shard URL and key of the
+    first sample whose label is missing or not an integer in 0..NUM_CLASSES-1 (a label of 42
+    or [3] would index past the classifier's outputs)."""
+    for meta in metas:
+        label = meta.get("label")
+        if type(label) is not int or not 0 <= label < NUM_CLASSES:  # bool is no label
+            where = f"{meta.get('__url__', '?')} key {meta.get('__key__', '?')}"
+            found = "no 'label'" if "label" not in meta else f"label {label!r}"
+            raise ValueError(f"{where}: {found}, need an integer class 0..{NUM_CLASSES - 1}")
+    return torch.tensor([meta["label"] for meta in metas])
+
+
 def labeled_tensors(
     location: str, by_source: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images in [-1, 1], labels from each sample's json, and keys, for a labeled corpus;
     by_source=True: each sample's source_key instead of its own key."""
-    images, metas = load_arrays(location)
-    missing = [m.get("__key__", "?") for m in metas if "label" not in m]
-    if missing:
-        raise ValueError(
-            f"{location}: {len(missing)} samples have no 'label' (first: {missing[0]})"
-        )
-    x = to_batch(images)
-    y = torch.tensor([int(m["label"]) for m in metas])
+    x, metas = load_batch(location)
+    y = class_labels(metas)
     keys = [source_key(m) if by_source else m.get("__key__", "") for m in metas]
     return x, y, keys
 

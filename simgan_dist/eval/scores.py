@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from simgan_dist.config import Config
-from simgan_dist.data.reader import load_arrays
+from simgan_dist.data.reader import load_batch
 from simgan_dist.eval.classifier import (
     accuracy,
+    class_labels,
     labeled_tensors,
     steps_for_epochs,
     train_classifier,
 )
-from simgan_dist.model.pixels import to_batch
 
 REFINE_CHUNK = 256  # images per refiner forward while scoring: bounds memory on big images
 
@@ -87,13 +87,14 @@ def fidelity_l1(refined: torch.Tensor, synthetic: torch.Tensor) -> float:
 
 
 def _tensors(location: str, limit: int, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
-    images, metas = load_arrays(
+    model = cfg.model
+    return load_batch(
         location,
+        image_shape=(model.image_channels, model.image_height, model.image_width),
         allow_pipe=cfg.data.allow_pipe_urls,
         limit=limit,
         storage_options=cfg.data.storage_options,
     )
-    return to_batch(images), metas
 
 
 @dataclass
@@ -118,13 +119,10 @@ class Scorer:
         real, _ = _tensors(score.real or cfg.data.real, score.num_images, cfg)
         labels = labeled_real = None
         if score.objective == "downstream":
-            missing = [m["__key__"] for m in metas if "label" not in m]
-            if missing:
-                raise ValueError(
-                    f"score.objective downstream: held-out synthetic sample {missing[0]} has no "
-                    "'label' annotation"
-                )
-            labels = torch.tensor([int(m["label"]) for m in metas])
+            try:
+                labels = class_labels(metas)
+            except ValueError as err:
+                raise ValueError(f"score.objective downstream: held-out synthetic {err}") from None
             x_val, y_val, _ = labeled_tensors(score.real_labeled)
             labeled_real = (x_val, y_val)
         return cls(cfg, synthetic.to(device), real.to(device), labels, labeled_real)

@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from simgan_dist.io.shardio import decode_png
+from simgan_dist.io.shardio import decode_png, png_size
 
 # In this order of preference when a sample has several (WebDataset's own extension names).
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
 ANNOTATION_FIELDS = ("json", "cls")
 _PILLOW_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+# Images larger than this are refused from their header when no shape is expected: a PNG of
+# 40000x40000 zeros is 1.6 MB on disk and 1.6 GB decoded. 8192x8192 RGBA is 256 MiB.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 def image_field(raw: dict[str, Any]) -> str:
@@ -26,23 +29,44 @@ def image_field(raw: dict[str, Any]) -> str:
     raise ValueError(f"no image in sample (one of {', '.join(IMAGE_FIELDS)}; has {has})")
 
 
-def decode_image(raw: dict[str, Any]) -> np.ndarray:
+def _check_size(size: tuple[int, int], image_shape: tuple[int, ...] | None) -> None:
+    """Refuse an image by its header's (width, height), before any pixel is decoded."""
+    width, height = size
+    if image_shape is not None and (height, width) != tuple(image_shape[1:]):
+        raise ValueError(
+            f"image is {height}x{width} (height x width, from its header), "
+            f"not {image_shape[1]}x{image_shape[2]}"
+        )
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"image header declares {height}x{width} pixels, over the {MAX_IMAGE_PIXELS} "
+            "a sample may have"
+        )
+
+
+def decode_image(raw: dict[str, Any], image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The sample's image as uint8 (H,W) / (H,W,C) (uint16 (H,W) for 16-bit PNG depth maps).
     PNG goes through the fast checked decoder; JPEG and WebP through Pillow, whose format must
-    match the extension (a PNG named .jpg is refused, not guessed)."""
+    match the extension (a PNG named .jpg is refused, not guessed). The size in the image's
+    header is checked first, against image_shape's (C, H, W) when given and MAX_IMAGE_PIXELS
+    always, so an image that would not fit is refused without allocating its pixels."""
     name = image_field(raw)
     data = raw[name]
     if name == "png":
+        size = png_size(data)
+        if size is not None:
+            _check_size(size, image_shape)
         return decode_png(data)
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))  # lazy: reads the header only
         with im:
             if im.format != _PILLOW_FORMATS[name]:
                 raise ValueError(f"not a {_PILLOW_FORMATS[name]} image (format {im.format})")
+            _check_size(im.size, image_shape)
             if im.mode not in ("L", "RGB", "RGBA"):  # CMYK, palette, LA...
                 return np.array(im.convert("RGBA" if "A" in im.mode else "RGB"))
             return np.array(im)
-    except OSError as err:  # not an image at all, or cut short
+    except (OSError, Image.DecompressionBombError) as err:  # not an image, cut short, too big
         raise ValueError(f"undecodable {name}: {err}") from None
 
 

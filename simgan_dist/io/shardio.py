@@ -77,6 +77,13 @@ def _check_png_chunks(data: bytes) -> None:
     raise ValueError("undecodable PNG: no IEND chunk (cut short)")
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, without decoding; None when data is no PNG."""
+    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes -> uint8 (H,W) / (H,W,C), or uint16 (H,W) for 16-bit grayscale.
 

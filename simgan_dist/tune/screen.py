@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 from simgan_dist.config import Config, config_to_yaml
-from simgan_dist.data.reader import load_arrays
+from simgan_dist.data.reader import load_arrays, load_batch
 from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.eval.transforms import apply_transform, parse_transform
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
-from simgan_dist.model.pixels import to_batch, to_uint8
+from simgan_dist.model.pixels import to_uint8
 from simgan_dist.refine.shard import noise_seed, variant_key
 from simgan_dist.train.engine import TorchUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.train.loop import LoopState, Phase, optimizer_steps, phases_for, train
@@ -55,13 +55,12 @@ class MemoryBatches:
 
 
 def _images(location: str, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
-    images, metas = load_arrays(
+    return load_batch(
         location,
         allow_pipe=cfg.data.allow_pipe_urls,
         on_bad_sample=cfg.data.on_bad_sample,
         storage_options=cfg.data.storage_options,
     )
-    return to_batch(images), metas
 
 
 RefineFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

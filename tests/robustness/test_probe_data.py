@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 
-from simgan_dist.data.pipeline import StreamStats
-from simgan_dist.data.reader import batch_stream
-from simgan_dist.io.shardio import encode_png
+from simgan_dist.data.pipeline import BadSampleError, StreamStats
+from simgan_dist.data.reader import batch_stream, load_arrays, load_batch
+from simgan_dist.eval.classifier import labeled_tensors
+from simgan_dist.io.sample_fields import decode_image
+from simgan_dist.io.shardio import encode_png, write_shards
+from simgan_dist.model.pixels import to_tensor
 
 SHAPE = (1, 28, 28)
 
@@ -88,3 +95,113 @@ def test_an_all_bad_epoch_still_stops_the_stream(tmp_path: Path) -> None:
     stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_buffer=16)
     with pytest.raises(ValueError, match="gave no usable samples"):
         next(stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. One 16-bit PNG in an 8-bit corpus changes no other image
+
+
+def _sixteen_bit(i: int) -> bytes:
+    """Sample i's picture as a 16-bit PNG (each 8-bit level v as v * 257)."""
+    return encode_png(_digit(i).astype(np.uint16) * 257)
+
+
+def test_a_16_bit_png_among_8_bit_ones_leaves_the_others_as_they_are(tmp_path: Path) -> None:
+    shards = _corpus(tmp_path / "c", 30, 10, {13: _record(13, _sixteen_bit(13))})
+    x, y, keys = labeled_tensors(str(tmp_path / "c"))
+    assert len(keys) == 30 and y.tolist() == [i % 10 for i in range(30)]
+    for i in (0, 12, 29):  # 8-bit samples: mapped by their own depth, not as 16-bit (black)
+        torch.testing.assert_close(x[i], to_tensor(_digit(i)))
+    assert (x[13] - to_tensor(_digit(13))).abs().max() < 1 / 128  # the same picture
+    batch, metas = load_batch(shards[0])
+    torch.testing.assert_close(batch[0], to_tensor(_digit(0)))
+    with pytest.raises(ValueError, match=r"part-000001\.tar key s0013: a uint16 image among uint8"):
+        load_arrays(str(tmp_path / "c"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 18. Labels and shapes checked per sample, naming shard URL and key
+
+
+@pytest.mark.parametrize("label", [42, -1, [3], "3", True, 2.0])
+def test_a_label_that_is_no_class_is_refused_naming_url_and_key(label, tmp_path: Path) -> None:
+    _corpus(tmp_path / "c", 20, 10, {14: _record(14, label=label)})
+    with pytest.raises(ValueError, match=r"part-000001\.tar key s0014: label .* need an integer"):
+        labeled_tensors(str(tmp_path / "c"))
+
+
+def test_eval_with_a_label_of_42_stops_in_one_line(tmp_path: Path, capsys) -> None:
+    from simgan_dist.cli import main
+
+    bad = _corpus(tmp_path / "syn", 20, 10, {3: _record(3, label=42)})
+    good = str(tmp_path / "syn-good")
+    _corpus(Path(good), 20, 10, {})
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--synthetic", str(tmp_path / "syn"), "--refined", good,
+              "--real-eval", good, "--out", str(tmp_path / "out"), "--num-seeds", "2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "Traceback" not in err
+    assert f"{bad[0]} key s0003: label 42" in err.strip().splitlines()[-1]
+
+
+def test_one_image_of_another_size_is_a_bad_sample_named_by_url_and_key(tmp_path: Path) -> None:
+    odd = _record(17, encode_png(_digit(17, (32, 32))))
+    shards = _corpus(tmp_path / "c", 20, 10, {17: odd})
+    stats = StreamStats()
+    x, _, keys = labeled_tensors(str(tmp_path / "c"))
+    batch, metas = load_batch(str(tmp_path / "c"), stats=stats)
+    assert x.shape == batch.shape == (19, 1, 28, 28) and "s0017" not in keys
+    assert stats.skipped == [f"{shards[1]} key s0017: ValueError: image is 32x32 (height x "
+                             "width, from its header), not 28x28"]  # fmt: skip
+    with pytest.raises(BadSampleError, match=r"part-000001\.tar key s0017: .* 32x32"):
+        load_batch(str(tmp_path / "c"), on_bad_sample="stop")
+
+
+# ---------------------------------------------------------------------------------------------
+# 19. An image's size is read from its header before its pixels are decoded
+
+
+@pytest.fixture(scope="module")
+def huge_png() -> bytes:
+    return _huge_png()
+
+
+def _simgan_with_peak_memory(argv: list[str]) -> tuple[int, str, float]:
+    """(exit status, stdout, peak resident MB) of `python -m simgan_dist argv` in a process of
+    its own: the peak of this process would carry earlier tests' allocations."""
+    child = subprocess.Popen([sys.executable, "-m", "simgan_dist", *argv],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert child.stdout is not None
+    out = child.stdout.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, out, usage.ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("command", ["verify", "stats"])
+def test_a_png_declaring_40000x40000_is_refused_from_its_header(
+    command: str, huge_png: bytes, tmp_path: Path
+) -> None:
+    samples = [(f"s{i:04d}", _digit(i), {"label": i % 10}) for i in range(40)]
+    write_shards(samples, tmp_path / "c", "part", 20)
+    # The same key's PNG swapped for the huge one (the manifest's checksums go stale).
+    _corpus(tmp_path / "c", 40, 20, {25: _record(25, huge_png)})
+    status, out, peak_mb = _simgan_with_peak_memory(["shards", command, str(tmp_path / "c")])
+    assert peak_mb < 1000, f"{peak_mb:.0f} MB: the 1.6 GB image was decoded"
+    if command == "verify":
+        assert status == 1
+        assert "sample s0025" in out and "40000x40000 (height x width, from its header)" in out
+    else:
+        assert status == 0 and json.loads(out)["num_bad_samples"] == 1
+
+
+def test_a_huge_png_among_good_ones_is_skipped_by_training_and_the_readers(
+    huge_png: bytes, tmp_path: Path
+) -> None:
+    shards = _corpus(tmp_path / "c", 40, 10, {5: _record(5, huge_png)})
+    stats = StreamStats()
+    stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_buffer=16, stats=stats)
+    assert len(list(itertools.islice(stream, 15))) == 15
+    assert stats.num_skipped >= 2 and "from its header" in stats.skipped[0]
+    with pytest.raises(ValueError, match=r"declares 40000x40000 pixels, over the"):
+        decode_image({"png": huge_png})  # no expected shape: the pixel cap
