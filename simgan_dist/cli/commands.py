@@ -17,6 +17,7 @@ from simgan_dist.io.progress import progress_line
 
 def storage_options_from_args(args: argparse.Namespace) -> dict:
     from simgan_dist.config.credentials import check_storage_options
+    from simgan_dist.config.yaml_input import load_yaml
 
     options = {}
     for text in args.storage_options:
@@ -24,7 +25,7 @@ def storage_options_from_args(args: argparse.Namespace) -> dict:
         if not sep or not key:
             raise ConfigError("--storage-option: expected KEY=VALUE")
         try:
-            options[key] = yaml.safe_load(raw)
+            options[key] = load_yaml(raw)  # no aliases, bounded depth
         except yaml.YAMLError as err:
             reason = str(err).splitlines()[0]
             raise ConfigError(

@@ -16,6 +16,12 @@ import yaml
 from simgan_dist.config.credentials import check_no_userinfo
 from simgan_dist.config.rules import shown
 from simgan_dist.config.schema import Config, ConfigError, require
+from simgan_dist.config.yaml_input import (
+    ConfigInputError,
+    load_yaml,
+    read_config_bytes,
+    shape_problem,
+)
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -136,8 +142,15 @@ def spread_storage_options(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _check_shape(data: Any, source: str) -> None:
+    problem = shape_problem(data)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+
+
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
+    _check_shape(data, source)
     try:
         return build_dataclass(Config, spread_storage_options(data), "")
     except ValueError as err:
@@ -155,7 +168,9 @@ def preset_path(name: str) -> Path:
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     """A YAML mapping from text; problems are one ConfigError line naming source."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
+    except ConfigInputError as err:
+        raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -164,14 +179,18 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping: a regular UTF-8 file of a sane size (yaml_input), else one
+    ConfigError line naming the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_config_bytes(path).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except ValueError as err:  # a FIFO, a device, a directory, or too large
+        raise ConfigError(f"{path}: {err}") from None
     return parse_yaml(text, str(path))
 
 
@@ -182,16 +201,22 @@ def _is_yaml_text(text: str) -> bool:
     """A str is YAML text (not a path) when it spans lines, or is no file and reads as a mapping."""
     if "\n" in text:
         return True
-    if Path(text).exists():
-        return False
     try:
-        return isinstance(yaml.safe_load(text), dict)
+        if Path(text).exists():
+            return False
+    except OSError:  # a name too long to be a path
+        pass
+    try:
+        return isinstance(load_yaml(text), dict)
+    except ConfigInputError:
+        return True  # refused YAML: parse_yaml says why
     except yaml.YAMLError:
         return False
 
 
 def _read_source(config: ConfigSource, source: str | None) -> tuple[dict[str, Any], str]:
     if isinstance(config, Mapping):
+        _check_shape(config, source or "<dict>")  # before a deep copy recurses through it
         return copy.deepcopy(dict(config)), source or "<dict>"
     if isinstance(config, str) and _is_yaml_text(config):
         name = source or "<string>"
@@ -205,7 +230,9 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"--set {shown(text)}: expected section.field=value")
     dotted, raw = text.split("=", 1)
     try:
-        value: Any = yaml.safe_load(raw)
+        value: Any = load_yaml(raw)
+    except ConfigInputError as err:
+        raise ConfigError(f"--set {_short(dotted)}: {err}") from None
     except yaml.YAMLError as err:
         reason = str(err).splitlines()[0]
         raise ConfigError(
@@ -213,6 +240,7 @@ def parse_override(text: str) -> dict[str, Any]:
         ) from None
     for part in reversed(dotted.split(".")):
         value = {part: value}
+    _check_shape(value, f"--set {_short(dotted)}")
     return value
 
 

@@ -7,6 +7,8 @@ field, file or option, no traceback, and no secret in any output.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,97 @@ def test_the_storage_options_a_config_needs_still_pass(capsys) -> None:
         _print_config(f"storage_options={options[:-1]}, sas_token: {SECRET}}}"),
         capsys, "storage_options", "sas_token",
     )  # fmt: skip
+
+
+# Items 12, 13: YAML alias bombs refused where the YAML is read; a config file is a regular file
+# of a sane size, refused in one line without blocking otherwise.
+
+
+def _alias_bomb(levels: int = 6) -> str:
+    """A flow mapping whose last list expands to 10**levels values through aliases (six levels
+    keep today's code to seconds; the probe's ten levels never end)."""
+    parts = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        parts.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "{" + ", ".join(parts) + "}"
+
+
+@pytest.mark.parametrize(
+    "field", ["data.storage_options", "engine.deepspeed", "schedule.batch_size"]
+)
+def test_an_alias_bomb_in_a_set_value_is_refused(field: str, capsys) -> None:
+    _refused(_print_config(f"{field}={_alias_bomb()}"), capsys, f"--set {field}", "aliases")
+
+
+def test_an_alias_bomb_in_a_storage_option_flag_is_refused(capsys) -> None:
+    argv = [
+        "shards",
+        "stats",
+        "memory://bucket/x",
+        "--storage-option",
+        f"client_kwargs={_alias_bomb()}",
+    ]
+    _refused(argv, capsys, "--storage-option client_kwargs", "aliases")
+
+
+def test_an_alias_bomb_in_a_config_file_is_refused_naming_the_file(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bomb.yaml"
+    config.write_text(f"preset: debug\nengine:\n  deepspeed: {_alias_bomb()}\n")
+    _refused(["train", "--config", str(config), "--print-config"], capsys, "bomb.yaml", "aliases")
+
+
+class _Blocked(Exception):
+    """Raised by SIGALRM when a command waits on its config file."""
+
+
+def _on_alarm(signum, frame):
+    raise _Blocked("the command blocked on its --config")
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path, capsys) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(10)  # today's open() waits for a writer forever
+    try:
+        _refused(["train", "--config", str(fifo), "--print-config"], capsys, "config.yaml", "FIFO")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_link_to_a_device_as_config_is_refused(tmp_path: Path, capsys) -> None:
+    # /dev/null stands for /dev/zero: the same rule (stat before open) refuses both, and today's
+    # code would read /dev/zero until memory runs out.
+    link = tmp_path / "config.yaml"
+    link.symlink_to("/dev/null")
+    argv = ["train", "--config", str(link), "--print-config"]
+    _refused(argv, capsys, "config.yaml", "character device")
+
+
+def test_an_oversized_config_file_is_refused(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "huge.yaml"
+    config.write_text("preset: debug\n" + "# padding\n" * 200_000)  # 2 MB
+    _refused(["train", "--config", str(config), "--print-config"], capsys, "huge.yaml", "larger")
+
+
+# Item 14: nesting is capped, in --set values, dotted names and files.
+
+
+def test_deep_nesting_in_a_set_value_is_refused(capsys) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    _refused(_print_config(f"engine.deepspeed={deep}"), capsys, "--set engine.deepspeed", "deeper")
+
+
+def test_a_deep_dotted_set_name_is_refused(capsys) -> None:
+    _refused(_print_config("a." * 5000 + "b=1"), capsys, "--set a.a.a", "deeper")
+
+
+def test_deep_nesting_in_a_config_file_is_refused_naming_the_file(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text("preset: debug\nengine:\n  deepspeed: " + "{a: " * 5000 + "1" + "}" * 5000)
+    _refused(["train", "--config", str(config), "--print-config"], capsys, "deep.yaml", "deeper")
+
+
+def test_an_integer_too_long_to_read_is_refused_naming_the_field(capsys) -> None:
+    _refused(_print_config("run.seed=" + "9" * 5000), capsys, "--set run.seed")

@@ -68,3 +68,43 @@ def test_non_utf8_config_file_names_the_file(tmp_path) -> None:
     path.write_bytes(b"run:\n  name: \xff\xfe\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not UTF-8"):
         load_config(path)
+
+
+def _deep(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def test_a_deeply_nested_dict_is_one_config_error_not_a_recursion_error() -> None:
+    # Issue 30 item 14: load_config(dict) deep-copied (and merged) it before any check.
+    with pytest.raises(ConfigError, match=r"<dict>: engine\.deepspeed\.a\.a\.\.\.: nested deeper"):
+        load_config({"preset": "debug", "engine": {"deepspeed": _deep(5000)}})
+
+
+def test_a_shared_structure_built_in_python_is_refused_before_it_is_walked() -> None:
+    # Issue 30 items 12, 13: shared lists, 10**6 values to walk here (the probe's 10**10 never end).
+    bomb: list = ["x"] * 10
+    for _ in range(5):
+        bomb = [bomb] * 10
+    with pytest.raises(ConfigError, match="more than 100000 values") as err:
+        load_config({"preset": "debug", "data": {"storage_options": {"client_kwargs": bomb}}})
+    assert len(str(err.value)) < 200
+
+
+def test_the_credential_scan_of_storage_options_is_bounded() -> None:
+    from simgan_dist.config import DataConfig
+
+    bomb: list = ["x"] * 10
+    for _ in range(5):
+        bomb = [bomb] * 10
+    with pytest.raises(ValueError, match="data.storage_options: .*too large"):
+        DataConfig(storage_options={"client_kwargs": bomb})
+
+
+def test_a_refused_value_is_shown_cut_short() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="debug", overrides=["schedule.batch_size=" + "x" * 100_000])
+    assert "schedule.batch_size: must be an integer" in str(err.value)
+    assert len(str(err.value)) < 300
