@@ -166,13 +166,33 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
-        if data.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"not a {MANIFEST_FORMAT} manifest (format {data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a {MANIFEST_FORMAT} manifest (format {found!r})")
+        shards = tuple(ShardInfo(**s) for s in data["shards"])
+        names = [s.name for s in shards]
+        for name in names:
+            check_shard_name(name)
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"shard {twice!r} is listed more than once")
         return cls(
             name=data["name"],
-            shards=tuple(ShardInfo(**s) for s in data["shards"]),
+            shards=shards,
             image_shape=tuple(data["image_shape"]),
             has_labels=bool(data["has_labels"]),
+        )
+
+
+def check_shard_name(name: object) -> None:
+    """A manifest's shard name is a relative path inside the manifest's folder: no absolute
+    path, no URL, no '..' and no empty part. Otherwise a corpus could make `shards verify`,
+    training or refine read (and name in their output) a file anywhere the reader may read."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if any(part in ("", ".", "..") for part in parts) or "\\" in str(name):
+        raise ValueError(
+            f"shard name {name!r}: must be a relative path inside the manifest's folder "
+            "(no leading '/', no '..', no URL)"
         )
 
 
@@ -306,9 +326,13 @@ def read_manifest(location: str | Path, storage_options: dict[str, Any] | None =
     if urls.basename(location) != MANIFEST_NAME:
         location = urls.join(location, MANIFEST_NAME)
     try:
-        return Manifest.from_json(urls.read_bytes(location, storage_options).decode())
+        text = urls.read_bytes(location, storage_options).decode()
     except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no {MANIFEST_NAME}") from None
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, KeyError, TypeError) as err:  # bad JSON, a missing or odd field
+        raise ValueError(f"{location}: {type(err).__name__}: {err}") from None
 
 
 def _has_glob(text: str) -> bool:
@@ -348,8 +372,10 @@ def resolve_shard_urls(
             raise ValueError(
                 f"{location}: pipe: URLs run shell commands; set allow_pipe to use them"
             )
-        return list(braceexpand.braceexpand(location))
-    found: list[str] = []
+        found = list(braceexpand.braceexpand(location))
+        _refuse_repeats(location, found)
+        return found
+    found = []
     for pattern in braceexpand.braceexpand(location):
         try:
             expanded = _expand_one(pattern, storage_options)
@@ -362,7 +388,18 @@ def resolve_shard_urls(
         found.extend(expanded)
     if not found:
         raise FileNotFoundError(f"{location}: no shards found")
+    _refuse_repeats(location, found)
     return found
+
+
+def _refuse_repeats(location: str, shard_urls: list[str]) -> None:
+    """A shard named twice (a brace pattern like part-{0,0}.tar, overlapping globs) would be
+    read twice per epoch, its keys trained twice as often and refined into one output twice."""
+    seen: set[str] = set()
+    for url in shard_urls:
+        if url in seen:
+            raise ValueError(f"{location}: names shard {url} more than once")
+        seen.add(url)
 
 
 # ---------------------------------------------------------------------------------------------

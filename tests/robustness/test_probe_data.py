@@ -23,7 +23,7 @@ from simgan_dist.data.pipeline import BadSampleError, StreamStats
 from simgan_dist.data.reader import batch_stream, load_arrays, load_batch
 from simgan_dist.eval.classifier import labeled_tensors
 from simgan_dist.io.sample_fields import decode_image
-from simgan_dist.io.shardio import encode_png, write_shards
+from simgan_dist.io.shardio import encode_png, resolve_shard_urls, write_shards
 from simgan_dist.model.pixels import to_tensor
 
 SHAPE = (1, 28, 28)
@@ -205,3 +205,77 @@ def test_a_huge_png_among_good_ones_is_skipped_by_training_and_the_readers(
     assert stats.num_skipped >= 2 and "from its header" in stats.skipped[0]
     with pytest.raises(ValueError, match=r"declares 40000x40000 pixels, over the"):
         decode_image({"png": huge_png})  # no expected shape: the pixel cap
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. A shard named twice is refused where locations resolve
+
+
+def _simgan(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of one `simgan` command run in this process."""
+    from simgan_dist.cli import main
+
+    try:
+        main(argv)
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _last_line(err: str) -> str:
+    assert "Traceback" not in err, err[-2000:]
+    return err.strip().splitlines()[-1]
+
+
+def test_a_brace_pattern_naming_one_shard_twice_is_refused(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _corpus(tmp_path / "c", 20, 10, {})
+    twice = str(tmp_path / "c" / "part-00000{0,0}.tar")
+    with pytest.raises(ValueError, match=r"names shard .*part-000000\.tar more than once"):
+        resolve_shard_urls(twice)
+    with pytest.raises(ValueError, match="more than once"):
+        resolve_shard_urls("pipe:cat part-{0,0}.tar", allow_pipe=True)
+    assert len(resolve_shard_urls(str(tmp_path / "c" / "part-00000{0,1}.tar"))) == 2
+    monkeypatch.chdir(tmp_path)  # the data check comes before any run directory or Ray
+    status, _, err = _simgan(
+        ["train", "--preset", "debug", "--set", f"data.synthetic={twice}"], capsys
+    )
+    assert status == 2 and "data.synthetic" in _last_line(err)
+    assert "more than once" in _last_line(err) and not (tmp_path / "runs").exists()
+
+
+def test_a_manifest_listing_a_shard_twice_is_refused(tmp_path: Path) -> None:
+    write_shards(((f"s{i}", _digit(i), None) for i in range(20)), tmp_path / "c", "part", 10)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["shards"].append(manifest["shards"][0])
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest\.json: .*'part-000000\.tar' is listed more"):
+        resolve_shard_urls(str(tmp_path / "c"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. A manifest names shards inside its own folder only
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside/secret-000000.tar", "/etc/secret.tar", "a/../../secret.tar",
+             "s3://other-bucket/secret.tar", "./part.tar", "a//b.tar", 7],
+)  # fmt: skip
+def test_a_manifest_naming_a_shard_outside_its_folder_is_refused(
+    name, tmp_path: Path, capsys
+) -> None:
+    outside = tmp_path / "outside"
+    _write_tar(outside / "secret-000000.tar", [_record(0)])
+    corpus = tmp_path / "corpus"
+    write_shards(((f"s{i}", _digit(i), None) for i in range(10)), corpus, "part", 10)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][0]["name"] = name
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    status, out, err = _simgan(["shards", "verify", str(corpus)], capsys)
+    assert status == 1 and not out
+    assert f"shard name {name!r}: must be a relative path inside" in _last_line(err)
+    with pytest.raises(ValueError, match="must be a relative path"):
+        resolve_shard_urls(str(corpus))
