@@ -27,6 +27,7 @@ from simgan_dist.cli.commands import (
 )
 from simgan_dist.cli.console import LOG_LEVELS
 from simgan_dist.config.credentials import NO_USERINFO, has_userinfo
+from simgan_dist.config.schema import MAX_SEED
 
 EXIT_CODES = (
     "exit status: 0 done; 1 a run-time failure (data, store, checkpoint, training or refine "
@@ -59,6 +60,17 @@ def _argument_name(argv: Sequence[str], index: int) -> str:
         named = "=" in text and "://" not in key and len(key) <= 80
         return f"{argv[index - 1]} {key}" if named else argv[index - 1]
     return f"argument {index + 1}"
+
+
+def _seed(text: str) -> int:
+    """A --seed value: an integer in [0, MAX_SEED], the range run.seed takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}]")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default="shards", help="output root (digits, eyes) or directory")
     build.add_argument("--num-samples", type=int, default=20_000, help="synthetic samples")
     build.add_argument("--samples-per-shard", type=int, default=2_000, help="samples per tar")
-    build.add_argument("--seed", type=int, default=0, help="simulator seed (same seed, same bytes)")
+    build.add_argument(
+        "--seed", type=_seed, default=0, help="simulator seed (same seed, same bytes)"
+    )
     build.add_argument("--folder", help="image folder (source 'folder'); sidecar .json kept")
     build.add_argument("--size", help="resize to HxW (source 'folder')")
     build.add_argument("--rgb", action="store_true", help="keep colour (source 'folder')")
@@ -218,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--arm", action="append", default=[], metavar="NAME=LOCATION",
                           help="one more arm of copies of the synthetic samples (same keys and "
                                "labels), trained and reported like the others; repeatable")  # fmt: skip
-    evaluate.add_argument("--seed", type=int, default=0, help="first classifier seed")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="first classifier seed")
     evaluate.add_argument(
         "--num-seeds", type=int, default=5, help="classifier seeds per arm (>= 2, paired)"
     )
@@ -265,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="shards -> 2-worker training -> refine -> eval, locally")
     demo.add_argument("--out", default="runs/demo", help="run, refined shards and report")
     demo.add_argument("--shards", default="shards", help="shard root (built there if missing)")
-    demo.add_argument("--seed", type=int, default=0, help="run and first classifier seed")
+    demo.add_argument("--seed", type=_seed, default=0, help="run and first classifier seed")
     demo.add_argument("--target", default="digits-photo", choices=("digits-photo", "digits"),
                       help="digits-photo: simulator digits -> real digits on photographs (an "
                            "appearance gap); digits: grey digits -> MNIST (the shape-gap case)")  # fmt: skip

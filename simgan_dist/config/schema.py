@@ -32,6 +32,7 @@ POSITIVE_ODD = Rule(
     lambda v: v > 0 and v % 2 == 1, "must be a positive odd number (same padding keeps the size)"
 )
 POSITIVE_EVEN = Rule(lambda v: v > 0 and v % 2 == 0, "must be a positive even number")
+MAX_SEED = 2**32 - 1
 # A run name is joined under run.storage_path: "..", a "/" or an absolute name would put the run
 # (config, checkpoints, metrics) somewhere else. Empty: simgan train picks one.
 MAX_NAME_LENGTH = 255  # the longest file name of common filesystems and S3 key part
@@ -284,7 +285,9 @@ class RunConfig(Section):
     # CPUs reserved and torch threads per worker
     threads_per_worker: int = checked(1, at_least(1))
     # seeds weights, data order and the buffer
-    seed: int = 0
+    # 0 .. 2**32-1, what every seeding call takes (numpy's legacy seed is the narrowest); a
+    # larger seed passed the config and overflowed in the workers, after Ray had started.
+    seed: int = checked(0, in_range(0, MAX_SEED, closed=True))
     # interval of metrics rows and console lines, in images
     log_every_nimg: int = checked(10_240, above(0))
     # interval of image grids, in images
@@ -293,7 +296,9 @@ class RunConfig(Section):
     checkpoint_every_nimg: int = checked(256_000, above(0))
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
     # worker-group restarts from the latest checkpoint before giving up
-    max_failures: int = 0
+    max_failures: int = checked(
+        0, Rule(lambda v: v >= 0, "must be >= 0 (Ray reads -1 as: restart forever)")
+    )
     # "auto": a start under a name that already holds a checkpoint continues that run (a retried or
     # resubmitted job); "never": such a start is refused (simgan train --resume-if-exists, and what
     # jobs/train.py does)

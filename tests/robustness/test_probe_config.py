@@ -248,3 +248,22 @@ def test_deep_nesting_in_a_config_file_is_refused_naming_the_file(tmp_path: Path
 
 def test_an_integer_too_long_to_read_is_refused_naming_the_field(capsys) -> None:
     _refused(_print_config("run.seed=" + "9" * 5000), capsys, "--set run.seed")
+
+
+# Item 15: a seed every seeding call takes; item 10: no "restart forever".
+
+
+@pytest.mark.parametrize("value", ["18446744073709551617", "4294967296", "-1"])
+def test_a_seed_out_of_range_is_refused_before_ray_starts(value: str, capsys) -> None:
+    _refused(_print_config(f"run.seed={value}"), capsys, "run.seed", "[0, 4294967295]")
+
+
+def test_a_seed_argument_out_of_range_is_refused(tmp_path: Path, capsys) -> None:
+    argv = ["eval", "--synthetic", str(tmp_path / "s"), "--refined", str(tmp_path / "r"),
+            "--real-eval", str(tmp_path / "e"), "--out", str(tmp_path / "o"),
+            "--seed", "18446744073709551617"]  # fmt: skip
+    _refused(argv, capsys, "--seed", "[0, 4294967295]")
+
+
+def test_negative_max_failures_is_refused(capsys) -> None:
+    _refused(_print_config("run.max_failures=-1"), capsys, "run.max_failures", ">= 0")
