@@ -126,7 +126,7 @@ def s3_bucket(s3_server: str):
 def checkpoint(tmp_path: Path) -> Path:
     """A debug-preset checkpoint written the way training writes one (rank 0 of 1)."""
     from simgan_dist.config import load_config
-    from simgan_dist.train.checkpoint import save_initial_checkpoint
+    from simgan_dist.train.session import save_initial_checkpoint
 
     cfg = load_config(preset="debug", overrides=["run.num_workers=1"])
     return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096")
@@ -139,7 +139,8 @@ def warping_checkpoint(tmp_path: Path) -> Path:
     import torch
 
     from simgan_dist.config import load_config
-    from simgan_dist.train.checkpoint import NETWORKS_FILE, save_initial_checkpoint
+    from simgan_dist.train.checkpoint import NETWORKS_FILE
+    from simgan_dist.train.session import save_initial_checkpoint
 
     overrides = ["run.num_workers=1", "model.refiner_max_warp=2", "model.refiner_noise_channels=2"]
     cfg = load_config(preset="debug", overrides=overrides)

@@ -11,9 +11,9 @@ import torch
 
 from simgan_dist.config import Config, from_dict
 from simgan_dist.model.losses import discriminator_loss, refiner_loss
-from simgan_dist.model.networks import build_discriminator, build_refiner
-from simgan_dist.train.engine import make_optimizer
+from simgan_dist.train.engine import TorchUpdater
 from simgan_dist.train.malloc_tuning import tune_malloc
+from simgan_dist.train.session import build_updaters
 
 
 def _sync(device: torch.device) -> None:
@@ -35,14 +35,14 @@ def bare_loop(
     s, loss_cfg = cfg.schedule, cfg.loss
     b = s.batch_size
     shape = (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
-    torch.manual_seed(cfg.run.seed)
-    refiner = build_refiner(cfg.model).to(device)
-    disc = build_discriminator(cfg.model).to(device)
+    # The run's networks and optimizers (session.build_updaters), driven by hand below.
+    r_updater, d_updater = build_updaters(cfg, device)
+    assert isinstance(r_updater, TorchUpdater) and isinstance(d_updater, TorchUpdater)
+    refiner, disc = r_updater.module, d_updater.module
+    opt_r, opt_d = r_updater.optimizer, d_updater.optimizer
     if cfg.engine.compile:  # compiled in place (state_dict keys unchanged), in the warm-up
         refiner.compile()
         disc.compile()
-    opt_r = make_optimizer(refiner.parameters(), cfg.optim, cfg.optim.refiner_lr)
-    opt_d = make_optimizer(disc.parameters(), cfg.optim, cfg.optim.disc_lr)
 
     # Images already in memory: a few fixed batches in [-1, 1], cycled.
     pool = 4

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from simgan_dist.config import Config
-from simgan_dist.model.networks import build_discriminator, build_refiner
-from simgan_dist.train.engine import TorchUpdater, make_optimizer
+from simgan_dist.model.networks import Refiner
 from simgan_dist.train.loop import disc_step, refiner_step
+from simgan_dist.train.session import build_updaters
 
 COUNT_BATCH = 4  # images per counted step (even; the diversity term takes a quarter of them)
 PEAK_SECONDS = 1.0  # timed per microbenchmark
@@ -56,9 +56,8 @@ def model_flops(cfg: Config, batch_size: int = COUNT_BATCH) -> dict[str, float]:
     draws a batch) and a refine forward, on fresh networks built from cfg (on the CPU: a count
     does not depend on the device)."""
     shape = (batch_size, cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    refiner = TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.0))
-    disc = TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.0))
+    refiner, disc = build_updaters(cfg, torch.device("cpu"))
+    r_net = cast("Refiner", refiner.module)
     synthetic, real = torch.rand(shape) * 2 - 1, torch.rand(shape) * 2 - 1
     r_step = count_flops(lambda: refiner_step(refiner, disc, synthetic, cfg, adversarial=True))
     d_step = count_flops(lambda: disc_step(refiner, disc, synthetic, real, None, 0.0))

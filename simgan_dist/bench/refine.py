@@ -42,7 +42,7 @@ from simgan_dist.model.pixels import to_batch
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
-from simgan_dist.train.checkpoint import save_initial_checkpoint
+from simgan_dist.train.session import save_initial_checkpoint
 
 TARGET_RATIO = 0.8  # end-to-end (steady) / bare forward, on CPU
 PROJECTED_IMAGES = 1_000_000

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import functools
 import heapq
-import json
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simgan_dist.io import urls as urlmod
@@ -108,6 +105,8 @@ def shard_counts(shard_urls: list[str], storage_options: dict[str, Any] | None =
 
 class ShardCatalog:
     """The catalog of one corpus: its plan, and per epoch which ranks finished which shards."""
+
+    shared = False  # in-process: each rank holds (and restores) its own
 
     def __init__(self, location: str, plan: EpochPlan) -> None:
         self.location = location
@@ -214,14 +213,29 @@ class ShardSource(Protocol):
     """What a rank's stream needs of a corpus's catalog: a local ShardCatalog, or the Ray
     adapter's client of a shared catalog actor (train.ray_catalog.CatalogClient)."""
 
+    shared: bool  # one catalog for every rank (an actor), or one per rank
+
     def plan(self) -> EpochPlan: ...
 
     def record_finished(self, epoch: int, rank: int, url: str) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
+    def load_state_dict(self, state: dict[str, Any], world_size: int) -> EpochPlan: ...
 
-def save_catalogs(directory: str | Path, catalogs: Mapping[str, ShardSource]) -> None:
-    """Rank 0, after the checkpoint barrier: the record of every rank's finished shards."""
-    state = {corpus: catalog.state_dict() for corpus, catalog in catalogs.items()}
-    (Path(directory) / CATALOG_FILE).write_text(json.dumps(state))
+
+def open_catalog(cfg: Config, corpus: str, num_workers: int) -> ShardCatalog:
+    """A corpus's catalog for a run of num_workers ranks: listed once, seeded by run.seed."""
+    return ShardCatalog.open(
+        getattr(cfg.data, corpus),
+        stream_seed(cfg, corpus),
+        stream_world_size(cfg, num_workers),
+        storage_options=cfg.data.storage_options,
+        allow_pipe=cfg.data.allow_pipe_urls,
+    )
+
+
+def local_catalogs(cfg: Config, num_workers: int) -> dict[str, ShardCatalog]:
+    """One in-process catalog per corpus (a run without shared catalog actors: each rank
+    keeps its own record, with the same plan on every rank)."""
+    return {corpus: open_catalog(cfg, corpus, num_workers) for corpus in CORPORA}

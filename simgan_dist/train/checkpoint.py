@@ -13,10 +13,12 @@ from typing import Any, Protocol
 import torch
 
 from simgan_dist.config import Config, from_dict, save_config
+from simgan_dist.data.catalog import CATALOG_FILE, ShardSource, stream_world_size
 from simgan_dist.io import storage, urls
 from simgan_dist.model.history import History
-from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
-from simgan_dist.train.engine import TorchUpdater, Updater, make_optimizer
+from simgan_dist.model.networks import Refiner, build_refiner
+from simgan_dist.train import dist
+from simgan_dist.train.engine import Updater
 from simgan_dist.train.loop import LoopState
 
 log = logging.getLogger(__name__)
@@ -88,16 +90,51 @@ class OptimizerState:
         return True
 
 
+class CatalogRecord:
+    """The corpora's record of finished shards as a checkpoint part (catalog.json). Saved by
+    rank 0 after the checkpoint's barrier, when every rank's finished shards are recorded;
+    restored before the streams are built, since they are dealt from it. A shared catalog (one
+    actor for every rank) is restored by rank 0; per-rank catalogs by each rank."""
+
+    def __init__(
+        self, catalogs: Mapping[str, ShardSource], cfg: Config, rank: int, world_size: int
+    ) -> None:
+        self.catalogs, self.cfg, self.rank, self.world_size = catalogs, cfg, rank, world_size
+
+    def state_dict(self) -> dict[str, Any]:
+        return {corpus: catalog.state_dict() for corpus, catalog in self.catalogs.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for corpus, catalog in self.catalogs.items():
+            if self.rank == 0 or not catalog.shared:
+                catalog.load_state_dict(state[corpus], stream_world_size(self.cfg, self.world_size))
+
+    def save_to(self, directory: Path) -> None:
+        """Every rank calls this (a barrier); rank 0 writes."""
+        dist.barrier()  # every rank's finished shards are recorded by now
+        if self.rank == 0:
+            (directory / CATALOG_FILE).write_text(json.dumps(self.state_dict()))
+
+    def load_from(self, directory: Path) -> None:
+        """Every rank calls this (it ends with a barrier). A checkpoint without a record (saved
+        by a run with in-memory batches) leaves the catalogs as they are."""
+        path = directory / CATALOG_FILE
+        if path.exists():
+            self.load_state_dict(json.loads(path.read_text()))
+        dist.barrier()
+
+
 class TrainingCheckpoint:
     """Everything a training checkpoint holds, saved and restored by name (as EDM2's
     CheckpointIO): `networks` (the same on every rank) go to networks.pt from rank 0, `per_rank`
     parts (optimizer partitions, buffer slice, data position) to rank-NNNN.pt from each rank,
-    and the loop counters with the config to state.json. No RNG state is saved: the loop seeds
-    each iteration from (seed, rank, cur_nimg) (loop.iteration_seed), so the order in which parts
-    are restored does not matter. Per-rank parts are restored only on the same worker count; on
-    another, a part with load_resized_state_dict gets rank 0's state and the rest start fresh.
-    The shard catalogs' record is saved by rank 0 after the checkpoint barrier
-    (catalog.save_catalogs) and restored before the streams are built (ray_catalog)."""
+    the loop counters with the config to state.json, and the `catalogs` record to catalog.json
+    (CatalogRecord). No RNG state is saved: the loop seeds each iteration from (seed, rank,
+    cur_nimg) (loop.iteration_seed). The order of restoring is session.TrainingSession.build's:
+    the catalogs before the streams exist, then the weights before the optimizer states (ZeRO
+    copies the weights into its fp32 partition), as load() does. Per-rank parts are restored only
+    on the same worker count; on another, a part with load_resized_state_dict gets rank 0's
+    state and the rest start fresh."""
 
     def __init__(
         self,
@@ -107,9 +144,11 @@ class TrainingCheckpoint:
         networks: Mapping[str, Stateful],
         per_rank: Mapping[str, Stateful],
         loop: LoopState,
+        catalogs: CatalogRecord | None = None,
     ) -> None:
         self.rank, self.world_size = rank, world_size
         self.networks, self.per_rank, self.loop = dict(networks), dict(per_rank), loop
+        self.catalogs = catalogs
 
     @classmethod
     def of_training(
@@ -122,6 +161,7 @@ class TrainingCheckpoint:
         buffer: History | None,
         loop: LoopState,
         data: Stateful | None = None,
+        catalogs: CatalogRecord | None = None,
     ) -> TrainingCheckpoint:
         """The parts of a SimGAN training run, by the names its files use."""
         per_rank: dict[str, Stateful] = {
@@ -134,8 +174,9 @@ class TrainingCheckpoint:
             per_rank["data_position"] = data
         networks = {"refiner": refiner.module, "disc": disc.module}
         return cls(
-            rank=rank, world_size=world_size, networks=networks, per_rank=per_rank, loop=loop
-        )
+            rank=rank, world_size=world_size, networks=networks, per_rank=per_rank, loop=loop,
+            catalogs=catalogs,
+        )  # fmt: skip
 
     def save(self, directory: str | Path, cfg: Config) -> None:
         """Write this rank's part of a checkpoint; rank 0 also writes the shared part."""
@@ -154,9 +195,12 @@ class TrainingCheckpoint:
             save_config(cfg, directory / CONFIG_FILE)
         parts = {name: part.state_dict() for name, part in self.per_rank.items()}
         torch.save(parts, directory / rank_file(self.rank))
+        if self.catalogs is not None:
+            self.catalogs.save_to(directory)
 
     def load(self, directory: str | Path) -> None:
-        """Restore every part from a checkpoint directory, by name."""
+        """Restore the weights, loop counters and per-rank parts from a checkpoint directory, by
+        name (the catalogs' record is restored earlier: CatalogRecord.load_from)."""
         directory = Path(directory)
         meta = read_state(directory)
         nets = load_tensors(directory / NETWORKS_FILE)
@@ -256,6 +300,14 @@ def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = Non
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
+def load_latest(location: str | Path, storage_options: dict[str, Any] | None = None) -> Path:
+    """The newest complete checkpoint of a run or checkpoint location, as a local directory: a
+    local one in place, a remote one (a URI, reached with storage_options) copied to a cache."""
+    if urls.is_remote(str(location)):
+        return fetch_checkpoint(str(location), storage_options)
+    return find_latest_checkpoint(location)
+
+
 def load_refiner(
     location: str | Path, device: str = "cpu", storage_options: dict[str, Any] | None = None
 ) -> tuple[Refiner, Config, Path]:
@@ -263,11 +315,11 @@ def load_refiner(
     location: a checkpoint or run directory, or the same on an object store (a URI, reached
     with storage_options when given)."""
     if urls.is_remote(str(location)):
-        directories = [fetch_checkpoint(str(location), storage_options)]
+        directories = [load_latest(location, storage_options)]
     elif (Path(location) / STATE_FILE).exists():
         directories = [Path(location)]
     else:  # a run directory: the newest checkpoint that loads, older ones if it does not
-        find_latest_checkpoint(location)  # a clear error when none is complete
+        load_latest(location)  # a clear error when none is complete
         directories = sorted(Path(location).glob("checkpoint-*"), reverse=True)
     errors = []
     for directory in directories:
@@ -289,20 +341,3 @@ def load_refiner(
         refiner.load_state_dict(nets["refiner"])
         return refiner.to(device).eval(), cfg, directory
     raise CheckpointError(f"{location}: no checkpoint loads ({'; '.join(errors)})")
-
-
-def save_initial_checkpoint(cfg: Config, directory: str | Path, seed: int = 0) -> Path:
-    """A freshly initialised R and D saved the way training saves a checkpoint (rank 0 of 1),
-    for benchmarks, scale checks and tests that need a refiner but not a trained one."""
-    torch.manual_seed(seed)
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    directory = Path(directory)
-    TrainingCheckpoint.of_training(
-        rank=0,
-        world_size=1,
-        refiner=TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.1)),
-        disc=TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.1)),
-        buffer=None,
-        loop=LoopState(cur_nimg=0),
-    ).save(directory, cfg)
-    return directory

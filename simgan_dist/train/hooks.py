@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, cast
 
 import torch
 
-from simgan_dist.config import Config, config_to_yaml
-from simgan_dist.data.catalog import ShardSource, save_catalogs
-from simgan_dist.data.reader import StreamStats
-from simgan_dist.data.streams import IteratorBatches, grid_images
+from simgan_dist.config import config_to_yaml
+from simgan_dist.data.streams import grid_images
 from simgan_dist.eval.grids import grid_array, save_grid
 from simgan_dist.eval.scores import Scorer
-from simgan_dist.model.history import History
 from simgan_dist.train import dist
-from simgan_dist.train.checkpoint import TrainingCheckpoint, checkpoint_name
-from simgan_dist.train.engine import Updater
+from simgan_dist.train.checkpoint import checkpoint_name
 from simgan_dist.train.loop import LoopState, Phase, phases_for
 from simgan_dist.train.progress import progress_text
 from simgan_dist.train.run_log import RunLog
 from simgan_dist.train.run_outputs import RunOutputs
-from simgan_dist.train.stats import Collector, check_finite
+from simgan_dist.train.session import TrainingSession
+from simgan_dist.train.stats import check_finite
 
 
 class Reporter(Protocol):
@@ -48,28 +44,20 @@ class TrainingHooks:
 
     def __init__(
         self,
-        cfg: Config,
+        session: TrainingSession,
         run_dir: Path,
-        rank: int,
-        world_size: int,
-        refiner: Updater,
-        disc: Updater,
-        buffer: History | None,
-        batches: IteratorBatches,
-        stats: StreamStats,
-        start_nimg: int,
         report: Reporter,
-        catalogs: Mapping[str, ShardSource] | None = None,
         outputs: RunOutputs | None = None,
     ) -> None:
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.refiner, self.disc, self.buffer, self.batches = refiner, disc, buffer, batches
-        self.stats, self.catalogs, self.report = stats, catalogs, report
+        cfg, rank = session.cfg, session.rank
+        self.session, self.cfg, self.rank, self.report = session, cfg, rank, report
         self.run_dir = run_dir
         self.outputs = outputs  # copied to an object-store run location at each checkpoint
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.phases = phases_for(cfg.schedule)
-        self.collector = Collector()  # the loop reports every step here (train(..., stats=))
+        # The run's one metric channel: the loop reports every step there; a log line pops it.
+        self.collector = session.metrics
+        start_nimg = session.state.cur_nimg
         self.prev_nimg = start_nimg
         self.last_checkpoint_nimg = start_nimg
         self.last_metrics: dict[str, float] = {}
@@ -78,16 +66,18 @@ class TrainingHooks:
         self.log.config(cfg.to_dict(), config_to_yaml(cfg))
         self.grid_synthetic = self.grid_real = None
         if rank == 0:
-            self.grid_synthetic = grid_images(cfg.data.synthetic, cfg).to(batches.device)
-            self.grid_real = grid_images(cfg.data.real, cfg).to(batches.device)
+            self.grid_synthetic = grid_images(cfg.data.synthetic, cfg).to(session.device)
+            self.grid_real = grid_images(cfg.data.real, cfg).to(session.device)
         # Label-free scores (score.every_nimg > 0): held-out images live on rank 0 only.
         self.scorer = None
         if rank == 0 and cfg.score.every_nimg:
-            self.scorer = Scorer.from_config(cfg, batches.device)
+            self.scorer = Scorer.from_config(cfg, session.device)
         self.scored_nimg = -1
         self.grid_nimg = -1
 
     def __call__(self, state: LoopState, phase: Phase, metrics: dict[str, float]) -> None:
+        """The loop's StepHook. `metrics` (the iteration's own means) is not used: log lines take
+        the interval's means from the metric channel (session.metrics)."""
         run = self.cfg.run
         scores = {}
         # score.every_nimg is a multiple of log_every_nimg: a score always joins a metrics row.
@@ -109,10 +99,12 @@ class TrainingHooks:
         self, state: LoopState, phase_name: str, scores: dict[str, float] | None = None
     ) -> None:
         means = self.collector.pop()
-        means["num_skipped_samples"] = float(self.stats.num_skipped)
+        means["num_skipped_samples"] = float(self.session.stream_stats.num_skipped)
+        # A collective over the names: every rank runs the same steps, so every rank's collector
+        # holds the same names here, and the all-reduced vector lines up (dist.mean_over_ranks).
         means = dist.mean_over_ranks(means)
         check_finite(means, self._where(state))
-        means["num_skipped_samples"] *= self.world_size  # a total over ranks, not a mean
+        means["num_skipped_samples"] *= self.session.world_size  # a total over ranks, not a mean
         self.last_metrics = self.log.write(
             state.cur_nimg,
             phase_name,
@@ -123,7 +115,8 @@ class TrainingHooks:
     def score(self, state: LoopState) -> dict[str, float]:
         """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values
         (a collective: every rank calls this at the same iterations)."""
-        scores = self.scorer(self.refiner.frozen_forward) if self.scorer is not None else None
+        refiner = self.session.refiner
+        scores = self.scorer(refiner.frozen_forward) if self.scorer is not None else None
         self.scored_nimg = state.cur_nimg
         return cast("dict[str, float]", dist.broadcast_object(scores))  # rank 0's, on every rank
 
@@ -138,7 +131,7 @@ class TrainingHooks:
         self.grid_nimg = state.cur_nimg
         assert self.grid_synthetic is not None and self.grid_real is not None  # read on rank 0
         with torch.no_grad():
-            refined = self.refiner.frozen_forward(self.grid_synthetic).float()
+            refined = self.session.refiner.frozen_forward(self.grid_synthetic).float()
         grid = grid_array([self.grid_synthetic, refined, self.grid_real], scale=3)
         save_grid(grid, self.run_dir / "grids" / f"grid-{state.cur_nimg:012d}.png")
         self.log.image("grid synthetic | refined | real", grid, state.cur_nimg)
@@ -151,13 +144,7 @@ class TrainingHooks:
             check_finite(dist.mean_over_ranks(self.collector.means()), self._where(state))
         metrics = {"cur_nimg": state.cur_nimg, **self.last_metrics}
         with tempfile.TemporaryDirectory(prefix="simgan-ckpt-") as tmp:
-            TrainingCheckpoint.of_training(
-                rank=self.rank, world_size=self.world_size, refiner=self.refiner,
-                disc=self.disc, buffer=self.buffer, loop=state, data=self.batches,
-            ).save(tmp, self.cfg)  # fmt: skip
-            dist.barrier()  # every rank's finished shards are recorded by now
-            if self.rank == 0 and self.catalogs:
-                save_catalogs(tmp, self.catalogs)
+            self.session.checkpoint().save(tmp, self.cfg)  # a barrier: every rank saves
             self.report(metrics, tmp, checkpoint_name(state.cur_nimg))
         self.last_checkpoint_nimg = state.cur_nimg
         self.publish_outputs()

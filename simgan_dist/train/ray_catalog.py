@@ -7,31 +7,12 @@ in-process runs) builds a local catalog instead: same plan, the record kept per 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import ray
 
 from simgan_dist.config import Config
-from simgan_dist.data.catalog import (
-    CATALOG_FILE,
-    CORPORA,
-    EpochPlan,
-    ShardCatalog,
-    stream_seed,
-    stream_world_size,
-)
-
-
-def _catalog_args(cfg: Config, corpus: str, world_size: int) -> tuple[tuple, dict]:
-    location = getattr(cfg.data, corpus)
-    args = (location, stream_seed(cfg, corpus), stream_world_size(cfg, world_size))
-    kwargs = {
-        "storage_options": cfg.data.storage_options,
-        "allow_pipe": cfg.data.allow_pipe_urls,
-    }
-    return args, kwargs
+from simgan_dist.data.catalog import CORPORA, EpochPlan, ShardCatalog, open_catalog
 
 
 def start_catalogs(cfg: Config) -> dict[str, Any]:
@@ -42,14 +23,15 @@ def start_catalogs(cfg: Config) -> dict[str, Any]:
     actor_cls = ray.remote(num_cpus=0)(ShardCatalog)
     handles = {}
     for corpus in CORPORA:
-        args, kwargs = _catalog_args(cfg, corpus, cfg.run.num_workers)
-        catalog = ShardCatalog.open(*args, **kwargs)
+        catalog = open_catalog(cfg, corpus, cfg.run.num_workers)
         handles[corpus] = actor_cls.remote(catalog.location, catalog.plan())
     return handles
 
 
 class CatalogClient:
     """A worker's view of one corpus's catalog: an actor handle, or a local ShardCatalog."""
+
+    shared = True  # one actor serves every rank: rank 0 alone restores its record
 
     def __init__(self, target: Any) -> None:
         self.target = target
@@ -77,33 +59,9 @@ class CatalogClient:
         return self._call("progress")
 
 
-def connect_catalogs(
-    handles: dict[str, Any] | None, cfg: Config, world_size: int
-) -> dict[str, CatalogClient]:
-    if handles:
-        return {corpus: CatalogClient(handles[corpus]) for corpus in CORPORA}
-    clients = {}
-    for corpus in CORPORA:
-        args, kwargs = _catalog_args(cfg, corpus, world_size)
-        clients[corpus] = CatalogClient(ShardCatalog.open(*args, **kwargs))
-    return clients
-
-
-def restore_catalogs(
-    directory: str | Path,
-    clients: dict[str, CatalogClient],
-    cfg: Config,
-    rank: int,
-    world_size: int,
-) -> None:
-    """Put a checkpoint's record back (rank 0 for shared actors, each rank for local catalogs).
-    Call on every rank before the streams are built; it ends with a barrier."""
-    from simgan_dist.train import dist
-
-    path = Path(directory) / CATALOG_FILE
-    if path.exists():
-        state = json.loads(path.read_text())
-        for corpus, client in clients.items():
-            if rank == 0 or not client.is_actor:
-                client.load_state_dict(state[corpus], stream_world_size(cfg, world_size))
-    dist.barrier()
+def connect_catalogs(handles: dict[str, Any] | None) -> dict[str, CatalogClient] | None:
+    """The workers' clients of the driver's catalog actors; None without them (a Tune trial:
+    the session opens a local catalog per corpus)."""
+    if not handles:
+        return None
+    return {corpus: CatalogClient(handles[corpus]) for corpus in CORPORA}

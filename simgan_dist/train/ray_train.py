@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,35 +14,14 @@ import torch
 
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
-from simgan_dist.data.reader import StreamStats
-from simgan_dist.data.streams import KeyLog, image_shape, make_batches
 from simgan_dist.io import storage
-from simgan_dist.model.history import HistoryBuffer
-from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train import dist
-from simgan_dist.train.checkpoint import TrainingCheckpoint
-from simgan_dist.train.engine import DeepSpeedUpdater, make_lr_schedule, make_optimizer
-from simgan_dist.train.global_history import GlobalHistoryBuffer
 from simgan_dist.train.hooks import TrainingHooks
-from simgan_dist.train.loop import LoopState, optimizer_steps, train
 from simgan_dist.train.malloc_tuning import tune_malloc
-from simgan_dist.train.ray_catalog import connect_catalogs, restore_catalogs, start_catalogs
+from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
 from simgan_dist.train.ray_start import ensure_ray
-from simgan_dist.train.run_outputs import RunOutputs, key_log_name
-
-
-def make_buffer(
-    cfg: Config, rank: int, world_size: int
-) -> HistoryBuffer | GlobalHistoryBuffer | None:
-    """The paper's buffer on one worker; on W workers one B-slot buffer, sampled globally."""
-    if cfg.schedule.history_fraction == 0 or cfg.schedule.buffer_size == 0:
-        return None
-    if world_size == 1:
-        return HistoryBuffer(cfg.schedule.buffer_size, image_shape(cfg), seed=cfg.run.seed)
-    return GlobalHistoryBuffer(
-        cfg.schedule.buffer_size, image_shape(cfg), cfg.run.seed, rank, world_size,
-        dist.all_gather_tensor,
-    )  # fmt: skip
+from simgan_dist.train.run_outputs import RunOutputs
+from simgan_dist.train.session import TrainingSession
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -54,60 +34,20 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     cfg = from_dict(loop_config["config"], source="<train_loop_config>")
     run_dir = Path(loop_config["run_dir"])
     torch.set_num_threads(cfg.run.threads_per_worker)
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if cfg.run.use_gpu else torch.device("cpu")
-
-    torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
-    refiner_net = build_refiner(cfg.model).to(device)
-    disc_net = build_discriminator(cfg.model).to(device)
-    micro_batch = cfg.schedule.batch_size // (world_size * cfg.engine.grad_accum_steps)
-    refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
-    r_optim = make_optimizer(refiner_net.parameters(), cfg.optim, cfg.optim.refiner_lr)
-    d_optim = make_optimizer(disc_net.parameters(), cfg.optim, cfg.optim.disc_lr,
-                             kind=cfg.optim.disc_optimizer)  # fmt: skip
-    refiner = DeepSpeedUpdater(
-        refiner_net, r_optim, micro_batch, cfg.engine,
-        make_lr_schedule(r_optim, cfg.optim, refiner_steps),
-    )  # fmt: skip
-    # D sees real and fake images of a step in one forward: twice the micro-batch.
-    disc = DeepSpeedUpdater(
-        disc_net, d_optim, 2 * micro_batch, cfg.engine,
-        make_lr_schedule(d_optim, cfg.optim, disc_steps), name="discriminator",
-    )  # fmt: skip
-    buffer = make_buffer(cfg, rank, world_size)
-    stats = StreamStats()
-    catalogs = connect_catalogs(loop_config.get("catalogs"), cfg, world_size)
-
-    state = LoopState()
+    outputs = RunOutputs(cfg, run_dir, dist.rank())
     checkpoint = ray.train.get_checkpoint()
-    outputs = RunOutputs(cfg, run_dir, rank)
-    if checkpoint is not None:
-        outputs.restore()
-    if checkpoint is None:
-        batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
-    else:
-        with checkpoint.as_directory() as directory:
-            # The catalogs' record first: the streams are dealt from it.
-            restore_catalogs(directory, catalogs, cfg, rank, world_size)
-            batches = make_batches(cfg, rank, world_size, stats, device, catalogs)
-            TrainingCheckpoint.of_training(
-                rank=rank, world_size=world_size, refiner=refiner, disc=disc, buffer=buffer,
-                loop=state, data=batches,
-            ).load(directory)  # fmt: skip
-    if cfg.data.record_keys:
-        path = run_dir / key_log_name(rank)
-        batches.synthetic = KeyLog(batches.synthetic, path, start=batches.num_synthetic)
-
-    hooks = TrainingHooks(
-        cfg, run_dir, rank, world_size, refiner, disc, buffer, batches, stats, state.cur_nimg,
-        report_to_ray, catalogs, outputs,
-    )  # fmt: skip
-    state = train(
-        refiner, disc, batches, cfg, state, buffer, after_iteration=hooks,
-        stats=hooks.collector, rank=rank,
-    )  # fmt: skip
-    hooks.finish(state)
+    with contextlib.ExitStack() as stack:
+        directory = None
+        if checkpoint is not None:
+            outputs.restore()
+            directory = stack.enter_context(checkpoint.as_directory())
+        session = TrainingSession.build(
+            cfg, device=device, updaters="deepspeed", checkpoint=directory,
+            catalogs=connect_catalogs(loop_config.get("catalogs")), key_log_dir=run_dir,
+        )  # fmt: skip
+    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs)
+    hooks.finish(session.train(after_iteration=hooks))
 
 
 def report_to_ray(

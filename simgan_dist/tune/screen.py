@@ -1,7 +1,7 @@
 """Screening one setting fast: Algorithm 1 in one process (no Ray, no DeepSpeed), the synthetic
 corpus refined in memory, then the S+U protocol on a labeled *validation* split.
 
-This is how the README's ablation table is made: `simgan screen` runs the very loop, networks
+This is how docs/results.md's ablation table is made: `simgan screen` runs the very loop, networks
 and losses that `simgan train` runs on its workers (train.loop with plain PyTorch updaters, as in
 the unit tests), on the whole global batch in one process. What it leaves out is what the
 distributed path adds: sharded streaming, DeepSpeed, checkpoints. Its numbers choose settings; a
@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -26,12 +26,11 @@ from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.eval.transforms import apply_transform, parse_transform
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shards
-from simgan_dist.model.history import HistoryBuffer
-from simgan_dist.model.networks import Refiner, build_discriminator, build_refiner
+from simgan_dist.model.networks import Refiner
 from simgan_dist.model.pixels import to_uint8
 from simgan_dist.refine.shard import noise_seed, variant_key
-from simgan_dist.train.engine import TorchUpdater, make_lr_schedule, make_optimizer
-from simgan_dist.train.loop import LoopState, Phase, optimizer_steps, phases_for, train
+from simgan_dist.train.loop import LoopState, Phase, phases_for
+from simgan_dist.train.session import TrainingSession
 
 REFINE_BATCH = 500  # images per forward when refining the corpus in memory
 
@@ -95,20 +94,9 @@ def _train_refiner(
     cfg: Config, x_syn: torch.Tensor, x_real: torch.Tensor, say: Callable[[str], None]
 ) -> Refiner:
     """R and D trained on cfg in this process (plain PyTorch updaters); returns R."""
-    torch.manual_seed(cfg.run.seed)  # the same initial weights as a Ray run of this config
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
-    r_optim = make_optimizer(r_net.parameters(), cfg.optim, cfg.optim.refiner_lr)
-    d_optim = make_optimizer(d_net.parameters(), cfg.optim, cfg.optim.disc_lr,
-                             kind=cfg.optim.disc_optimizer)  # fmt: skip
-    refiner = TorchUpdater(r_net, r_optim, make_lr_schedule(r_optim, cfg.optim, refiner_steps))
-    disc = TorchUpdater(d_net, d_optim, make_lr_schedule(d_optim, cfg.optim, disc_steps))
-    s = cfg.schedule
-    buffer = None
-    if s.history_fraction > 0:
-        c, h, w = x_syn.shape[1:]
-        buffer = HistoryBuffer(s.buffer_size, (c, h, w), cfg.run.seed)
-    batches = MemoryBatches(x_syn, x_real, s.batch_size, cfg.run.seed)
+    batches = MemoryBatches(x_syn, x_real, cfg.schedule.batch_size, cfg.run.seed)
+    # The same initial weights, optimizers and buffer as a Ray run of this config.
+    session = TrainingSession.build(cfg, batches=batches)
     total = _schedule_images(cfg)
     next_line = [0]
 
@@ -118,8 +106,8 @@ def _train_refiner(
             shown = " ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
             say(f"{phase.name} {state.cur_nimg}/{total} images: {shown}")
 
-    train(refiner, disc, batches, cfg, LoopState(), buffer, after_iteration=log)
-    return r_net
+    session.train(after_iteration=log)
+    return cast("Refiner", session.refiner.module)
 
 
 def split_validation(validation: str, out_dir: Path) -> tuple[str, str]:

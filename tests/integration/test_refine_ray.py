@@ -23,7 +23,7 @@ from simgan_dist.io.shardio import encode_png, read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.ray_pool import RefineError, refine_shards
 from simgan_dist.refine.shard import RefineSettings
-from simgan_dist.train.checkpoint import save_initial_checkpoint
+from simgan_dist.train.session import save_initial_checkpoint
 
 pytestmark = pytest.mark.ray
 

@@ -105,7 +105,8 @@ def test_refine_checkpoint_on_s3_is_read_through_the_storage_options(
     import s3fs
 
     from simgan_dist.config import load_config
-    from simgan_dist.train.checkpoint import load_refiner, save_initial_checkpoint
+    from simgan_dist.train.checkpoint import load_refiner
+    from simgan_dist.train.session import save_initial_checkpoint
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     local = save_initial_checkpoint(

@@ -21,7 +21,7 @@ from simgan_dist.data.reader import read_samples
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls, write_shards
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
-from simgan_dist.train.checkpoint import save_initial_checkpoint
+from simgan_dist.train.session import save_initial_checkpoint
 
 pytestmark = pytest.mark.ray
 

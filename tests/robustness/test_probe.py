@@ -26,7 +26,8 @@ from simgan_dist.io.shardio import read_manifest, resolve_shard_urls, write_shar
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.ray_pool import RefineError, refine_shards
 from simgan_dist.refine.shard import RefineSettings
-from simgan_dist.train.checkpoint import NETWORKS_FILE, save_initial_checkpoint
+from simgan_dist.train.checkpoint import NETWORKS_FILE
+from simgan_dist.train.session import save_initial_checkpoint
 
 NUM_SHARDS, PER_SHARD = 6, 20
 DAMAGE_SEEDS = range(12)

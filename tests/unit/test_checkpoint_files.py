@@ -13,8 +13,8 @@ from simgan_dist.train.checkpoint import (
     NETWORKS_FILE,
     CheckpointError,
     load_refiner,
-    save_initial_checkpoint,
 )
+from simgan_dist.train.session import save_initial_checkpoint
 
 
 class Payload:

@@ -80,7 +80,7 @@ def test_diversity_needs_a_noise_input() -> None:
 
 
 def _noisy_checkpoint(tmp_path: Path) -> tuple[Path, ModelConfig]:
-    from simgan_dist.train.checkpoint import save_initial_checkpoint
+    from simgan_dist.train.session import save_initial_checkpoint
 
     cfg = load_config(
         preset="debug",

@@ -35,7 +35,7 @@ def _shards(root: Path, name: str, channels: int, num: int = 12) -> Path:
 def rgb_checkpoint(tmp_path: Path) -> Path:
     """A debug-preset checkpoint of a 3-channel refiner (rank 0 of 1)."""
     from simgan_dist.config import load_config
-    from simgan_dist.train.checkpoint import save_initial_checkpoint
+    from simgan_dist.train.session import save_initial_checkpoint
 
     cfg = load_config(preset="debug", overrides=["run.num_workers=1", "model.image_channels=3"])
     return save_initial_checkpoint(cfg, tmp_path / "rgb-run" / "checkpoint-000000000096")

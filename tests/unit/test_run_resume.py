@@ -9,8 +9,8 @@ import pytest
 
 from simgan_dist.cli import main
 from simgan_dist.config import ConfigError, load_config
-from simgan_dist.train.checkpoint import save_initial_checkpoint
 from simgan_dist.train.runs import changed_fields, run_location, start_run
+from simgan_dist.train.session import save_initial_checkpoint
 
 
 def _config(debug_overrides, **fields: object):
