@@ -335,6 +335,23 @@ def read_manifest(location: str | Path, storage_options: dict[str, Any] | None =
         raise ValueError(f"{location}: {type(err).__name__}: {err}") from None
 
 
+# What a folder's shards end in: plain tars, and the compressed ones the tar reader opens (it
+# tells them by their first bytes). A folder's other files are not shards.
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def is_shard_name(name: str) -> bool:
+    return name.endswith(SHARD_SUFFIXES)
+
+
+def plain_tar_name(name: str) -> str:
+    """The name a shard's uncompressed copy takes (what refine writes): x.tar.gz -> x.tar."""
+    for suffix in SHARD_SUFFIXES[1:]:
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + ".tar"
+    return name
+
+
 def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
@@ -343,7 +360,7 @@ def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[st
     fs, path = urls.filesystem(pattern, storage_options)
     if _has_glob(path):
         return sorted(urls.to_url(fs, p) for p in fs.glob(path))
-    if path.endswith(".tar"):  # one HEAD request: brace ranges may name thousands of shards
+    if is_shard_name(path):  # one HEAD request: brace ranges may name thousands of shards
         return [urls.to_url(fs, path)] if fs.exists(path) else []
     manifest_path = path if urls.basename(path) == MANIFEST_NAME else f"{path}/{MANIFEST_NAME}"
     if fs.exists(manifest_path):
@@ -351,7 +368,8 @@ def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[st
         manifest = read_manifest(urls.to_url(fs, manifest_path), storage_options)
         return [urls.to_url(fs, f"{base}/{s.name}") for s in manifest.shards]
     if fs.isdir(path):
-        return sorted(urls.to_url(fs, p) for p in fs.glob(f"{path.rstrip('/')}/*.tar"))
+        found = fs.glob(f"{path.rstrip('/')}/*.t*")  # one listing for every suffix
+        return sorted(urls.to_url(fs, p) for p in found if is_shard_name(p))
     if fs.exists(path):
         return [urls.to_url(fs, path)]
     return []
@@ -363,7 +381,8 @@ def resolve_shard_urls(
     """Shard URLs for a directory or prefix, manifest, brace pattern, glob, or single .tar.
 
     A directory with a manifest gives its shards in manifest order; one without gives its sorted
-    *.tar files. pipe: URLs run shell commands, so they are refused unless allow_pipe is set.
+    shard files (*.tar and compressed tars, SHARD_SUFFIXES). pipe: URLs run shell commands, so
+    they are refused unless allow_pipe is set.
     An unreachable store raises OSError naming the location and the endpoint.
     """
     location = str(location)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simgan_dist.io import urls
-from simgan_dist.io.shardio import read_manifest, resolve_shard_urls
+from simgan_dist.io.shardio import plain_tar_name, read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class JobPlan:
     """What a (re)started job finds: every input, the records already written, what is left."""
 
     sources: list[str]  # input shard URLs, in input order
-    names: list[str]  # their output names (the inputs' base names)
+    names: list[str]  # their output names (the inputs' base names, .tar for a .tar.gz)
     records: dict[str, dict[str, Any]]  # done-records by name
     done: set[str]  # names whose record and published shard agree
     todo: list[str]  # sources still to refine, in input order
@@ -37,7 +37,7 @@ def input_shards(
     # Per folder, not per shard: resolving 100,000 local paths one by one takes seconds.
     folders = {f: urls.absolute(f) for f in dict.fromkeys(s.rsplit("/", 1)[0] for s in found)}
     sources = [f"{folders[s.rsplit('/', 1)[0]]}/{urls.basename(s)}" for s in found]
-    names = [urls.basename(s) for s in sources]
+    names = [plain_tar_name(urls.basename(s)) for s in sources]  # refined copies: plain tars
     clash = next((f for f in folders.values() if urls.nested(f, output)), None)
     if clash is not None:
         # Refined copies keep their input's name: they would overwrite the corpus they come from.

@@ -25,7 +25,7 @@ from simgan_dist.config import ModelConfig
 from simgan_dist.data.reader import BAD_SAMPLE_CHOICES, StreamStats, read_samples
 from simgan_dist.io import urls
 from simgan_dist.io.sample_fields import kept_annotations
-from simgan_dist.io.shardio import write_shard
+from simgan_dist.io.shardio import plain_tar_name, write_shard
 from simgan_dist.model.networks import build_refiner
 from simgan_dist.model.pixels import to_batch, to_uint8
 from simgan_dist.refine import ledger as refine_ledger
@@ -89,7 +89,7 @@ class ShardResult:
     """One input shard's outcome; also the body of its done-record."""
 
     source: str
-    name: str  # output shard name (the input's base name)
+    name: str  # output shard name (the input's base name; .tar for a compressed input)
     num_samples: int = 0
     num_skipped: int = 0  # bad samples, plus those lost in a damaged tar when the count is known
     skipped: list[str] = field(default_factory=list)
@@ -152,7 +152,7 @@ class ShardRefiner:
         failure, and on a bad sample when settings.on_bad_sample is "stop". expected_samples
         (the input manifest's count) sizes the loss of a damaged tar; a shard that cannot be
         read to its end is returned with `failed` set, neither published nor recorded done."""
-        name = urls.basename(source)
+        name = plain_tar_name(urls.basename(source))  # written uncompressed, whatever it was
         out_url = urls.join(output, name)
         result = ShardResult(source, name, lineage=self.lineage)
         result.started = time.time()

@@ -6,6 +6,7 @@ would refuse can be made) and goes through the public readers or `simgan` comman
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -279,3 +280,50 @@ def test_a_manifest_naming_a_shard_outside_its_folder_is_refused(
     assert f"shard name {name!r}: must be a relative path inside" in _last_line(err)
     with pytest.raises(ValueError, match="must be a relative path"):
         resolve_shard_urls(str(corpus))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. A compressed shard in a corpus folder is read like the others
+
+
+def _gzip_corpus(root: Path) -> list[str]:
+    """Two plain shards and a gzip-compressed third (part-000002.tar.gz), 10 samples each."""
+    shards = _corpus(root, 30, 10, {})
+    plain = Path(shards[2])
+    Path(f"{plain}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    return [*shards[:2], f"{plain}.gz"]
+
+
+def test_a_tar_gz_shard_in_a_folder_is_read_by_training_and_the_readers(tmp_path: Path) -> None:
+    shards = _gzip_corpus(tmp_path / "c")
+    (tmp_path / "c" / "notes.txt").write_text("not a shard")
+    assert resolve_shard_urls(str(tmp_path / "c")) == shards
+    assert resolve_shard_urls(shards[2]) == shards[2:]
+    keys = {f"s{i:04d}" for i in range(30)}
+    assert {m["__key__"] for m in load_batch(str(tmp_path / "c"))[1]} == keys
+    stream = batch_stream(shards, 10, SHAPE, seed=0, shuffle_buffer=10)  # epoch 0: 3 batches
+    assert {m["__key__"] for _, metas in itertools.islice(stream, 3) for m in metas} == keys
+
+
+def test_refine_writes_a_tar_gz_input_as_a_plain_tar_of_the_same_stem(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    from simgan_dist.refine.plan import input_shards
+    from simgan_dist.refine.shard import RefineSettings, ShardRefiner
+    from simgan_dist.train.checkpoint import load_refiner
+
+    _gzip_corpus(tmp_path / "c")
+    out = str(tmp_path / "out")
+    sources, names = input_shards(str(tmp_path / "c"), out, False, {})
+    assert names == ["part-000000.tar", "part-000001.tar", "part-000002.tar"]
+    refiner, cfg, _ = load_refiner(checkpoint)
+    settings = RefineSettings(batch_size=8, channels_last=False)
+    worker = ShardRefiner(refiner.state_dict(), cfg.model, settings, {"checkpoint_id": "c"})
+    result = worker.refine_shard(sources[2], out, 10)
+    assert result.name == "part-000002.tar" and result.num_samples == 10 and not result.damaged
+    refined = load_batch(str(Path(out) / "part-000002.tar"))[1]
+    assert [m["__key__"] for m in refined] == [f"s{i:04d}" for i in range(20, 30)]
+    (tmp_path / "c" / "part-000000.tar.gz").write_bytes(b"")  # would be refined into a clash
+    with pytest.raises(ValueError, match="share base names"):
+        input_shards(str(tmp_path / "c"), out, False, {})
