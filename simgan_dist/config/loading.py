@@ -158,11 +158,11 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
 
 
 def preset_path(name: str) -> Path:
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known)})")
-    return path
+    # Looked up among the bundled names, not as a path: `--preset ../../x` reads no other file.
+    known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    if name not in known:
+        raise ConfigError(f"unknown preset {shown(name)} (known: {', '.join(known)})")
+    return PRESETS_DIR / f"{name}.yaml"
 
 
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:

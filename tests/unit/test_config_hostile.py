@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,17 @@ def test_a_refused_value_is_shown_cut_short() -> None:
         load_config(preset="debug", overrides=["schedule.batch_size=" + "x" * 100_000])
     assert "schedule.batch_size: must be an integer" in str(err.value)
     assert len(str(err.value)) < 300
+
+
+def test_a_preset_name_is_not_a_path(tmp_path) -> None:
+    # A preset is a bundled name: `--preset ../../x` read any YAML file as a preset.
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("run:\n  name: from-outside\n")
+    from simgan_dist.config.loading import PRESETS_DIR
+
+    relative = Path(
+        "..", "..", "..", "..", "..", "..", "..", "..", *outside.with_suffix("").parts[1:]
+    )
+    assert (PRESETS_DIR / f"{relative}.yaml").resolve() == outside.resolve()
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(preset=str(relative))
