@@ -47,6 +47,15 @@ def input_shards(
         )
     if len(set(names)) != len(names):
         raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
+    nested = next((n for n in expected_counts(input_location, options) or {} if "/" in n), None)
+    if nested is not None:
+        # Refined shards keep their input's base name in one output folder, and the ledger and
+        # the output manifest know shards by that name alone.
+        folder = next(s for s in sources if s.endswith(f"/{nested}")).rsplit("/", 1)[0]
+        raise ValueError(
+            f"{input_location}: its manifest names shard {nested} in a subfolder, which refine "
+            f"does not write; refine that folder as its own input ({folder})"
+        )
     return sources, names
 
 

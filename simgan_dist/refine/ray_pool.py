@@ -108,9 +108,9 @@ def refine_shards(
     with OutputLease(output, options) as lease:
         job = plan_job(input_location, sources, names, output, lineage, options)
         records, done, todo, counts = job.records, job.done, job.todo, job.counts
-        total = (
-            sum(counts[urls.basename(s)] for s in todo) * settings.num_variants if counts else None
-        )
+        total = None  # for the bar's ETA: known when the input's manifest counts every shard
+        if counts and all(urls.basename(s) in counts for s in todo):
+            total = sum(counts[urls.basename(s)] for s in todo) * settings.num_variants
 
         results: list[dict[str, Any]] = []
         try:

@@ -327,3 +327,27 @@ def test_refine_writes_a_tar_gz_input_as_a_plain_tar_of_the_same_stem(
     (tmp_path / "c" / "part-000000.tar.gz").write_bytes(b"")  # would be refined into a clash
     with pytest.raises(ValueError, match="share base names"):
         input_shards(str(tmp_path / "c"), out, False, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# 16. refine on a manifest naming shards in a subfolder: one line, before any work
+
+
+def test_refine_of_a_manifest_with_subfolder_shards_stops_in_one_line(
+    checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    corpus = tmp_path / "corpus"
+    write_shards(((f"s{i}", _digit(i), {"label": i % 10}) for i in range(20)), corpus / "a",
+                 "part", 10)  # fmt: skip
+    manifest = json.loads((corpus / "a" / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        shard["name"] = f"a/{shard['name']}"
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    assert len(resolve_shard_urls(str(corpus))) == 2  # a legal corpus: training reads it
+    out = tmp_path / "refined"
+    status, _, err = _simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
+                              "--output", str(out), "--no-progress"], capsys)  # fmt: skip
+    assert status == 1
+    line = _last_line(err)
+    assert "names shard a/part-000000.tar in a subfolder" in line and f"{corpus}/a" in line
+    assert not out.exists()
