@@ -284,9 +284,7 @@ class RunConfig(Section):
     use_gpu: bool = False
     # CPUs reserved and torch threads per worker
     threads_per_worker: int = checked(1, at_least(1))
-    # seeds weights, data order and the buffer
-    # 0 .. 2**32-1, what every seeding call takes (numpy's legacy seed is the narrowest); a
-    # larger seed passed the config and overflowed in the workers, after Ray had started.
+    # seeds weights, data order and the buffer; at most 2**32-1, which every seeding call takes
     seed: int = checked(0, in_range(0, MAX_SEED, closed=True))
     # interval of metrics rows and console lines, in images
     log_every_nimg: int = checked(10_240, above(0))
@@ -297,7 +295,7 @@ class RunConfig(Section):
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = checked(
-        0, Rule(lambda v: v >= 0, "must be >= 0 (Ray reads -1 as: restart forever)")
+        0, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")
     )
     # "auto": a start under a name that already holds a checkpoint continues that run (a retried or
     # resubmitted job); "never": such a start is refused (simgan train --resume-if-exists, and what
