@@ -24,15 +24,30 @@ def world_size() -> int:
 
 def barrier() -> None:
     if is_distributed():
-        torch_dist.barrier()
+        # Under NCCL a barrier is an all-reduce on a device; name it, so torch need not guess.
+        device = collective_device()
+        torch_dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def collective_device() -> torch.device:
+    """Where a collective's tensors must live. NCCL moves only CUDA tensors (torch 2.13's NCCL
+    backend has no CPU path: "No backend type associated with device type cpu"), and Ray Train
+    creates an NCCL-only group under run.use_gpu; gloo moves CPU tensors. Every collective here
+    places its tensors on this device explicitly, never on torch's default device."""
+    if is_distributed() and torch_dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Average scalar metrics over ranks with one all-reduce of a small vector (cost: ~8 bytes/key)."""
+    """Average scalar metrics over ranks with one all-reduce of a small vector (cost: ~8 bytes/key).
+    Every rank must pass the same names (the vector is matched by position)."""
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
-    vec = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    vec = torch.tensor(
+        [float(values[k]) for k in keys], dtype=torch.float64, device=collective_device()
+    )
     torch_dist.all_reduce(vec)
     vec /= world_size()
     return {k: float(v) for k, v in zip(keys, vec.tolist(), strict=True)}
@@ -43,7 +58,7 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     if not is_distributed():
         return obj
     holder = [obj]
-    torch_dist.broadcast_object_list(holder, src=src)
+    torch_dist.broadcast_object_list(holder, src=src, device=collective_device())
     return holder[0]
 
 
@@ -53,8 +68,7 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor.unsqueeze(0)
     home = tensor.device
-    if torch_dist.get_backend() == "nccl":
-        tensor = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    tensor = tensor.to(collective_device())
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     torch_dist.all_gather(parts, tensor.contiguous())
     return torch.stack(parts).to(home)
