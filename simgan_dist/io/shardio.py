@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import re
+import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,10 +19,10 @@ import numpy as np
 import pyspng
 import webdataset
 from PIL import Image
-from webdataset.tariterators import group_by_keys
+from webdataset.tariterators import base_plus_ext, valid_sample
 
 from simgan_dist.io import urls
-from simgan_dist.io.tar_reader import iter_tar_files
+from simgan_dist.io.tar_reader import DamagedMember, iter_tar_files
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "simgan-dist-shards/1"
@@ -446,6 +447,32 @@ def iter_tar_samples(
 
 def iter_tar_stream(stream: Any, url: str) -> Iterator[dict[str, Any]]:
     """Samples of a tar read from an open binary stream (anything with read(n)), to its end,
-    grouped by key as WebDataset does. Damage raises tarfile.ReadError (see tar_reader)."""
-    files = ({**f, "__url__": url} for f in iter_tar_files(stream))
-    yield from group_by_keys(files)
+    grouped by key as WebDataset does: consecutive members with one key (the name up to its
+    first dot) make a sample. Damage raises tarfile.ReadError (see tar_reader), as does a
+    member repeated within its sample: the same bytes give the same, so it is damage (the
+    samples before it are read), not a failure a rerun could heal."""
+    sample: dict[str, Any] | None = None
+    members = iter_tar_files(stream)
+    while True:
+        try:
+            member = next(members, None)
+        except DamagedMember as err:
+            # Damage at the first member of another sample: the one read so far is whole.
+            if sample is not None and base_plus_ext(err.name)[0] != sample["__key__"]:
+                yield sample
+            raise
+        if member is None:
+            break
+        key, suffix = base_plus_ext(member["fname"])
+        if key is None:
+            continue  # no extension: not a sample's field (WebDataset skips these too)
+        suffix = suffix.lower()
+        if sample is None or key != sample["__key__"]:
+            if valid_sample(sample):
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        if suffix in sample:
+            raise tarfile.ReadError(f"tar member {member['fname']} repeated in sample {key}")
+        sample[suffix] = member["data"]
+    if valid_sample(sample):
+        yield sample

@@ -28,17 +28,32 @@ _SUB_HEADERS = (b"x", b"g", b"L", b"K")  # describe the next member (or all, for
 # WebDataset's skip_meta: names like __index__ or __meta__/x are shard metadata, not samples.
 _META_NAME = re.compile(r"__[^/]*__($|/)")
 _NAME_ENCODING = ("utf-8", "surrogateescape")  # tarfile's default for ustar names on Linux
+# A shard member is one image or annotation: a header declaring more is damage, refused before
+# anything is allocated for it (a pax header may declare terabytes).
+MAX_MEMBER_BYTES = 1 << 28
+_READ_CHUNK = 1 << 24  # a member is read in pieces of this: what it costs is what is there
+
+
+class DamagedMember(tarfile.ReadError):
+    """Damage found at a member whose name is known: the members before it are whole, so the
+    sample they make is whole too when this member starts another (shardio groups them)."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def _read_exact(stream: Any, size: int) -> bytes:
-    """Up to size bytes; fewer only at the stream's end (network streams return short reads)."""
-    data = stream.read(size)
+    """Up to size bytes; fewer only at the stream's end (network streams return short reads).
+    Read in pieces of at most _READ_CHUNK, so memory follows the bytes found, not the size
+    asked for (a file object allocates what read(n) asks before it reads)."""
+    data = stream.read(min(size, _READ_CHUNK))
     if len(data) in (0, size):
         return data
     parts = [data]
     got = len(data)
     while got < size:
-        more = stream.read(size - got)
+        more = stream.read(min(size - got, _READ_CHUNK))
         if not more:
             break
         parts.append(more)
@@ -172,11 +187,18 @@ def iter_tar_files(stream: Any) -> Iterator[dict[str, Any]]:
             size = 0
         elif pending_size is not None and typeflag not in _SUB_HEADERS:
             size = pending_size
+        name = pending_name if pending_name is not None else _ustar_name(header)
+        if size > MAX_MEMBER_BYTES:
+            raise DamagedMember(
+                f"tar member {name} at byte {start} declares {size} bytes, over the "
+                f"{MAX_MEMBER_BYTES} a shard member may have",
+                name,
+            )
         padded = -(-size // BLOCK) * BLOCK
         data = _read_exact(stream, padded)
         if len(data) < size:
-            raise tarfile.ReadError(
-                f"truncated tar: member at byte {start} has {len(data)} of {size} bytes"
+            raise DamagedMember(
+                f"truncated tar: member at byte {start} has {len(data)} of {size} bytes", name
             )
         if len(data) < padded:  # the file is whole, its padding is not: use it, then stop
             cut_at = start + BLOCK + len(data)
@@ -186,14 +208,16 @@ def iter_tar_files(stream: Any) -> Iterator[dict[str, Any]]:
             if any(key.startswith("GNU.sparse.") for key in records):
                 raise tarfile.ReadError(f"pax sparse file at byte {start}: not supported")
             pending_name = records.get("path", pending_name)
-            pending_size = int(records["size"]) if "size" in records else None
+            try:
+                pending_size = int(records["size"]) if "size" in records else None
+            except ValueError:
+                raise tarfile.ReadError(f"corrupt pax header at byte {start}: size") from None
             continue
         if typeflag == b"L":
             pending_name = data[:size].split(b"\0", 1)[0].decode(*_NAME_ENCODING)
             continue
         if typeflag in _SUB_HEADERS:  # g: pax global header; K: a long link target
             continue
-        name = pending_name if pending_name is not None else _ustar_name(header)
         pending_name = pending_size = None
         # A V7 tar marks a directory by a trailing slash alone.
         if typeflag in _REGULAR and not name.endswith("/") and not _is_meta(name):

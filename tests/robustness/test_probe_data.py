@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 import webdataset as wds
 
 from simgan_dist.data.pipeline import BadSampleError, StreamStats
-from simgan_dist.data.reader import batch_stream, load_arrays, load_batch
+from simgan_dist.data.reader import batch_stream, load_arrays, load_batch, read_samples
 from simgan_dist.eval.classifier import labeled_tensors
 from simgan_dist.io.sample_fields import decode_image
 from simgan_dist.io.shardio import encode_png, resolve_shard_urls, write_shards
@@ -351,3 +352,65 @@ def test_refine_of_a_manifest_with_subfolder_shards_stops_in_one_line(
     line = _last_line(err)
     assert "names shard a/part-000000.tar in a subfolder" in line and f"{corpus}/a" in line
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 17. A tar whose bytes break the format part-way is damage: what precedes it is refined
+
+
+def _without_end(path: str) -> bytes:
+    """A tar's bytes up to its end-of-archive blocks, so more members can be appended."""
+    data = Path(path).read_bytes()
+    end = len(data)
+    while data[end - 512 : end] == bytes(512):
+        end -= 512
+    return data[:end]
+
+
+def _ten_terabyte_member(path: Path) -> None:
+    """19 good samples, then a pax header declaring a 10 TB member, then a few bytes."""
+    _write_tar(path, [_record(i) for i in range(19)])
+    member = tarfile.TarInfo("s0019.png")
+    member.size = 10 * 2**40  # over ustar's 8 GiB: written as a pax "size" record
+    header = member.tobuf(tarfile.PAX_FORMAT)
+    path.write_bytes(_without_end(str(path)) + header + bytes(4096) + bytes(1024))
+
+
+def _repeated_member(path: Path) -> None:
+    """20 samples, sample 9's members written twice in a row (s0009.png, .json, .png, .json)."""
+    _write_tar(path, [_record(i) for i in range(10)] + [_record(i) for i in range(9, 20)])
+
+
+def _refiner(checkpoint: Path):
+    from simgan_dist.refine.shard import RefineSettings, ShardRefiner
+    from simgan_dist.train.checkpoint import load_refiner
+
+    refiner, cfg, _ = load_refiner(checkpoint)
+    settings = RefineSettings(batch_size=8, channels_last=False)
+    return ShardRefiner(refiner.state_dict(), cfg.model, settings, {"checkpoint_id": "c"})
+
+
+@pytest.mark.parametrize(
+    ("spoil", "num_good", "what"),
+    [(_ten_terabyte_member, 19, "declares 10995116277760 bytes"),
+     (_repeated_member, 9, "repeated in sample s0009")],
+    ids=["10-TB-pax-member", "repeated-member"],
+)  # fmt: skip
+def test_a_spoilt_tar_is_refined_up_to_the_damage_and_recorded_done(
+    spoil, num_good: int, what: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    from simgan_dist.refine import ledger
+
+    source = tmp_path / "in" / "part-000000.tar"
+    spoil(source)
+    stats = StreamStats()
+    keys = [key for key, *_ in read_samples([str(source)], stats=stats)]
+    assert keys == [f"s{i:04d}" for i in range(num_good)]
+    assert what in stats.shard_failures[str(source)]
+    assert stats.shard_failures[str(source)].startswith("damaged: ")
+    out = tmp_path / "out"
+    result = _refiner(checkpoint).refine_shard(str(source), str(out), 20)
+    assert not result.failed and result.damaged.startswith("damaged: ") and what in result.damaged
+    assert result.num_samples == num_good and result.num_lost == 20 - num_good
+    assert "part-000000.tar" in ledger.read_done(str(out), None)  # a rerun does not redo it
+    assert len(load_batch(str(out / "part-000000.tar"))[1]) == num_good
