@@ -19,7 +19,7 @@ import numpy as np
 import pyspng
 import webdataset
 from PIL import Image
-from webdataset.tariterators import base_plus_ext, valid_sample
+from webdataset.tariterators import base_plus_ext
 
 from simgan_dist.io import urls
 from simgan_dist.io.tar_reader import DamagedMember, iter_tar_files
@@ -468,11 +468,11 @@ def iter_tar_stream(stream: Any, url: str) -> Iterator[dict[str, Any]]:
             continue  # no extension: not a sample's field (WebDataset skips these too)
         suffix = suffix.lower()
         if sample is None or key != sample["__key__"]:
-            if valid_sample(sample):
+            if sample is not None:
                 yield sample
             sample = {"__key__": key, "__url__": url}
         if suffix in sample:
             raise tarfile.ReadError(f"tar member {member['fname']} repeated in sample {key}")
         sample[suffix] = member["data"]
-    if valid_sample(sample):
+    if sample is not None:
         yield sample
