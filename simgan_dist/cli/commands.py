@@ -117,25 +117,30 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from simgan_dist.train import runs
     from simgan_dist.train.ray_train import TrainingError, run_training
-    from simgan_dist.train.runs import absolutize, resume_run, run_config, run_location, start_run
 
     if args.resume and args.resume_if_exists:
         raise ConfigError("train: give --resume RUN_DIR or --resume-if-exists, not both")
     if args.print_config:
         if args.resume:
-            cfg = run_config(args.resume, args.overrides, storage_options_from_args(args))
+            cfg = runs.run_config(args.resume, args.overrides, storage_options_from_args(args))
         else:
-            cfg = absolutize(_train_config(args))
+            cfg = runs.absolutize(_train_config(args))
         print(config_to_yaml(cfg), end="")
         return
     if args.resume:
-        cfg, run_dir = resume_run(args.resume, args.overrides, storage_options_from_args(args))
+        cfg = runs.run_config(args.resume, args.overrides, storage_options_from_args(args))
     else:
-        cfg, run_dir = start_run(_train_config(args))
-    print(f"[simgan] run: {run_location(cfg)}", flush=True)
+        cfg = runs.prepare_run(_train_config(args))
     try:
-        result = run_training(cfg, run_dir)
+        # One job per run: the lease is taken before the config is written and Ray starts.
+        with runs.run_lease(cfg):
+            run_dir = runs.save_run(cfg)
+            print(f"[simgan] run: {runs.run_location(cfg)}", flush=True)
+            result = run_training(cfg, run_dir)
+    except runs.RunBusyError as err:
+        raise SystemExit(f"simgan train: {err}") from None
     except TrainingError as err:
         raise SystemExit(f"simgan train: training failed: {err}") from None
     assert result.checkpoint is not None  # a run without error ends with one

@@ -10,6 +10,7 @@ from typing import Any
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
 from simgan_dist.io import storage, urls
+from simgan_dist.io.lease import Lease, LeaseBusyError
 from simgan_dist.io.shardio import resolve_shard_urls
 
 RUN_CONFIG_FILE = "config.yaml"
@@ -64,10 +65,45 @@ def _save_run_config(cfg: Config, out: Path) -> None:
         (out / RUN_CONFIG_FILE).write_text(text)
 
 
+class RunBusyError(LeaseBusyError):
+    """Another training job holds the run (or took it over from this one)."""
+
+
+class RunLease(Lease):
+    """One training job per run: `_train/lease.json` in the run location, taken before the run's
+    config is written and Ray starts, given back when the job ends (io/lease.py). Two jobs on one
+    run would interleave metrics.jsonl and rotate each other's checkpoints away."""
+
+    NAME = "_train/lease.json"
+    KIND = "training"
+    TARGET = "run"
+    OTHERWISE = "choose another run.name"
+    ERROR = RunBusyError
+
+
+def run_lease(cfg: Config) -> RunLease:
+    """The lease on cfg's run (use as `with run_lease(cfg):` around save_run and the training)."""
+    return RunLease(run_location(cfg), cfg.run.storage_options)
+
+
 def start_run(cfg: Config) -> tuple[Config, Path]:
-    """A new run: refuses a name whose location already holds checkpoints (resume it instead),
-    unless run.resume is auto, which continues that run with this config.
-    Returns the config with a name and absolute paths, and the local output directory."""
+    """A new run: prepare_run's checks, then save_run. Returns the config with a name and
+    absolute paths, and the local output directory."""
+    cfg = prepare_run(cfg)
+    return cfg, save_run(cfg)
+
+
+def save_run(cfg: Config) -> Path:
+    """Write the run's config into its location; returns the local output directory."""
+    out = output_dir(cfg)
+    _save_run_config(cfg, out)
+    return out
+
+
+def prepare_run(cfg: Config) -> Config:
+    """A new run's config, checked and named, with nothing written: refuses a name whose
+    location already holds checkpoints (resume it instead), unless run.resume is auto, which
+    continues that run with this config."""
     cfg = absolutize(cfg)
     if not cfg.run.name:
         cfg = cfg.replace(run={"name": new_run_name()})
@@ -86,9 +122,7 @@ def start_run(cfg: Config) -> tuple[Config, Path]:
             f" (config changed: {', '.join(changed)})" if changed else "",
         )
     _check_data_exists(cfg)  # before the run directory exists: a typo leaves nothing behind
-    out = output_dir(cfg)
-    _save_run_config(cfg, out)
-    return cfg, out
+    return cfg
 
 
 def changed_fields(before: Config, after: Config) -> list[str]:
@@ -149,6 +183,4 @@ def resume_run(
     """An existing run, with the config it was started with; overrides (e.g. a longer
     schedule.adversarial_nimg) are applied and saved with the run."""
     cfg = run_config(location, overrides, storage_options)
-    out = output_dir(cfg)
-    _save_run_config(cfg, out)
-    return cfg, out
+    return cfg, save_run(cfg)
