@@ -3,8 +3,9 @@
 Every case runs `simgan ...` in-process through cli.main and asserts the exit status, that stderr
 ends in one line naming the file, URL, key or field (no traceback), and that nothing outside the
 case's own output appeared. The corpus damage is seeded: a failing case names its seed, and the
-same seed rebuilds the same bytes. Each case's outcome is tallied and kept in pytest's cache
-(`pytest --cache-show 'robustness/*'`), so a run can say how many cases ended how.
+same seed rebuilds the same bytes. Each case's outcome is tallied (conftest.py): shown at the end
+of the run and kept in pytest's cache when that plugin is on (`pytest --cache-show
+'robustness/*'`), so a run can say how many cases ended how.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ OUTCOMES: collections.Counter = collections.Counter()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tally(request):
+def _tally(outcomes):
     yield
-    request.config.cache.set("robustness/outcomes", dict(sorted(OUTCOMES.items())))
+    outcomes.update(OUTCOMES)  # conftest.py reports the session's tally and caches it
 
 
 def _samples(n: int):

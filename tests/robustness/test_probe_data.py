@@ -414,3 +414,19 @@ def test_a_spoilt_tar_is_refined_up_to_the_damage_and_recorded_done(
     assert result.num_samples == num_good and result.num_lost == 20 - num_good
     assert "part-000000.tar" in ledger.read_done(str(out), None)  # a rerun does not redo it
     assert len(load_batch(str(out / "part-000000.tar"))[1]) == num_good
+
+
+# ---------------------------------------------------------------------------------------------
+# 20. The outcome tally needs no cache plugin
+
+
+def test_the_outcome_tally_works_without_the_cache_plugin(tmp_path: Path) -> None:
+    probe = Path(__file__).with_name("test_probe.py")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(probe),
+         "-k", "nosuch", "--rootdir", str(probe.parents[2])],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "robustness outcomes" in run.stdout
+    assert "1  train --set: refused in one line, exit 2" in run.stdout
