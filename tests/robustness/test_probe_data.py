@@ -121,6 +121,23 @@ def test_a_16_bit_png_among_8_bit_ones_leaves_the_others_as_they_are(tmp_path: P
         load_arrays(str(tmp_path / "c"))
 
 
+def test_the_training_scores_held_out_batch_maps_each_image_by_its_own_depth(
+    tmp_path: Path,
+) -> None:
+    from simgan_dist.config import load_config
+    from simgan_dist.eval.scores import Scorer
+
+    _corpus(tmp_path / "syn", 30, 10, {4: _record(4, _sixteen_bit(4))})
+    _corpus(tmp_path / "real", 30, 10, {})
+    cfg = load_config(preset="debug", overrides=[
+        f"score.synthetic={tmp_path / 'syn'}", f"score.real={tmp_path / 'real'}",
+        "score.num_images=20"])  # fmt: skip
+    scorer = Scorer.from_config(cfg, torch.device("cpu"))
+    assert scorer.synthetic.shape == (20, 1, 28, 28)
+    torch.testing.assert_close(scorer.synthetic[0], to_tensor(_digit(0)))  # not black
+    torch.testing.assert_close(scorer.synthetic[19], to_tensor(_digit(19)))
+
+
 # ---------------------------------------------------------------------------------------------
 # 18. Labels and shapes checked per sample, naming shard URL and key
 
