@@ -447,3 +447,19 @@ def test_the_outcome_tally_works_without_the_cache_plugin(tmp_path: Path) -> Non
     assert run.returncode == 0, run.stdout[-3000:]
     assert "robustness outcomes" in run.stdout
     assert "1  train --set: refused in one line, exit 2" in run.stdout
+
+
+def test_refine_of_a_manifest_naming_a_shard_outside_its_folder_stops_in_one_line(
+    checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    _write_tar(tmp_path / "outside" / "secret-000000.tar", [_record(0)])
+    corpus = tmp_path / "corpus"
+    write_shards(((f"s{i}", _digit(i), {"label": 0}) for i in range(10)), corpus, "part", 10)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest["shards"][0]["name"] = "../outside/secret-000000.tar"
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "refined"
+    status, _, err = _simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
+                              "--output", str(out), "--no-progress"], capsys)  # fmt: skip
+    assert status == 1 and "must be a relative path inside" in _last_line(err)
+    assert not out.exists()
