@@ -238,40 +238,85 @@ def _part(saved: Any, name: str, path: Path) -> Any:
     return saved[name]
 
 
+def parse_state(blob: bytes | str, where: str | Path) -> dict:
+    """A state.json's content; one CheckpointError naming the file when it does not parse (cut
+    short by a full disk or a crash), is of another format, or lacks the world size."""
+    try:
+        meta = json.loads(blob)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise CheckpointError(f"{where}: unreadable (truncated or corrupt?): {err}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: unreadable: not a JSON object")
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: checkpoint format {meta.get('format')}, this version reads {FORMAT_VERSION}"
+        )
+    if not isinstance(meta.get("world_size"), int) or meta["world_size"] < 1:
+        raise CheckpointError(f"{where}: unreadable: no valid world_size")
+    return meta
+
+
 def read_state(directory: str | Path) -> dict:
     path = Path(directory) / STATE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{directory}: not a simgan-dist checkpoint (no {STATE_FILE})")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format {meta.get('format')}, this version reads {FORMAT_VERSION}"
-        )
-    return meta
+    return parse_state(path.read_bytes(), path)
 
 
-def _is_complete(names: set[str], state_text: str | None) -> bool:
+def _is_complete(names: set[str], state: bytes | None, where: str = STATE_FILE) -> bool:
     """Every file a checkpoint of its world size needs is there. Ray Train copies a checkpoint
-    file by file; one cut short by a crash lacks files and is never picked."""
-    if state_text is None or NETWORKS_FILE not in names:
+    file by file; one cut short by a crash lacks files and is never picked. A state.json that
+    does not parse makes a checkpoint incomplete too, with a warning naming it (where)."""
+    if state is None or NETWORKS_FILE not in names:
         return False
-    world_size = json.loads(state_text)["world_size"]
+    try:
+        world_size = parse_state(state, where)["world_size"]
+    except CheckpointError as err:
+        log.warning("%s; skipping that checkpoint", err)
+        return False
     return all(rank_file(r) in names for r in range(world_size))
+
+
+def complete_checkpoints(
+    location: str | Path, storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """The complete checkpoint-* of a run (a local directory or a URI), newest first; an
+    incomplete one (files missing, a state.json that does not parse) is left out."""
+    location = str(location)
+    found = []
+    for name in sorted(storage.list_names(location, storage_options), reverse=True):
+        if not name.startswith("checkpoint-"):
+            continue
+        candidate = urls.join(location, name)
+        files = set(storage.list_names(candidate, storage_options))
+        state_location = urls.join(candidate, STATE_FILE)
+        state = urls.read_bytes(state_location, storage_options) if STATE_FILE in files else None
+        if _is_complete(files, state, state_location):
+            found.append(candidate)
+    return found
+
+
+def _check_direct(location: str, storage_options: dict[str, Any] | None = None) -> None:
+    """A checkpoint named on its own is used as it is or refused, never substituted: its
+    state.json must parse (else one line naming it) and its files must all be there."""
+    state_location = urls.join(location, STATE_FILE)
+    meta = parse_state(urls.read_bytes(state_location, storage_options), state_location)
+    names = set(storage.list_names(location, storage_options))
+    needed = [NETWORKS_FILE] + [rank_file(r) for r in range(meta["world_size"])]
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise FileNotFoundError(f"{location}: incomplete checkpoint (missing {', '.join(missing)})")
 
 
 def find_latest_checkpoint(location: str | Path) -> Path:
     """A checkpoint directory itself, or the newest complete checkpoint-* in a run directory."""
     location = Path(location)
-    candidates = (
-        [location]
-        if (location / STATE_FILE).exists()
-        else sorted(location.glob("checkpoint-*"), reverse=True)
-    )
-    for candidate in candidates:
-        state = candidate / STATE_FILE
-        names = {p.name for p in candidate.iterdir()} if candidate.is_dir() else set()
-        if _is_complete(names, state.read_text() if state.exists() else None):
-            return candidate
+    if (location / STATE_FILE).exists():
+        _check_direct(str(location))
+        return location
+    found = complete_checkpoints(location)
+    if found:
+        return Path(found[0])
     raise FileNotFoundError(
         f"{location}: no complete checkpoint (expected {STATE_FILE}, {NETWORKS_FILE} and the "
         "rank files, or checkpoint-*/ holding them)"
@@ -281,22 +326,12 @@ def find_latest_checkpoint(location: str | Path) -> Path:
 def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = None) -> Path:
     """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache.
     storage_options: fsspec options for the store (endpoint_url, ...), as for shards."""
-    names = storage.list_names(location, storage_options)
-    candidates = (
-        [location]
-        if STATE_FILE in names
-        else [
-            urls.join(location, n)
-            for n in sorted(names, reverse=True)
-            if n.startswith("checkpoint-")
-        ]
-    )
-    for candidate in candidates:
-        files = set(storage.list_names(candidate, storage_options))
-        state_location = urls.join(candidate, STATE_FILE)
-        state = storage.read_text(state_location, storage_options) if STATE_FILE in files else None
-        if _is_complete(files, state):
-            return storage.fetch_cached(candidate, storage_options)
+    if STATE_FILE in storage.list_names(location, storage_options):
+        _check_direct(location, storage_options)
+        return storage.fetch_cached(location, storage_options)
+    found = complete_checkpoints(location, storage_options)
+    if found:
+        return storage.fetch_cached(found[0], storage_options)
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
@@ -314,19 +349,14 @@ def load_refiner(
     """The trained refiner (eval mode), its config and the checkpoint directory it came from.
     location: a checkpoint or run directory, or the same on an object store (a URI, reached
     with storage_options when given)."""
-    if urls.is_remote(str(location)):
+    if urls.is_remote(str(location)) or (Path(location) / STATE_FILE).exists():
         directories = [load_latest(location, storage_options)]
-    elif (Path(location) / STATE_FILE).exists():
-        directories = [Path(location)]
-    else:  # a run directory: the newest checkpoint that loads, older ones if it does not
-        load_latest(location)  # a clear error when none is complete
-        directories = sorted(Path(location).glob("checkpoint-*"), reverse=True)
+    else:  # a run directory: the newest complete checkpoint that loads, older ones if it does not
+        directories = [Path(c) for c in complete_checkpoints(location)]
+        if not directories:
+            find_latest_checkpoint(location)  # raises the error that says what is missing
     errors = []
     for directory in directories:
-        names = {p.name for p in directory.iterdir()}
-        state = directory / STATE_FILE
-        if not _is_complete(names, state.read_text() if state.exists() else None):
-            continue
         try:
             nets = load_tensors(directory / NETWORKS_FILE)
         except CheckpointError as err:

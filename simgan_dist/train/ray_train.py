@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,20 @@ import torch
 
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
-from simgan_dist.io import storage
+from simgan_dist.io import storage, urls
 from simgan_dist.train import dist
+from simgan_dist.train.checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    complete_checkpoints,
+    parse_state,
+)
 from simgan_dist.train.hooks import TrainingHooks
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
 from simgan_dist.train.ray_start import ensure_ray
 from simgan_dist.train.run_outputs import RunOutputs
+from simgan_dist.train.runs import run_location
 from simgan_dist.train.session import TrainingSession
 
 
@@ -93,6 +101,81 @@ def failure_line(err: BaseException) -> str:
     return f"rank {rank}: {type(cause).__name__}: {text}"
 
 
+RAY_RECORD_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's list of a run's checkpoints
+log = logging.getLogger(__name__)
+
+
+def _recorded_names(blob: bytes) -> tuple[str | None, set[str]]:
+    """(latest, all) checkpoint names in Ray's record; (None, empty) when it does not parse."""
+    try:
+        record = json.loads(blob)
+        names = {r["checkpoint_dir_name"] for r in record["checkpoint_results"]}
+        return record["latest_checkpoint_result"]["checkpoint_dir_name"], names
+    except (ValueError, KeyError, TypeError):
+        return None, set()
+
+
+def _ray_record(location: str, checkpoints: list[str], options: dict[str, Any]) -> str:
+    """Ray's record of a run listing checkpoints (oldest first; the last is the latest)."""
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
+        _CheckpointManagerState,
+        _TrainingResultState,
+    )
+
+    results = []
+    for name in checkpoints:
+        state_location = urls.join(urls.join(location, name), STATE_FILE)
+        meta = parse_state(urls.read_bytes(state_location, options), state_location)
+        metrics = {"cur_nimg": meta["loop"]["cur_nimg"]}
+        results.append(_TrainingResultState(checkpoint_dir_name=name, metrics=metrics))
+    return _CheckpointManagerState(
+        checkpoint_results=results,
+        checkpoint_report_indices=list(range(len(results))),
+        latest_checkpoint_result=results[-1],
+        pending_training_results=[],
+        pending_validation_specs=[],
+        current_report_index=len(results),
+        validated_checkpoint_dir_names=[],
+        timed_out_validation_checkpoint_dir_names=[],
+        failed_validation_checkpoint_dir_names=[],
+    ).json()
+
+
+def align_checkpoint_record(cfg: Config) -> None:
+    """Make Ray Train resume a run from its newest complete checkpoint. Ray resumes from the
+    checkpoint its record (RAY_RECORD_FILE) names, and without a readable one starts from 0
+    images: its checkpoints then take the old ones' names and its rotation deletes the rest. A
+    record that is missing (a copied run), unreadable (0 bytes after a full disk) or that names
+    another checkpoint (the newest was cut short) or one that is gone, is rewritten from the
+    run's complete checkpoints, with a warning. A run whose checkpoints are all incomplete is
+    refused: nothing to resume from, and starting over would overwrite them."""
+    location, options = run_location(cfg), cfg.run.storage_options
+    names = storage.list_names(location, options)
+    if not any(name.startswith("checkpoint-") for name in names):
+        return
+    complete = [urls.split(c)[1] for c in complete_checkpoints(location, options)]
+    if not complete:
+        raise CheckpointError(
+            f"{location}: no complete checkpoint to resume from (each lacks files or has a "
+            f"{STATE_FILE} that does not parse); choose another run.name, or remove the run"
+        )
+    record_location = urls.join(location, RAY_RECORD_FILE)
+    blob = urls.read_bytes(record_location, options) if RAY_RECORD_FILE in names else b""
+    latest, recorded = _recorded_names(blob)
+    if latest == complete[0] and recorded <= set(complete):
+        return
+    why = (
+        "missing" if RAY_RECORD_FILE not in names
+        else "unreadable" if latest is None
+        else f"naming {latest}, not the newest complete checkpoint"
+    )  # fmt: skip
+    log.warning(
+        "%s: Ray's checkpoint record (%s) is %s; rewritten to resume from %s",
+        location, RAY_RECORD_FILE, why, complete[0],
+    )  # fmt: skip
+    storage.write_text(record_location, _ray_record(location, complete[::-1], options), options)
+
+
 def run_training(
     cfg: Config, run_dir: Path, callbacks: list[Any] | None = None
 ) -> ray.train.Result:
@@ -107,8 +190,9 @@ def run_training(
         ScalingConfig,
         TrainingFailedError,
     )
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
+    align_checkpoint_record(cfg)  # before Ray starts: a refusal starts nothing
     ensure_ray()
     # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
     filesystem, storage_path = storage.pyarrow_filesystem(
@@ -121,6 +205,7 @@ def run_training(
             "run_dir": str(run_dir),
             "catalogs": start_catalogs(cfg),
         },
+        torch_config=TorchConfig(timeout_s=cfg.run.collective_timeout_s),
         scaling_config=ScalingConfig(
             num_workers=cfg.run.num_workers,
             use_gpu=cfg.run.use_gpu,

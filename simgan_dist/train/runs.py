@@ -8,10 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
 from simgan_dist.io import storage, urls
 from simgan_dist.io.lease import Lease, LeaseBusyError
 from simgan_dist.io.shardio import resolve_shard_urls
+from simgan_dist.model.networks import build_discriminator, build_refiner
 
 RUN_CONFIG_FILE = "config.yaml"
 log = logging.getLogger(__name__)
@@ -115,7 +118,9 @@ def prepare_run(cfg: Config) -> Config:
                 f"`simgan train --resume {location}` (or --resume-if-exists) or choose another "
                 "run.name"
             )
-        changed = changed_fields(run_config(location, storage_options=cfg.run.storage_options), cfg)
+        saved = run_config(location, storage_options=cfg.run.storage_options)
+        _refuse_shape_changes(saved, cfg, location)
+        changed = changed_fields(saved, cfg)
         log.info(
             "run %s holds a checkpoint: resuming it%s",
             location,
@@ -139,6 +144,53 @@ def changed_fields(before: Config, after: Config) -> list[str]:
 
     a, b = flat(before.to_dict()), flat(after.to_dict())
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _parameter_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """R's and D's parameters, by name and shape; the networks are built on the meta device,
+    so this takes no memory whatever the sizes."""
+    with torch.device("meta"):
+        nets = {"refiner": build_refiner(cfg.model), "disc": build_discriminator(cfg.model)}
+    return {
+        f"{net}.{key}": tuple(value.shape)
+        for net, module in nets.items()
+        for key, value in module.state_dict().items()
+    }
+
+
+def shape_changes(before: Config, after: Config) -> list[str]:
+    """The changed model.* fields that change R's or D's parameters (their names or shapes, e.g.
+    model.disc_dropout adds layers), so that a checkpoint of one config cannot be loaded into the
+    other: found by building both, not from a list of fields."""
+    changed = [name for name in changed_fields(before, after) if name.startswith("model.")]
+    shapes = _parameter_shapes(before)
+    if not changed or _parameter_shapes(after) == shapes:
+        return []
+    new_values = after.to_dict()["model"]
+    one_by_one = [
+        name
+        for name in changed
+        if _parameter_shapes(before.replace(model={_field(name): new_values[_field(name)]}))
+        != shapes
+    ]
+    return one_by_one or changed  # only their combination changes shapes: name them all
+
+
+def _field(dotted: str) -> str:
+    return dotted.split(".", 1)[1]
+
+
+def _refuse_shape_changes(saved: Config, cfg: Config, location: str) -> None:
+    """Before Ray starts: a resumed run keeps its networks' layout."""
+    fields = shape_changes(saved, cfg)
+    if fields:
+        values = saved.to_dict()["model"]
+        trained = ", ".join(f"{name}={values[_field(name)]}" for name in fields)
+        raise ConfigError(
+            f"{', '.join(fields)}: {location} was trained with {trained}; its checkpoints hold "
+            "networks of that layout, so a resume cannot change it (start a new run for "
+            "another architecture)"
+        )
 
 
 def _check_data_exists(cfg: Config) -> None:
@@ -167,6 +219,8 @@ def run_config(
         raise ConfigError(f"{location}: no checkpoint to resume from")
     data = parse_yaml(storage.read_text(config_location, storage_options), config_location)
     cfg = load_config(data, overrides=overrides, source=config_location)
+    if overrides:
+        _refuse_shape_changes(load_config(data, source=config_location), cfg, location)
     # The run keeps its name and location even if the directory was moved.
     storage_path, name = urls.split(location)
     run: dict[str, Any] = {"name": name, "storage_path": storage_path}

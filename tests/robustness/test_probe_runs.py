@@ -11,9 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from simgan_dist.cli import main
-from simgan_dist.config import load_config
-from simgan_dist.train.runs import RunLease, prepare_run, run_lease
+from simgan_dist.config import ConfigError, load_config
+from simgan_dist.train.checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    find_latest_checkpoint,
+    load_refiner,
+)
+from simgan_dist.train.ray_train import RAY_RECORD_FILE, align_checkpoint_record
+from simgan_dist.train.runs import RunLease, prepare_run, run_config, run_lease, start_run
+from simgan_dist.train.session import save_initial_checkpoint
 
 FAST = {"settle_s": 0.0, "refresh_s": 0.05}
 
@@ -75,3 +85,154 @@ def test_a_stale_run_lease_is_taken_over(debug_overrides, tmp_path: Path) -> Non
         with run_lease(cfg) as lease:
             assert lease.read().token == lease.token
         assert not lease_file.exists()  # given back at the end
+
+
+# Item 5b: resume starts from the newest complete checkpoint, whatever Ray's record says.
+
+
+@pytest.fixture
+def copied_run(debug_overrides, tmp_path: Path):
+    """A run holding two complete checkpoints and no Ray record, as a copied run does."""
+    cfg, _ = start_run(load_config(preset="debug", overrides=debug_overrides(**{"run.name": "c"})))
+    for nimg in (48, 96):
+        save_initial_checkpoint(cfg, tmp_path / "c" / f"checkpoint-{nimg:012d}")
+    return cfg, tmp_path / "c"
+
+
+def _recorded_latest(run: Path) -> str:
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
+        _CheckpointManagerState,
+    )
+
+    # Parsed as Ray parses it: the record must be one Ray Train 2.60 reads.
+    record = _CheckpointManagerState.parse_raw((run / RAY_RECORD_FILE).read_text())
+    return record.latest_checkpoint_result.checkpoint_dir_name
+
+
+def test_a_run_without_rays_record_is_resumed_from_its_newest_checkpoint(copied_run, caplog):
+    cfg, run = copied_run
+    align_checkpoint_record(cfg)
+    assert _recorded_latest(run) == "checkpoint-000000000096"
+    assert f"{RAY_RECORD_FILE}) is missing" in caplog.text
+    before = (run / RAY_RECORD_FILE).read_bytes()
+    align_checkpoint_record(cfg)  # a record that names the newest complete one stays as it is
+    assert (run / RAY_RECORD_FILE).read_bytes() == before
+
+
+def test_an_empty_record_and_a_cut_state_file_resume_from_the_previous_checkpoint(
+    copied_run, caplog
+) -> None:
+    cfg, run = copied_run
+    (run / RAY_RECORD_FILE).write_bytes(b"")  # a full disk
+    cut = run / "checkpoint-000000000096" / STATE_FILE
+    cut.write_text(cut.read_text()[:100])
+    align_checkpoint_record(cfg)
+    assert _recorded_latest(run) == "checkpoint-000000000048"
+    assert "unreadable" in caplog.text and str(cut) in caplog.text
+
+
+def test_a_run_whose_checkpoints_are_all_incomplete_is_refused(copied_run) -> None:
+    cfg, run = copied_run
+    for directory in run.glob("checkpoint-*"):
+        (directory / STATE_FILE).write_text('{"format": 1, "world_')
+    with pytest.raises(CheckpointError, match="no complete checkpoint to resume from"):
+        align_checkpoint_record(cfg)
+    assert not (run / RAY_RECORD_FILE).exists()
+
+
+# Item 23: a state.json that does not parse makes its checkpoint incomplete.
+
+
+def test_a_cut_state_file_falls_back_to_the_previous_checkpoint(
+    copied_run, tmp_path: Path, capsys, caplog
+) -> None:
+    _, run = copied_run
+    cut = run / "checkpoint-000000000096" / STATE_FILE
+    cut.write_text(cut.read_text()[:100])
+    _, _, directory = load_refiner(run)
+    assert directory.name == "checkpoint-000000000048"
+    assert str(cut) in caplog.text
+    status, out, err = _run(["export", str(run), "--out", str(tmp_path / "x"), "--no-onnx"], capsys)
+    assert status == 0, err
+    assert "checkpoint-000000000048" in out
+
+
+@pytest.mark.parametrize("command", ["export", "refine", "load_refiner"])
+def test_a_checkpoint_named_with_a_cut_state_file_stops_in_one_line_naming_it(
+    command: str, copied_run, digit_shards, tmp_path: Path, capsys
+) -> None:
+    _, run = copied_run
+    checkpoint = run / "checkpoint-000000000096"
+    cut = checkpoint / STATE_FILE
+    cut.write_text(cut.read_text()[:100])
+    if command == "load_refiner":
+        with pytest.raises(CheckpointError, match="unreadable") as err:
+            load_refiner(checkpoint)
+        assert str(err.value).startswith(str(cut)) and "\n" not in str(err.value)
+        return
+    argv = {
+        "export": ["export", str(checkpoint), "--out", str(tmp_path / "x"), "--no-onnx"],
+        "refine": ["refine", "--checkpoint", str(checkpoint), "--input",
+                   str(digit_shards["synthetic"]), "--output", str(tmp_path / "out")],
+    }[command]  # fmt: skip
+    status, _, err = _run(argv, capsys)
+    assert status == 1
+    line = _last_line(err)
+    assert str(cut) in line and "unreadable" in line
+
+
+# Item 22: a resume keeps the networks' shapes.
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [["model.refiner_features=16"], ["model.refiner_blocks=3", "model.image_height=32"]],
+    ids=["features", "blocks-and-height"],
+)
+def test_a_resume_that_changes_network_shapes_is_refused_before_ray_naming_the_fields(
+    changes: list[str], copied_run, capsys
+) -> None:
+    _, run = copied_run
+    argv = ["train", "--resume", str(run)]
+    for item in changes:
+        argv += ["--set", item]
+    status, _, err = _run(argv, capsys)
+    assert status == 2, err
+    line = _last_line(err)
+    assert changes[0].split("=")[0] in line and str(run) in line
+    assert "image_height" not in line  # changes no parameter (R and D are convolutional)
+    assert not (run / RunLease.NAME).exists() and not (run / RAY_RECORD_FILE).exists()
+
+
+def test_resume_settings_that_keep_the_shapes_pass(copied_run, debug_overrides) -> None:
+    cfg, run = copied_run
+    resumed = run_config(run, ["model.image_width=32", "schedule.adversarial_nimg=192"])
+    assert resumed.model.image_width == 32
+    auto = debug_overrides(**{"run.name": "c", "run.resume": "auto", "model.refiner_kernel": 5})
+    with pytest.raises(ConfigError, match=r"model\.refiner_kernel: .* was trained with "
+                                          r"model\.refiner_kernel=3"):  # fmt: skip
+        prepare_run(load_config(preset="debug", overrides=auto))
+
+
+@pytest.mark.ray
+def test_resume_of_a_copied_run_continues_from_its_checkpoint(
+    ray_local, debug_overrides, tmp_path: Path, capsys
+) -> None:
+    status, _, err = _run(_train_args(debug_overrides(**{"run.name": "copied"})), capsys)
+    assert status == 0, err
+    run = tmp_path / "copied"
+    assert not (run / RunLease.NAME).exists()  # the lease is given back at the end
+    first = find_latest_checkpoint(run)
+    assert first.name == "checkpoint-000000000144"
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    (run / RAY_RECORD_FILE).unlink()
+    argv = ["train", "--resume", str(run), "--set", "schedule.adversarial_nimg=192"]
+    status, _, err = _run(argv, capsys)
+    assert status == 0, err
+    assert find_latest_checkpoint(run).name == "checkpoint-000000000240"
+    assert first.exists()  # not rotated away by a run restarted from 0 images
+    new_rows = [
+        json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()[len(rows) :]
+    ]
+    assert new_rows[0] == {"event": "resumed", "cur_nimg": 144}
+    assert all(r["cur_nimg"] > 144 and r["phase"] == "adversarial" for r in new_rows[1:])
