@@ -133,22 +133,37 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def warping_checkpoint(tmp_path: Path) -> Path:
-    """A debug-preset checkpoint of a warping refiner with a noise input whose flow head moves
-    pixels by about a pixel (a fresh head is near zero, which would leave the warp untested)."""
+def noisy_checkpoint(tmp_path: Path) -> Path:
+    """A debug-preset checkpoint of a refiner with a pixel-noise input whose noise projection
+    visibly changes the image (a fresh projection is small, which would leave the noise untested)."""
     import torch
 
     from simgan_dist.config import load_config
     from simgan_dist.train.checkpoint import NETWORKS_FILE
     from simgan_dist.train.session import save_initial_checkpoint
 
-    overrides = ["run.num_workers=1", "model.refiner_max_warp=2", "model.refiner_noise_channels=2"]
-    cfg = load_config(preset="debug", overrides=overrides)
-    directory = save_initial_checkpoint(cfg, tmp_path / "warp-run" / "checkpoint-000000000096")
+    cfg = load_config(
+        preset="debug", overrides=["run.num_workers=1", "model.refiner_noise_channels=2"]
+    )
+    directory = save_initial_checkpoint(cfg, tmp_path / "noise-run" / "checkpoint-000000000096")
     nets = torch.load(directory / NETWORKS_FILE, weights_only=True)
     generator = torch.Generator().manual_seed(0)
     for name, tensor in nets["refiner"].items():
-        if name.startswith("flow_head."):
+        if name.startswith("noise_maps."):
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
     torch.save(nets, directory / NETWORKS_FILE)
     return directory
+
+
+# The quick tier (`pytest -m quick`, the edit loop's and pre-commit's): unit tests that start no
+# Ray, no S3 server and no process group, and are not marked slow. CI runs every tier.
+NOT_QUICK_FIXTURES = {"ray_local", "live_train_workers", "s3_server", "s3_bucket", "photo_shards"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        in_unit = "tests/unit/" in item.nodeid or item.nodeid.startswith("unit/")
+        heavy = NOT_QUICK_FIXTURES & set(getattr(item, "fixturenames", ()))
+        marked = {m.name for m in item.iter_markers()} & {"ray", "gpu", "slow"}
+        if in_unit and not heavy and not marked:
+            item.add_marker(pytest.mark.quick)

@@ -3,7 +3,7 @@ networks as built, peaks measured in the same run on the same device and threads
 of them a figure reached (and, on a GPU, of the card's datasheet peak).
 
 FLOPs are torch.utils.flop_counter's (2 per multiply-add of matmuls and convolutions, forward
-and backward); elementwise ops, grid_sample (a warping R's warp) and optimizer updates count 0,
+and backward); elementwise ops and optimizer updates count 0,
 so the figures are model FLOPs, a lower bound on the work done. Counted over one R step and one
 D step of train/loop.py (refiner_step, disc_step, the loss and backward included) and one refine
 forward, on a small batch and divided by its size (the counts are linear in the batch).

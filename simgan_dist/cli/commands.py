@@ -274,7 +274,6 @@ def cmd_screen(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         progress=lambda line: progress_line(f"[screen] {line}"),
         num_variants=args.variants,
-        transform=args.transform,
         randomized=args.randomized,
         ceiling=args.ceiling,
         with_oracle=args.with_oracle,

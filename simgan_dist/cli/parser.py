@@ -261,11 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--threads", type=int, default=2, help="torch threads for this process")
     screen.add_argument("--variants", type=int, default=1,
                         help="refined copies per synthetic image, from R's noise input")  # fmt: skip
-    screen.add_argument(
-        "--transform",
-        help="train nothing: score a fixed change of the synthetic images instead of R, e.g. "
-        "warp:1.0, affine:15, widen:1.2, dilate:0.5, erode:0.5, blur:0.7, histmatch, or steps joined by +",
-    )
     screen.add_argument("--randomized", help="domain-randomized copies of the synthetic corpus: "
                         "an arm, and the refined - randomized difference")  # fmt: skip
     screen.add_argument(

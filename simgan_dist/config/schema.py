@@ -21,7 +21,7 @@ from simgan_dist.config.rules import (
 )
 
 PSI_CHOICES = ("identity", "channel_mean", "gradients", "low_pass", "edges")
-DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits", "digits_wide")
+DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits")
 
 
 class ConfigError(ValueError):
@@ -68,19 +68,13 @@ class ModelConfig(Section):
     refiner_blocks: int = checked(4, at_least(0))
     # Odd kernel size of the refiner (paper: 3 for gaze, 7 for hand).
     refiner_kernel: int = checked(3, POSITIVE_ODD)
-    # Not in the paper: R also bends the image along a smooth learned displacement field of at most
-    # this many pixels (0 = off, the paper's per-pixel R); see networks.Refiner. Metric flow_px.
-    refiner_max_warp: float = 0.0
-    # Not in the paper (its future work): N(0, 1) values per image that drive a warping R's
-    # displacement field, so R gives several refinements of one image (simgan refine
-    # --variants K); needs refiner_max_warp > 0; 0 = off.
+    # Not in the paper (PixelDA's generator input): N(0, 1) values per image that enter R's pixel
+    # path as constant planes and a learned full-size projection, so R can paint varied
+    # backgrounds and textures that a deterministic R cannot make from a plain one, and gives
+    # several refinements of one image (simgan refine --variants K); 0 = off.
     refiner_noise_channels: int = checked(0, in_range(0, 16, closed=True))
-    # Where that noise goes: "flow" (the displacement field, above) or "pixels" (PixelDA: R's
-    # input, as constant planes and a learned full-size projection), so R can paint varied
-    # backgrounds and textures that a deterministic R cannot make from a plain one.
-    refiner_noise_target: Literal["flow", "pixels"] = "flow"
     # D's layout (the tables in model/networks.py).
-    discriminator: Literal["gaze", "hand", "digits", "digits_wide"] = "digits"
+    discriminator: Literal["gaze", "hand", "digits"] = "digits"
     # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
     # while it trains; 0 = off.
     disc_hidden_noise: float = checked(0.0, at_least(0))
@@ -89,22 +83,6 @@ class ModelConfig(Section):
     # Not in the paper (StyleGAN): D also sees how much its batch varies, against a refiner
     # that paints every image alike (networks.MinibatchStd).
     disc_minibatch_std: bool = False
-
-    def check(self) -> None:
-        require(
-            0 <= self.refiner_max_warp <= min(self.image_height, self.image_width) / 4,
-            "model.refiner_max_warp",
-            "must be in [0, a quarter of the image side] pixels",
-            self.refiner_max_warp,
-        )
-        require(
-            self.refiner_noise_channels == 0
-            or self.refiner_noise_target == "pixels"
-            or self.refiner_max_warp > 0,
-            "model.refiner_noise_channels",
-            "needs model.refiner_max_warp > 0 (the noise drives the displacement field)",
-            self.refiner_noise_channels,
-        )
 
 
 @dataclass(frozen=True)
@@ -124,19 +102,12 @@ class LossConfig(Section):
     # never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every pixel black)
     # stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor). Metric loss_r_sat.
     saturation_margin: float = checked(4.0, SATURATION_MARGIN)
-    # A warping R (model.refiner_max_warp > 0) pays for its displacement field: flow_lambda times
-    # the mean squared displacement (pixels^2) plus flow_smooth_lambda times the mean squared
-    # difference of neighbouring displacements. Both 0 = only max_warp bounds it.
-    flow_lambda: float = checked(0.0, at_least(0))
-    # weight of the displacement field's roughness (see flow_lambda)
-    flow_smooth_lambda: float = checked(0.0, at_least(0))
     # A refiner with a noise input (model.refiner_noise_channels > 0) is paid this much per unit of
     # difference between two noise draws in the adversarial phase, so it uses its noise instead of
-    # ignoring it (mode seeking, Mao et al. 2019): mean |flow(x, z1) - flow(x, z2)| in pixels for
-    # flow noise, the mean difference of R(x, z1) and R(x, z2) over 4x4 cells in [-1, 1] levels for
-    # pixel noise (cells, since per-pixel differences are cheapest to make as speckle, which ruins
-    # the digit; without it a pixel-noise R paints every background alike); 0 = off. Metric
-    # diversity.
+    # ignoring it (mode seeking, Mao et al. 2019): the mean difference of R(x, z1) and R(x, z2)
+    # over 4x4 cells in [-1, 1] levels (cells, since per-pixel differences are cheapest to make as
+    # speckle, which ruins the digit; without it R paints every background alike); 0 = off.
+    # Metric diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
 
 
@@ -284,6 +255,10 @@ class RunConfig(Section):
     use_gpu: bool = False
     # CPUs reserved and torch threads per worker
     threads_per_worker: int = checked(1, at_least(1))
+    # seconds a collective (all-reduce, broadcast, barrier) waits for the other ranks before the
+    # run fails (Ray Train's TorchConfig timeout_s); a lost or hung rank then surfaces as an
+    # error, and run.max_failures restarts from the latest checkpoint, instead of a silent hang
+    collective_timeout_s: int = checked(1800, above(0))
     # seeds weights, data order and the buffer; at most 2**32-1, which every seeding call takes
     seed: int = checked(0, in_range(0, MAX_SEED, closed=True))
     # interval of metrics rows and console lines, in images

@@ -113,16 +113,6 @@ def refiner_loss(
     return loss, dict(zip(names, values, strict=True))
 
 
-def flow_penalty(flow: Tensor, magnitude_weight: float, smoothness_weight: float) -> Tensor:
-    """magnitude_weight * mean(flow^2) + smoothness_weight * mean of squared differences between
-    horizontally and vertically neighbouring displacements (pixels^2; flow: (N, 2, H, W))."""
-    magnitude = flow.square().mean()
-    dx = flow[..., :, 1:] - flow[..., :, :-1]
-    dy = flow[..., 1:, :] - flow[..., :-1, :]
-    smoothness = 0.5 * (dx.square().mean() + dy.square().mean())
-    return magnitude_weight * magnitude + smoothness_weight * smoothness
-
-
 def saturation_penalty(pre_tanh: Tensor, margin: float) -> Tensor:
     """mean(relu(|z| - margin)^2) over R's pre-tanh values z; 0 when margin is 0 (off).
 

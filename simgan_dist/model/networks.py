@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simgan_dist.config import ModelConfig, build_dataclass
@@ -31,25 +30,7 @@ class ResnetBlock(nn.Module):
         return self.relu(x + y)
 
 
-# The flow field of a warping refiner is blurred by this many 5x5 box filters (stride 1, so at
-# full resolution): neighbouring pixels move together, strokes bend instead of tearing apart.
-FLOW_SMOOTHING_PASSES = 2
-FLOW_HEAD_INIT_STD = 1e-3  # a noise-driven flow head's initial weights: fields of ~0.01 px
-# Where R's per-image noise goes: its displacement field, or its pixel path (PixelDA).
-NOISE_TARGETS = ("flow", "pixels")
 NOISE_MAPS = 1  # full-size planes the pixel noise is projected to (PixelDA uses one)
-
-
-def warp(images: Tensor, flow: Tensor) -> Tensor:
-    """Resample images in [-1, 1] at x + flow (flow: (N, 2, H, W), x and y displacement in
-    pixels); what comes in from outside the frame is black (-1), like the digit's background."""
-    n, _, h, w = images.shape
-    identity = torch.eye(2, 3, dtype=images.dtype, device=images.device).expand(n, 2, 3)
-    base = F.affine_grid(identity, list(images.shape), align_corners=False)
-    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=flow.dtype, device=flow.device)
-    grid = base + flow.permute(0, 2, 3, 1) * scale
-    # grid_sample pads with 0, so shift to [0, 2] and back to pad with -1.
-    return F.grid_sample(images + 1, grid, align_corners=False) - 1
 
 
 class Refiner(nn.Module):
@@ -60,18 +41,11 @@ class Refiner(nn.Module):
     Inputs and outputs are in [-1, 1]. Cost: 2 * num_blocks + 1 convs of F x F x K x K at full
     resolution; the hand preset (224x224, F=64, K=7, 10 blocks) is ~0.2 TFLOP per image forward.
 
-    With max_warp > 0 (not in the paper) a second 1x1 head predicts a smooth displacement field
-    of at most max_warp pixels and R's output is its pixel image resampled along it: R may bend
-    strokes, which a per-pixel change cannot, while the shape's topology (and so its label) is
-    kept. The head starts at zero, so R starts as the paper's.
-
-    With noise_channels > 0 (the paper's future work; needs max_warp > 0) a vector of that many
-    N(0, 1) values per image drives the displacement field, so one synthetic image has many
-    refinements that differ in shape: the flow comes from a small branch (conv3x3 + ReLU +
-    conv1x1) over R's features and the noise, each noise value broadcast over the image as one
-    channel. The pixel path never sees the noise (noise there shows up as texture, which D
-    spots at once; measured in docs/shape-gap-digits.md). Drawn from torch's RNG unless given
-    (refine passes noise from a seeded generator, so a redone shard comes out the same).
+    With noise_channels > 0 (not in the paper; PixelDA's generator input) a vector of that many
+    N(0, 1) values per image enters R's pixel path as constant planes plus a learned projection
+    to full-size planes, so one synthetic image has many refinements (colours, backgrounds).
+    Drawn from torch's RNG unless given (refine passes noise from a seeded generator, so a redone
+    shard comes out the same).
     """
 
     def __init__(
@@ -80,28 +54,18 @@ class Refiner(nn.Module):
         features: int,
         num_blocks: int,
         kernel: int,
-        max_warp: float = 0.0,
         noise_channels: int = 0,
-        noise_target: str = "flow",
         image_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"refiner kernel must be odd to keep the size, got {kernel}")
-        if max_warp < 0:
-            raise ValueError(f"max_warp must be >= 0, got {max_warp}")
-        if noise_target not in NOISE_TARGETS:
-            raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
-        to_flow = noise_target == "flow"
-        if noise_channels < 0 or (noise_channels and to_flow and max_warp == 0):
-            raise ValueError(
-                f"noise_channels must be >= 0 and needs max_warp > 0, got {noise_channels}"
-            )
+        if noise_channels < 0:
+            raise ValueError(f"noise_channels must be >= 0, got {noise_channels}")
         self.noise_channels = noise_channels
-        self.noise_target = noise_target
         self.noise_maps: nn.Linear | None = None
         stem_in = channels
-        if noise_channels and not to_flow:
+        if noise_channels:
             if image_size is None:
                 raise ValueError("a refiner with pixel noise needs image_size (its maps' size)")
             # PixelDA's generator input: the noise vector as constant planes (colour, per image)
@@ -113,24 +77,6 @@ class Refiner(nn.Module):
         )
         self.blocks = nn.Sequential(*[ResnetBlock(features, kernel) for _ in range(num_blocks)])
         self.head = nn.Conv2d(features, channels, 1)
-        self.max_warp = float(max_warp)
-        self.flow_head: nn.Module | None = None
-        if max_warp > 0:
-            flow_noise = noise_channels if to_flow else 0
-            head = nn.Conv2d(features, 2, 1)
-            if flow_noise:
-                # Small random weights, so two noise draws start with (slightly) different
-                # fields and the diversity term, whose |.| has no gradient at 0, can grow them.
-                nn.init.normal_(head.weight, std=FLOW_HEAD_INIT_STD)
-            else:
-                nn.init.zeros_(head.weight)  # R starts as the paper's
-            if head.bias is not None:
-                nn.init.zeros_(head.bias)
-            self.flow_head = head
-            if flow_noise:
-                self.flow_head = nn.Sequential(
-                    nn.Conv2d(features + flow_noise, features, 3, padding=1), nn.ReLU(), head
-                )
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> Refiner:
@@ -147,35 +93,22 @@ class Refiner(nn.Module):
         noise = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
         return noise.expand(n, self.noise_channels, h, w)
 
-    def parts(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """(pre-tanh pixel values, displacement field in pixels or None without warping)."""
+    def pre_tanh(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """R's pixel values before the tanh."""
         if noise is not None and not self.noise_channels:
             raise ValueError("this refiner has no noise input (model.refiner_noise_channels 0)")
-        if self.noise_channels:
+        stem_input = x
+        if self.noise_maps is not None:
             if noise is None:
                 noise = self.noise_like(x)
                 assert noise is not None
             expected = (x.shape[0], self.noise_channels, *x.shape[2:])
             if tuple(noise.shape) != expected:
                 raise ValueError(f"noise must be {expected}, got {tuple(noise.shape)}")
-        stem_input = x
-        if self.noise_maps is not None:
-            assert noise is not None
             n, _, h, w = x.shape
             maps = self.noise_maps(noise[:, :, 0, 0].to(x.dtype)).view(n, NOISE_MAPS, h, w)
             stem_input = torch.cat([x, noise.to(x.dtype), maps], dim=1)
-        features = self.blocks(self.stem(stem_input))
-        z = self.head(features)
-        if self.flow_head is None:
-            return z, None
-        flow_input = features
-        if self.noise_channels and self.noise_target == "flow":
-            assert noise is not None
-            flow_input = torch.cat([features, noise.to(features.dtype)], dim=1)
-        flow = self.max_warp * torch.tanh(self.flow_head(flow_input))
-        for _ in range(FLOW_SMOOTHING_PASSES):
-            flow = F.avg_pool2d(flow, 5, stride=1, padding=2, count_include_pad=False)
-        return z, flow
+        return self.head(self.blocks(self.stem(stem_input)))
 
     @torch.no_grad()
     def refine(
@@ -187,23 +120,12 @@ class Refiner(nn.Module):
         chunks = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
         return torch.cat([self(c, noise=self.noise_like(c, generator)) for c in chunks])
 
-    def forward(
-        self,
-        x: Tensor,
-        pre_tanh: bool = False,
-        parts: bool = False,
-        noise: Tensor | None = None,
-    ) -> Tensor | tuple:
+    def forward(self, x: Tensor, pre_tanh: bool = False, noise: Tensor | None = None) -> Tensor:
         """R(x). pre_tanh=True: the pixel values before the tanh instead (for the saturation
-        penalty, which needs a gradient where tanh has none); parts=True: parts(x), for the
-        losses of a warping R. Keywords, so a DeepSpeed engine passes them through."""
-        z, flow = self.parts(x, noise)
-        if parts:
-            return z, flow
-        if pre_tanh:
-            return z
-        pixels = torch.tanh(z)
-        return pixels if flow is None else warp(pixels, flow)
+        penalty, which needs a gradient where tanh has none). Keywords, so a DeepSpeed engine
+        passes them through."""
+        z = self.pre_tanh(x, noise)
+        return z if pre_tanh else torch.tanh(z)
 
 
 @dataclass(frozen=True)
@@ -246,16 +168,6 @@ DISCRIMINATOR_LAYOUTS: dict[str, tuple[LayerSpec, ...]] = {
         LayerSpec("maxpool", 0, 3, 2),
         LayerSpec("conv", 32, 3, 2),
         LayerSpec("conv", 32, 1, 1),
-        LayerSpec("conv", 2, 1, 1),
-    ),
-    # 28x28 -> 7x7 map; each logit sees a 27x27 patch, about the whole digit: more capacity and
-    # the receptive field to judge a stroke's shape, not only its texture (not in the paper).
-    "digits_wide": (
-        LayerSpec("conv", 64, 3, 2),
-        LayerSpec("conv", 64, 3, 1),
-        LayerSpec("maxpool", 0, 3, 2),
-        LayerSpec("conv", 64, 3, 1),
-        LayerSpec("conv", 32, 3, 1),
         LayerSpec("conv", 2, 1, 1),
     ),
     # 28x28 -> 14x14 map; each logit sees a 15x15 pixel patch (local, not the whole digit).
@@ -378,9 +290,7 @@ def build_refiner(cfg: ModelConfig) -> Refiner:
         cfg.refiner_features,
         cfg.refiner_blocks,
         cfg.refiner_kernel,
-        max_warp=cfg.refiner_max_warp,
         noise_channels=cfg.refiner_noise_channels,
-        noise_target=cfg.refiner_noise_target,
         image_size=(cfg.image_height, cfg.image_width),
     )
 

@@ -1,9 +1,8 @@
 """The refiner as ONNX (torch's dynamo exporter, opset 18), checked against PyTorch with onnxruntime.
 
-Why the dynamo exporter: it is torch 2.13's default, and the legacy TorchScript one cannot
-export a warping R below opset 20 (affine_grid). It needs onnxscript; the check needs
-onnxruntime: with onnx, the optional `export` extra. Opset 18: GridSample (the warp) needs 16,
-and 18 runs on onnxruntime 1.14 and later.
+Why the dynamo exporter: it is torch 2.13's default (the legacy TorchScript one is deprecated).
+It needs onnxscript; the check needs onnxruntime: with onnx, the optional `export` extra.
+Opset 18 runs on onnxruntime 1.14 and later.
 
 The graph takes `images` (batch, C, H, W) in [-1, 1] and, for a refiner with a noise input,
 `noise` (batch, K): the per-image N(0, 1) values that Refiner.noise_like draws, broadcast over

@@ -11,8 +11,7 @@ from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
-from simgan_dist.model.losses import discriminator_loss, flow_penalty, psi, refiner_loss
-from simgan_dist.model.networks import warp
+from simgan_dist.model.losses import discriminator_loss, psi, refiner_loss
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
 
@@ -87,10 +86,6 @@ def optimizer_steps(schedule: ScheduleConfig) -> tuple[int, int]:
 DIVERSITY_SHARE = 4
 
 
-def _noise_target(refiner: Updater) -> str:
-    return str(getattr(refiner.module, "noise_target", "flow"))
-
-
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for param in module.parameters():
         param.requires_grad_(flag)
@@ -109,31 +104,23 @@ def refiner_step(
             # A second draw of noise for the first quarter of the batch, in the same forward
             # (one engine call): 1.25x R's cost per step instead of 2x for a full second pass.
             num_pairs = max(1, num_images // DIVERSITY_SHARE)
-            pre_tanh, flow = refiner.forward(
-                torch.cat([synthetic, synthetic[:num_pairs]]), parts=True
-            )
+            pre_tanh = refiner.forward(torch.cat([synthetic, synthetic[:num_pairs]]), pre_tanh=True)
         else:
-            pre_tanh, flow = refiner.forward(synthetic, parts=True)
-        pixels = torch.tanh(pre_tanh)
-        # A warping R is regularized on its pixel image before the warp (what it changed in
-        # each pixel) and pays for the displacement separately (losses.flow_penalty).
-        refined = pixels if flow is None else warp(pixels, flow)
+            pre_tanh = refiner.forward(synthetic, pre_tanh=True)
+        refined = torch.tanh(pre_tanh)
         diversity = None
         if diversity_lambda:
-            # Paid for what the noise drives: the displacement field (pixels of displacement)
-            # of a flow-noise R; the refined image's 4x4 cell means (levels in [-1, 1]) of a
-            # pixel-noise R. Cell means, because per-pixel differences are cheapest to make as
-            # high-frequency speckle, which ruins the digit and is no photograph's texture.
-            to_pixels = flow is None or _noise_target(refiner) == "pixels"
-            driven = psi(refined, "low_pass") if to_pixels or flow is None else flow
+            # Paid on the refined images' 4x4 cell means (levels in [-1, 1]): per-pixel
+            # differences are cheapest to make as high-frequency speckle, which ruins the digit
+            # and is no photograph's texture.
+            driven = psi(refined, "low_pass")
             second = driven[num_images:]
             diversity = (driven[: len(second)] - second).abs().mean()
-            pre_tanh, pixels, refined = (t[:num_images] for t in (pre_tanh, pixels, refined))
-            flow = None if flow is None else flow[:num_images]
+            pre_tanh, refined = pre_tanh[:num_images], refined[:num_images]
         logits = disc.frozen_forward(refined) if adversarial else None
         loss, metrics = refiner_loss(
             logits,
-            pixels,
+            refined,
             synthetic,
             cfg.loss.reg_lambda,
             cfg.loss.psi,
@@ -141,13 +128,6 @@ def refiner_step(
             pre_tanh=pre_tanh,
             saturation_margin=cfg.loss.saturation_margin,
         )
-        if flow is not None:
-            penalty = flow_penalty(flow, cfg.loss.flow_lambda, cfg.loss.flow_smooth_lambda)
-            loss = loss + penalty
-            # One host sync for both figures, as refiner_loss does for its four.
-            added, flow_px = torch.stack([penalty.detach(), flow.detach().abs().mean()]).tolist()
-            metrics["loss_r"] += added
-            metrics["flow_px"] = flow_px
         if diversity is not None:
             loss = loss - diversity_lambda * diversity
             value = diversity.item()

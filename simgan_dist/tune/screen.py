@@ -5,9 +5,7 @@ This is how docs/results.md's ablation table is made: `simgan screen` runs the v
 and losses that `simgan train` runs on its workers (train.loop with plain PyTorch updaters, as in
 the unit tests), on the whole global batch in one process. What it leaves out is what the
 distributed path adds: sharded streaming, DeepSpeed, checkpoints. Its numbers choose settings; a
-setting is then trained for real and reported on the held-out eval digits. With a transform
-(eval/transforms.py) in place of R it scores a fixed change of the synthetic images the same
-way: the yardsticks a refiner's row is read against.
+setting is then trained for real and reported on the held-out eval digits.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import torch
 from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.data.reader import load_arrays, load_batch
 from simgan_dist.eval.protocol import evaluate_digits
-from simgan_dist.eval.transforms import apply_transform, parse_transform
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.networks import Refiner
@@ -138,7 +135,6 @@ def screen(
     epochs: int = 4,
     progress: Callable[[str], None] | None = None,
     num_variants: int = 1,
-    transform: str | None = None,
     *,
     randomized: str | None = None,
     ceiling: str | None = None,
@@ -148,12 +144,8 @@ def screen(
     `validation` (labeled real images that are not the eval set). Writes out_dir/config.yaml,
     out_dir/refined/ (shards with the synthetic keys and labels; num_variants copies of each
     from R's noise input, named as `simgan refine --variants` names them) and the eval report.
-
-    With `transform` (eval.transforms SPEC) nothing is trained: that fixed change of the
-    synthetic images stands in for R (num_variants copies from its random steps, if any).
     randomized / ceiling: comparison arms (eval.protocol); with_oracle: split_validation."""
-    steps = parse_transform(transform) if transform else None
-    if num_variants > 1 and steps is None and cfg.model.refiner_noise_channels == 0:
+    if num_variants > 1 and cfg.model.refiner_noise_channels == 0:
         raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
@@ -164,16 +156,11 @@ def screen(
     _check_images(x_syn, cfg)
 
     started = time.perf_counter()
-    refine: RefineFn
-    if steps is None:
-        r_net = _train_refiner(cfg, x_syn, x_real, say)
-        refine = lambda x, g: r_net.refine(x, g, REFINE_BATCH)  # noqa: E731
-    else:
-        refine = lambda x, g: apply_transform(x, steps, x_real, g)  # noqa: E731
+    r_net = _train_refiner(cfg, x_syn, x_real, say)
     train_s = time.perf_counter() - started
 
-    done = f"trained in {train_s:.0f} s" if steps is None else f"transform {transform}"
-    say(f"{done}; refining {len(x_syn)} images x {num_variants}")
+    say(f"trained in {train_s:.0f} s; refining {len(x_syn)} images x {num_variants}")
+    refine: RefineFn = lambda x, g: r_net.refine(x, g, REFINE_BATCH)  # noqa: E731
     samples = _refined_samples(refine, x_syn, metas, num_variants)
     write_shards(samples, out_dir / "refined", "refined", samples_per_shard=5000)
     scored_on, oracle = validation, None
@@ -193,8 +180,7 @@ def screen(
         randomized=randomized,
         ceiling=ceiling,
     )
-    num_images = 0 if steps else _schedule_images(cfg)
-    report["screen"] = {"train_s": round(train_s, 1), "num_images": num_images,
-                        "num_variants": num_variants, "transform": transform or ""}  # fmt: skip
+    report["screen"] = {"train_s": round(train_s, 1), "num_images": _schedule_images(cfg),
+                        "num_variants": num_variants}  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report

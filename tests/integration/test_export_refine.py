@@ -1,5 +1,5 @@
 """`simgan refine` from an export: the same shards, json and lineage included, as from the
-checkpoint it came from (a warping refiner with a noise input, two variants, on local Ray); an
+checkpoint it came from (a refiner with a pixel-noise input, two variants, on local Ray); an
 export and a checkpoint may finish one output; an export on the loopback S3 server is read."""
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def _refine(checkpoint: Path, source: Path, output: Path, capsys) -> dict:
 
 @pytest.mark.ray
 def test_refine_from_an_export_equals_refine_from_its_checkpoint(
-    ray_local, warping_checkpoint, digit_shards, tmp_path, capsys
+    ray_local, noisy_checkpoint, digit_shards, tmp_path, capsys
 ) -> None:
     export = tmp_path / "export"
-    main(["export", str(warping_checkpoint.parent), "--out", str(export)])
+    main(["export", str(noisy_checkpoint.parent), "--out", str(export)])
     assert "max abs diff" in capsys.readouterr().out
     synthetic = digit_shards["synthetic"]
-    from_run = _refine(warping_checkpoint.parent, synthetic, tmp_path / "from-run", capsys)
+    from_run = _refine(noisy_checkpoint.parent, synthetic, tmp_path / "from-run", capsys)
     from_export = _refine(export / ARCH_FILE, synthetic, tmp_path / "from-export", capsys)
     assert from_run["num_images"] == from_export["num_images"] == 2 * len(_samples(synthetic))
     assert from_export["checkpoint"] == str(export / ARCH_FILE)

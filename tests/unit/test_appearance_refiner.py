@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from simgan_dist.config import ConfigError, ModelConfig, load_config
+from simgan_dist.config import ModelConfig
 from simgan_dist.model.losses import psi, self_regularization_loss
 from simgan_dist.model.networks import GaussianNoise, build_discriminator, build_refiner
 from simgan_dist.train.loop import augment_dihedral
@@ -18,7 +18,6 @@ PIXEL_NOISE = ModelConfig(
     refiner_features=8,
     refiner_blocks=1,
     refiner_noise_channels=4,
-    refiner_noise_target="pixels",
 )
 
 
@@ -31,9 +30,8 @@ def test_pixel_noise_changes_the_pixels_and_given_noise_repeats() -> None:
     torch.manual_seed(0)
     refiner = build_refiner(PIXEL_NOISE)
     x = _images()
-    pre_tanh, flow = refiner(x, parts=True)
-    assert flow is None  # no warp: the noise reaches the pixel path itself
-    assert not torch.allclose(pre_tanh, refiner(x, parts=True)[0])  # fresh noise per call
+    pre_tanh = refiner(x, pre_tanh=True)
+    assert not torch.allclose(pre_tanh, refiner(x, pre_tanh=True))  # fresh noise per call
     noise = refiner.noise_like(x, torch.Generator().manual_seed(3))
     assert noise is not None and noise.shape == (4, 4, 28, 28)
     torch.testing.assert_close(refiner(x, noise=noise), refiner(x, noise=noise))
@@ -42,18 +40,6 @@ def test_pixel_noise_changes_the_pixels_and_given_noise_repeats() -> None:
     assert maps is not None
     plane = maps(noise[:, :, 0, 0]).view(4, 28, 28)
     assert plane.std(dim=(1, 2)).min() > 0
-
-
-def test_pixel_noise_needs_no_warp_but_flow_noise_does() -> None:
-    cfg = load_config(
-        preset="debug",
-        overrides=["model.refiner_noise_channels=2", "model.refiner_noise_target=pixels"],
-    )
-    assert cfg.model.refiner_max_warp == 0
-    with pytest.raises(ConfigError, match="model.refiner_noise_channels"):
-        load_config(preset="debug", overrides=["model.refiner_noise_channels=2"])
-    with pytest.raises(ConfigError, match="model.refiner_noise_target"):
-        load_config(preset="debug", overrides=["model.refiner_noise_target=texture"])
 
 
 def test_psi_low_pass_keeps_cell_means_only() -> None:

@@ -15,9 +15,7 @@ from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train.engine import TorchUpdater, make_optimizer
 from simgan_dist.train.loop import refiner_step
 
-NOISY = ModelConfig(
-    refiner_features=8, refiner_blocks=1, refiner_max_warp=2.0, refiner_noise_channels=2
-)
+NOISY = ModelConfig(refiner_features=8, refiner_blocks=1, refiner_noise_channels=2)
 
 
 def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -28,10 +26,6 @@ def test_noise_gives_several_refinements_and_given_noise_repeats() -> None:
     torch.manual_seed(0)
     refiner = build_refiner(NOISY)
     x = _images()
-    # The pixel path is the paper's R: the noise moves the displacement field only.
-    pre_tanh, flow = refiner(x, parts=True)
-    torch.testing.assert_close(pre_tanh, refiner(x, parts=True)[0])
-    assert flow is not None and not torch.allclose(flow, refiner(x, parts=True)[1])
     assert not torch.allclose(refiner(x), refiner(x))  # fresh noise per call
     noise = refiner.noise_like(x, torch.Generator().manual_seed(3))
     assert noise is not None and noise.shape == (4, 2, 28, 28)
@@ -40,7 +34,7 @@ def test_noise_gives_several_refinements_and_given_noise_repeats() -> None:
     torch.testing.assert_close(refiner(x, noise=noise), refiner(x, noise=noise))
     with pytest.raises(ValueError, match="noise must be"):
         refiner(x, noise=noise[:, :1])
-    plain = build_refiner(dataclasses.replace(NOISY, refiner_noise_channels=0, refiner_max_warp=0))
+    plain = build_refiner(dataclasses.replace(NOISY, refiner_noise_channels=0))
     assert plain.noise_like(x) is None
     with pytest.raises(ValueError, match="no noise input"):
         plain(x, noise=noise)
@@ -51,7 +45,6 @@ def test_diversity_term_grows_the_difference_between_noise_draws() -> None:
         preset="debug",
         overrides=[
             "run.num_workers=1",
-            "model.refiner_max_warp=2.0",
             "model.refiner_noise_channels=2",
             "loss.diversity_lambda=5.0",
             "loss.reg_lambda=0.0",
@@ -65,7 +58,6 @@ def test_diversity_term_grows_the_difference_between_noise_draws() -> None:
     for seed in range(1, 30):
         last = refiner_step(refiner, disc, _images(8, seed), cfg, adversarial=True)
     assert first > 0 and last["diversity"] > 3 * first
-    assert last["flow_px"] > 0
     # Not in pretraining: there R only learns to copy its input.
     assert "diversity" not in refiner_step(refiner, disc, _images(8), cfg, adversarial=False)
 
@@ -75,8 +67,6 @@ def test_diversity_needs_a_noise_input() -> None:
         load_config(preset="debug", overrides=["loss.diversity_lambda=0.1"])
     with pytest.raises(ConfigError, match="model.refiner_noise_channels"):
         load_config(preset="debug", overrides=["model.refiner_noise_channels=-1"])
-    with pytest.raises(ConfigError, match="needs model.refiner_max_warp"):
-        load_config(preset="debug", overrides=["model.refiner_noise_channels=2"])
 
 
 def _noisy_checkpoint(tmp_path: Path) -> tuple[Path, ModelConfig]:
@@ -84,9 +74,8 @@ def _noisy_checkpoint(tmp_path: Path) -> tuple[Path, ModelConfig]:
 
     cfg = load_config(
         preset="debug",
-        overrides=["run.num_workers=1", "model.refiner_max_warp=2.0",
-                   "model.refiner_noise_channels=2"],
-    )  # fmt: skip
+        overrides=["run.num_workers=1", "model.refiner_noise_channels=2"],
+    )
     return save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000096"), cfg.model
 
 

@@ -15,7 +15,7 @@ def test_screen_trains_refines_and_scores_on_validation(digit_shards, tmp_path, 
             "--out", str(out), "--num-seeds", "2", "--epochs", "1", "--threads", "1",
             "--set", f"data.synthetic={digit_shards['synthetic']}",
             "--set", f"data.real={digit_shards['real']}",
-            "--set", "model.refiner_max_warp=1.5", "--set", "loss.flow_lambda=0.01"]  # fmt: skip
+            "--set", "loss.reg_lambda=0.25"]  # fmt: skip
     main(args)
     printed = capsys.readouterr().out
     assert "accuracy on validation digits" in printed and "report:" in printed
@@ -30,7 +30,7 @@ def test_screen_trains_refines_and_scores_on_validation(digit_shards, tmp_path, 
     _, ref_metas = load_arrays(str(out / "refined"))
     assert [m["__key__"] for m in ref_metas] == [m["__key__"] for m in syn_metas]
     assert [m["label"] for m in ref_metas] == [m["label"] for m in syn_metas]
-    assert "refiner_max_warp: 1.5" in (out / "config.yaml").read_text()
+    assert "reg_lambda: 0.25" in (out / "config.yaml").read_text()
 
 
 def test_screen_on_photographs_with_arms_and_a_split_oracle(photo_shards, tmp_path) -> None:
@@ -43,7 +43,7 @@ def test_screen_on_photographs_with_arms_and_a_split_oracle(photo_shards, tmp_pa
             "--set", f"data.synthetic={photo_shards / 'digits-photo-synth'}",
             "--set", f"data.real={photo_shards / 'digits-photo-real-train'}",
             "--set", "model.image_channels=3", "--set", "model.refiner_noise_channels=2",
-            "--set", "model.refiner_noise_target=pixels", "--set", "loss.diversity_lambda=0.1",
+            "--set", "loss.diversity_lambda=0.1",
             "--set", "loss.psi=edges", "--set", "data.augment_real=true",
             "--set", "model.disc_hidden_noise=0.2", "--set", "model.disc_dropout=0.1"]  # fmt: skip
     main(args)

@@ -19,11 +19,10 @@ from simgan_dist.train.checkpoint import (
 from simgan_dist.train.engine import TorchUpdater, make_optimizer
 from simgan_dist.train.loop import LoopState, iteration_seed, train
 
-# A warping R with a noise input: the loop draws from torch's RNG at every R and D step.
+# An R with a noise input: the loop draws from torch's RNG at every R and D step.
 NOISE = [
     "run.num_workers=1",
     "optim.optimizer=adam",
-    "model.refiner_max_warp=2",
     "model.refiner_noise_channels=2",
     "loss.diversity_lambda=0.1",
     "schedule.refiner_pretrain_nimg=16",
