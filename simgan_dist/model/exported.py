@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
+import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
@@ -116,15 +117,29 @@ def read_exported(location: str | Path, device: str = "cpu") -> ExportedRefiner:
     except (ValueError, TypeError) as err:
         raise ExportError(f"{arch_path}: {err}") from None
     weights_path, tensors = _read_weights(arch_path, info.get("weights"))
+    mismatch = _shape_mismatch(model, tensors)
+    if mismatch:  # before R is built: a JSON that says 200000 features would allocate TBs
+        raise ExportError(f"{weights_path}: does not fit the model in {arch_path.name}: {mismatch}")
     refiner = build_refiner(model)
-    try:
-        refiner.load_state_dict(tensors)
-    except RuntimeError as err:
-        reason = " ".join(str(err).split())
-        raise ExportError(
-            f"{weights_path}: does not fit the model in {arch_path.name}: {reason}"
-        ) from None
+    refiner.load_state_dict(tensors)
     return ExportedRefiner(refiner.to(device).eval(), model, info, arch_path)
+
+
+def _shape_mismatch(model: ModelConfig, tensors: dict[str, Tensor]) -> str:
+    """How the saved tensors differ from R's parameters for model ('' when they fit). R is
+    built on the meta device: shapes without memory, whatever the JSON's sizes."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in build_refiner(model).state_dict().items()}
+    saved = {name: tuple(t.shape) for name, t in tensors.items()}
+    problems = [f"missing {name}" for name in expected if name not in saved]
+    problems += [f"unexpected {name}" for name in saved if name not in expected]
+    problems += [
+        f"{name}: saved {list(saved[name])}, the model has {list(shape)}"
+        for name, shape in expected.items()
+        if name in saved and saved[name] != shape
+    ]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
 
 
 def _read_weights(arch_path: Path, weights: Any) -> tuple[Path, dict[str, Tensor]]:

@@ -214,6 +214,31 @@ def test_resume_settings_that_keep_the_shapes_pass(copied_run, debug_overrides) 
         prepare_run(load_config(preset="debug", overrides=auto))
 
 
+# Item 24: an export's JSON is checked against its tensors before R is built.
+
+
+def test_an_export_whose_json_says_200000_features_stops_in_one_line_before_building(
+    copied_run, digit_shards, tmp_path: Path, capsys
+) -> None:
+    from simgan_dist.model.exported import ARCH_FILE, WEIGHTS_FILE, ExportError, read_exported
+    from simgan_dist.refine.export import export_refiner
+
+    _, run = copied_run
+    export = tmp_path / "export"
+    export_refiner(run, export, onnx=False)
+    info = json.loads((export / ARCH_FILE).read_text())
+    info["model"]["refiner_features"] = 200_000  # R would hold ~1.4 TB of parameters
+    (export / ARCH_FILE).write_text(json.dumps(info))
+    with pytest.raises(ExportError, match=r"does not fit the model in refiner\.json: .*200000"):
+        read_exported(export)
+    argv = ["refine", "--checkpoint", str(export), "--input", str(digit_shards["synthetic"]),
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    status, _, err = _run(argv, capsys)
+    assert status == 1
+    line = _last_line(err)
+    assert str(export / WEIGHTS_FILE) in line and "does not fit" in line
+
+
 @pytest.mark.ray
 def test_resume_of_a_copied_run_continues_from_its_checkpoint(
     ray_local, debug_overrides, tmp_path: Path, capsys
