@@ -224,6 +224,10 @@ class DataConfig(Section):
     allow_pipe_urls: bool = False  # pipe: URLs run shell commands; off unless asked for
     # fsspec options for s3:// / gs:// locations, e.g. {endpoint_url: "http://127.0.0.1:9000"}.
     # Never credentials: those come from the AWS/gcloud environment and config files.
+    # Every wait on an S3 store is bounded (io/store_waits.py): connect_timeout 10 s, read_timeout
+    # 20 s (silence within one answer), 3 botocore tries inside 2 s3fs tries, so a silent store
+    # is given up after about 2 minutes in one line naming the endpoint; change them with
+    # {config_kwargs: {connect_timeout: S, read_timeout: S, retries: {total_max_attempts: N}}}.
     storage_options: dict[str, Any] = field(default_factory=dict)
     # Audit: append the synthetic keys each rank draws to <run dir>/keys/rank-NNNN.jsonl (a line
     # per batch), to check that an epoch used every sample exactly once, across resumes too.
@@ -247,7 +251,8 @@ class RunConfig(Section):
     # storage_options). With a URI, workers stage their outputs under the node's temp dir and copy
     # them into the run at every checkpoint and at the end.
     storage_path: str = "runs"
-    # fsspec options of the run store, e.g. {endpoint_url: ...} (credentials refused)
+    # fsspec options of the run store, e.g. {endpoint_url: ...} (credentials refused; waits
+    # bounded as for data.storage_options)
     storage_options: dict[str, Any] = field(default_factory=dict)
     # Ray Train workers, one DeepSpeed rank each
     num_workers: int = checked(2, at_least(1))
@@ -268,6 +273,10 @@ class RunConfig(Section):
     # interval of checkpoints, in images
     checkpoint_every_nimg: int = checked(256_000, above(0))
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
+    # Seconds between copies of a run's outputs (metrics.jsonl, TensorBoard events, grids, key
+    # logs) to an object-store run location, besides each checkpoint and the end: what a
+    # dashboard or a colleague sees of a run on a bucket lags by at most this much.
+    publish_every_s: float = checked(60.0, above(0))
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = checked(
         0, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")

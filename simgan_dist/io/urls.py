@@ -23,6 +23,8 @@ from typing import IO, Any
 import fsspec
 import webdataset
 
+from simgan_dist.io import store_waits
+
 LOCAL_PROTOCOLS = ("file", "local")
 
 
@@ -60,7 +62,12 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
     """(fsspec filesystem, path inside it) for a location; storage options apply to remote ones."""
     if is_local(url):
         return fsspec.filesystem("file"), str(local_path(url).absolute())
-    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    # Every wait on the store is bounded (store_waits.py): default timeouts and tries.
+    proto = protocol(url)
+    fs, path = fsspec.core.url_to_fs(
+        str(url), **store_waits.bounded_options(proto, storage_options)
+    )
+    return store_waits.bound_filesystem(proto, fs), path
 
 
 def to_url(fs: Any, path: str) -> str:
@@ -110,7 +117,10 @@ def describe_failure(url: str, err: BaseException, storage_options: dict[str, An
     """One line for a storage error: URL, endpoint (no credentials), and the cause."""
     endpoint = (storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
     where = f" (endpoint {endpoint})" if endpoint and not is_local(url) else ""
-    return f"{url}{where}: {type(err).__name__}: {err}"
+    # A timeout says what was waited for and which setting changes it.
+    waited = store_waits.describe_timeout(storage_options, protocol(url))
+    waited = waited if store_waits.is_timeout(err) else ""
+    return f"{url}{where}: {type(err).__name__}: {err}{waited}"
 
 
 def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None) -> IO:
