@@ -273,10 +273,6 @@ class RunConfig(Section):
     # interval of checkpoints, in images
     checkpoint_every_nimg: int = checked(256_000, above(0))
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
-    # Seconds between copies of a run's outputs (metrics.jsonl, TensorBoard events, grids, key
-    # logs) to an object-store run location, besides each checkpoint and the end: what a
-    # dashboard or a colleague sees of a run on a bucket lags by at most this much.
-    publish_every_s: float = checked(60.0, above(0))
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = checked(
         0, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")
