@@ -21,7 +21,7 @@ from simgan_dist.data.pipeline import (
     raw_samples,
 )
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
-from simgan_dist.io.shardio import check_key, image_chw, resolve_shard_urls
+from simgan_dist.io.shardio import check_key, declared_shape, image_chw, resolve_shard_urls
 from simgan_dist.model.pixels import to_batch
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,12 @@ def _load(
     storage_options: dict[str, Any] | None,
     image_shape: tuple[int, int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[dict]]:
-    """Each image in its own dtype, all of one (C, H, W), and their metas, in shard order."""
+    """Each image in its own dtype, all of one (C, H, W): image_shape, else the one the
+    corpus's manifest declares, else the first good sample's; and their metas, in shard order."""
     images, metas = [], []
     shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
+    if image_shape is None:  # so an odd first sample is the one skipped, not all after it
+        image_shape = declared_shape(location, storage_options)
     samples = read_samples(
         shard_urls, on_bad_sample, stats, image_shape=image_shape, storage_options=storage_options
     )

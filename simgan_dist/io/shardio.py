@@ -353,6 +353,23 @@ def plain_tar_name(name: str) -> str:
     return name
 
 
+def declared_shape(
+    location: str, storage_options: dict[str, Any] | None = None
+) -> tuple[int, int, int] | None:
+    """The (C, H, W) a corpus's manifest declares; None where the location is a pattern, a
+    single shard or a folder without a (readable) manifest."""
+    if (
+        location.startswith("pipe:")
+        or is_shard_name(location)
+        or any(c in location for c in "*?[{")
+    ):
+        return None
+    try:
+        return read_manifest(location, storage_options).image_shape
+    except (FileNotFoundError, ValueError, OSError):
+        return None  # the readers report what is wrong with the location
+
+
 def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 

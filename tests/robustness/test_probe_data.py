@@ -176,6 +176,18 @@ def test_one_image_of_another_size_is_a_bad_sample_named_by_url_and_key(tmp_path
         load_batch(str(tmp_path / "c"), on_bad_sample="stop")
 
 
+def test_an_odd_first_image_is_the_one_skipped_when_the_manifest_gives_the_shape(
+    tmp_path: Path,
+) -> None:
+    write_shards(((f"s{i:04d}", _digit(i), {"label": i % 10}) for i in range(20)),
+                 tmp_path / "c", "part", 10)  # fmt: skip
+    odd = _record(0, encode_png(_digit(0, (32, 32))))
+    _corpus(tmp_path / "c", 20, 10, {0: odd})  # same names: the manifest still says 28x28
+    stats = StreamStats()
+    x, metas = load_batch(str(tmp_path / "c"), stats=stats)
+    assert x.shape == (19, 1, 28, 28) and stats.num_skipped == 1 and "key s0000" in stats.skipped[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # 19. An image's size is read from its header before its pixels are decoded
 
