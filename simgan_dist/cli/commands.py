@@ -170,6 +170,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
     summary = run_and_report(exp, resume=resume)
     print(Path(summary["table"]).read_text())
     print(json.dumps(summary, indent=1))
+    if summary["interrupted"]:
+        # Tune handles Ctrl-C itself (it saves the search and returns); the partial table is
+        # printed above, and the exit status says interrupted (130), as for every command.
+        raise KeyboardInterrupt
 
 
 def refine_settings_from_args(args: argparse.Namespace, **fields: Any):

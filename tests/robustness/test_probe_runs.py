@@ -261,3 +261,34 @@ def test_resume_of_a_copied_run_continues_from_its_checkpoint(
     ]
     assert new_rows[0] == {"event": "resumed", "cur_nimg": 144}
     assert all(r["cur_nimg"] > 144 and r["phase"] == "adversarial" for r in new_rows[1:])
+
+
+# Item 5c: an interrupted search exits 130, as every interrupted command does.
+
+
+@pytest.mark.ray
+def test_an_interrupted_tune_exits_130(ray_local, debug_overrides, tmp_path: Path, capsys) -> None:
+    import signal
+    import threading
+
+    from simgan_dist.tune.search import TRIALS_DIR
+
+    done = threading.Event()
+
+    def interrupt_once_a_trial_runs() -> None:  # Ctrl-C while Tune's loop runs
+        while not done.wait(0.25):
+            if list(tmp_path.glob(f"*/{TRIALS_DIR}/*/config.yaml")):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    threading.Thread(target=interrupt_once_a_trial_runs, daemon=True).start()
+    argv = ["tune", "--preset", "debug", "--search", "debug"]
+    for item in debug_overrides():
+        argv += ["--set", item]
+    try:
+        status, out, err = _run(argv, capsys)
+    finally:
+        done.set()
+    assert status == 130, err[-2000:]
+    assert '"interrupted": true' in out and "simgan tune --resume" in out
+    assert _last_line(err) == "simgan: interrupted"
