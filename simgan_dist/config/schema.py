@@ -260,6 +260,10 @@ class RunConfig(Section):
     use_gpu: bool = False
     # CPUs reserved and torch threads per worker
     threads_per_worker: int = checked(1, at_least(1))
+    # On a Ray cluster (RAY_ADDRESS), seconds to wait for nodes with the CPUs and GPUs that
+    # run.num_workers workers ask for (an autoscaler may be adding them) before the run stops in
+    # one line; a local Ray that simgan started is checked at once (it never grows).
+    resource_wait_s: float = checked(600.0, at_least(0))
     # seconds a collective (all-reduce, broadcast, barrier) waits for the other ranks before the
     # run fails (Ray Train's TorchConfig timeout_s); a lost or hung rank then surfaces as an
     # error, and run.max_failures restarts from the latest checkpoint, instead of a silent hang
@@ -273,6 +277,10 @@ class RunConfig(Section):
     # interval of checkpoints, in images
     checkpoint_every_nimg: int = checked(256_000, above(0))
     keep_checkpoints: int = checked(3, at_least(1))  # older checkpoints are deleted by Ray Train
+    # Seconds between copies of a run's outputs (metrics.jsonl, TensorBoard events, grids, key
+    # logs) to an object-store run location, besides each checkpoint and the end: what a
+    # dashboard or a colleague sees of a run on a bucket lags by at most this much.
+    publish_every_s: float = checked(60.0, above(0))
     # worker-group restarts from the latest checkpoint before giving up
     max_failures: int = checked(
         0, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")

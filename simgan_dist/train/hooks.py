@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -20,6 +22,8 @@ from simgan_dist.train.run_log import RunLog
 from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.session import TrainingSession
 from simgan_dist.train.stats import check_finite
+
+MetricSink = Callable[[int, dict[str, float]], None]  # (cur_nimg, a metrics row), rank 0
 
 
 class Reporter(Protocol):
@@ -48,11 +52,14 @@ class TrainingHooks:
         run_dir: Path,
         report: Reporter,
         outputs: RunOutputs | None = None,
+        sink: MetricSink | None = None,
     ) -> None:
         cfg, rank = session.cfg, session.rank
         self.session, self.cfg, self.rank, self.report = session, cfg, rank, report
         self.run_dir = run_dir
-        self.outputs = outputs  # copied to an object-store run location at each checkpoint
+        self.outputs = outputs  # copied to an object-store run location (publish_outputs)
+        self.published_at = time.monotonic()
+        self.sink = sink  # e.g. ray_metrics.RayMetrics: each metrics row, on rank 0
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.phases = phases_for(cfg.schedule)
         # The run's one metric channel: the loop reports every step there; a log line pops it.
@@ -93,6 +100,8 @@ class TrainingHooks:
             self.checkpoint(state)
         elif scores:
             self.report_scores(state)
+        if time.monotonic() - self.published_at >= self.cfg.run.publish_every_s:
+            self.publish_outputs()
         self.prev_nimg = state.cur_nimg
 
     def write_metrics(
@@ -111,6 +120,8 @@ class TrainingHooks:
             {**means, **(scores or {})},
             progress=lambda images_per_s: progress_text(self.phases, state, images_per_s),
         )
+        if self.sink is not None and self.rank == 0:
+            self.sink(state.cur_nimg, self.last_metrics)
 
     def score(self, state: LoopState) -> dict[str, float]:
         """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values
@@ -150,6 +161,8 @@ class TrainingHooks:
         self.publish_outputs()
 
     def publish_outputs(self) -> None:
+        """Copy this rank's outputs to the run location (not a collective: each rank's own)."""
+        self.published_at = time.monotonic()
         if self.outputs is not None:
             self.log.flush()
             self.outputs.publish()
