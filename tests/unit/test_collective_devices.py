@@ -78,6 +78,7 @@ def _worker(rank: int, port: int, corpus: str, out: dict) -> None:
     torch_dist.destroy_process_group()
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_metrics_scores_checkpoint_and_buffer_collectives_use_the_groups_device(
     digit_shards,
 ) -> None:

@@ -14,6 +14,8 @@ from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train.engine import DeepSpeedUpdater, make_optimizer
 from simgan_dist.train.loop import disc_step, refiner_step
 
+pytestmark = pytest.mark.slow  # process groups or ONNX exports: out of the quick tier
+
 
 def _free_port() -> int:
     with socket.socket() as s:

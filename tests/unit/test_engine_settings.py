@@ -18,6 +18,8 @@ from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train.engine import DeepSpeedUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.train.loop import LoopState, optimizer_steps, train
 
+pytestmark = pytest.mark.slow  # process groups or ONNX exports: out of the quick tier
+
 GLOBAL_BATCH = 8
 SETTINGS = {
     "zero0": [],

@@ -63,6 +63,7 @@ def _few_realism_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("simgan_dist.eval.protocol.REALISM_STEPS", 20)
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) -> None:
     """Refined = the randomized corpus itself, so refined - randomized is exactly 0 per seed
     (same weights, same batches) and both randomized-judge figures agree."""

@@ -62,6 +62,7 @@ def test_classifier_trains_for_exactly_the_steps_asked() -> None:
     assert len(calls) == 7
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_report_of_an_identity_refiner_shows_zero_difference(digit_shards, tmp_path) -> None:
     """Refined == synthetic: seed i of both arms trains the same weights on the same batches, so
     every paired difference is exactly 0 and preservation equals the synthetic reference."""

@@ -94,6 +94,7 @@ def test_an_export_reads_back_as_the_checkpoints_refiner(noisy_checkpoint, tmp_p
     assert rebuilt.state_dict().keys() == refiner.state_dict().keys()
 
 
+@pytest.mark.slow  # out of the quick tier
 @pytest.mark.parametrize(
     "model",
     [PLAIN, PIXEL_NOISE],
@@ -117,6 +118,7 @@ def test_onnx_graph_matches_pytorch_at_any_batch_size(model, tmp_path) -> None:
             assert np.abs(other - got).max() > 0.01
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_the_onnx_check_fails_on_a_graph_that_computes_something_else(tmp_path) -> None:
     path = tmp_path / ONNX_FILE
     write_onnx(_moving_refiner(PLAIN, seed=0), path, SHAPE)
@@ -124,6 +126,7 @@ def test_the_onnx_check_fails_on_a_graph_that_computes_something_else(tmp_path) 
         check_onnx(path, _moving_refiner(PLAIN, seed=1), SHAPE)
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_export_command_prints_the_check_and_no_onnx_leaves_none(checkpoint, tmp_path, capsys):
     out = tmp_path / "export"
     main(["export", str(checkpoint.parent), "--out", str(out)])
@@ -194,6 +197,7 @@ def test_a_broken_export_is_refused_in_one_line_naming_the_file(
     assert not refined.exists()
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_onnx_without_the_extra_stops_in_one_line_naming_it(checkpoint, tmp_path) -> None:
     # onnxruntime made unimportable in a real `simgan export` process, as when not installed.
     code = (

@@ -16,6 +16,8 @@ from simgan_dist.model.onnx_refiner import ONNX_TOLERANCE
 from simgan_dist.refine.export import export_refiner
 from simgan_dist.train.checkpoint import load_refiner
 
+pytestmark = pytest.mark.slow  # process groups or ONNX exports: out of the quick tier
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "refine.md"
 
 

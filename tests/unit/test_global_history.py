@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
@@ -59,6 +60,7 @@ def _run() -> dict:
     return dict(out)
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_global_buffer_on_two_ranks() -> None:
     out = _run()
     assert out[0]["num_filled"] == out[1]["num_filled"] == CAPACITY

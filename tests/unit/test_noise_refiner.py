@@ -40,6 +40,7 @@ def test_noise_gives_several_refinements_and_given_noise_repeats() -> None:
         plain(x, noise=noise)
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_diversity_term_grows_the_difference_between_noise_draws() -> None:
     cfg = load_config(
         preset="debug",

@@ -83,6 +83,7 @@ def test_refine_stops_in_one_line_on_another_channel_count(
     assert not (tmp_path / "out").exists()  # nothing was written
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_a_colour_refiner_exports_to_safetensors_and_onnx(rgb_checkpoint, tmp_path) -> None:
     out = tmp_path / "export"
     info = export_refiner(rgb_checkpoint, out)

@@ -9,6 +9,7 @@ from simgan_dist.config import ConfigError, load_config
 from simgan_dist.eval.scores import Scorer, fidelity_l1, realism, two_sample_accuracy
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_two_sample_accuracy_separates_and_not() -> None:
     generator = torch.Generator().manual_seed(0)
     a = torch.rand(64, 1, 8, 8, generator=generator) * 2 - 1
@@ -36,6 +37,7 @@ def test_realism_and_fidelity() -> None:
     assert fidelity_l1(x + 0.25, x) == pytest.approx(0.25)
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_scorer_on_digit_shards(digit_shards) -> None:
     cfg = load_config(
         preset="debug",
@@ -56,6 +58,7 @@ def test_scorer_on_digit_shards(digit_shards) -> None:
     assert blank["objective"] < same["objective"]
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_downstream_objective(digit_shards) -> None:
     cfg = load_config(
         preset="debug",

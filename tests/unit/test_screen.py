@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from simgan_dist.cli import main
 from simgan_dist.data.reader import load_arrays
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_screen_trains_refines_and_scores_on_validation(digit_shards, tmp_path, capsys) -> None:
     out = tmp_path / "screen"
     args = ["screen", "--preset", "debug", "--validation", str(digit_shards["real_train_labeled"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from simgan_dist.cli import main
@@ -60,6 +61,7 @@ def test_a_session_rebuilt_from_its_checkpoint_continues_bit_for_bit(
     assert keys("b") == keys("a")  # the resume logged on from its position, nothing twice
 
 
+@pytest.mark.slow  # out of the quick tier
 def test_screen_runs_without_a_history_buffer(digit_shards, tmp_path, capsys) -> None:
     """schedule.buffer_size=0 (a value the bundled search offers) turns the buffer off, in
     screen as in training: the session builds no buffer instead of one of capacity 0."""
