@@ -11,6 +11,7 @@ from torch import nn
 
 from simgan_dist.config import EngineConfig, OptimConfig
 from simgan_dist.config.deepspeed_passthrough import merge_deepspeed_config
+from simgan_dist.train import versions
 
 
 class Updater(Protocol):
@@ -126,6 +127,7 @@ def _skip_shm_comm_build() -> None:
     """DeepSpeed JIT-builds a shared-memory all-reduce op on CPU at first init (30-60 s cold, and a
     compile killed midway leaves a lock that hangs the next one). It only serves inference
     all-reduce, which training never calls, so mark it unavailable."""
+    versions.require(versions.DEEPSPEED_COMPATIBLE_OPS)
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME
@@ -234,6 +236,7 @@ class DeepSpeedUpdater:
             )
         if self.zero_stage > 0:
             self.optimizer.optimizer.load_state_dict(state["optimizer"])
+            versions.require(versions.DEEPSPEED_RESTORE_BIT16)
             self.optimizer._restore_from_bit16_weights()
         else:
             self.optimizer.load_state_dict(state["optimizer"])

@@ -6,9 +6,9 @@ import logging
 import os
 
 import ray
-from ray._private import ray_constants
 
 from simgan_dist.config.verbosity import third_party_verbose
+from simgan_dist.train import versions
 
 # Ray's services start on the node's address, and for a local instance it resolves 127.0.0.1
 # to the machine's reachable address unless "clusters" are off (its Windows/macOS default).
@@ -28,6 +28,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(num_cpus=num_cpus, logging_level=logging_level)
         return
+    versions.require(versions.RAY_CLUSTER_SWITCH)
+    from ray._private import ray_constants
+
     os.environ[_CLUSTER_SWITCH] = "0"  # for processes that import ray afresh (workers, agents)
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already
     # The dashboard's own default host is 127.0.0.1.

@@ -16,7 +16,7 @@ import torch
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
 from simgan_dist.io import storage, urls
-from simgan_dist.train import dist
+from simgan_dist.train import dist, versions
 from simgan_dist.train.checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -26,7 +26,6 @@ from simgan_dist.train.checkpoint import (
 from simgan_dist.train.hooks import TrainingHooks
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
-from simgan_dist.train.ray_metrics import RayMetrics
 from simgan_dist.train.ray_start import ensure_ray
 from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.runs import run_location
@@ -55,8 +54,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             cfg, device=device, updaters="deepspeed", checkpoint=directory,
             catalogs=connect_catalogs(loop_config.get("catalogs")), key_log_dir=run_dir,
         )  # fmt: skip
-    sink = RayMetrics(cfg.run.name) if session.rank == 0 else None
-    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs, sink)
+    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs)
     hooks.finish(session.train(after_iteration=hooks))
 
 
@@ -119,6 +117,7 @@ def _recorded_names(blob: bytes) -> tuple[str | None, set[str]]:
 
 def _ray_record(location: str, checkpoints: list[str], options: dict[str, Any]) -> str:
     """Ray's record of a run listing checkpoints (oldest first; the last is the latest)."""
+    versions.require(versions.RAY_CHECKPOINT_RECORD)
     from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
         _CheckpointManagerState,
         _TrainingResultState,
