@@ -35,7 +35,7 @@ from simgan_dist.refine.lease import OutputLease
 from simgan_dist.refine.plan import input_shards, plan_job
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 from simgan_dist.refine.source import check_input_images, open_refiner
-from simgan_dist.train.ray_start import ensure_ray
+from simgan_dist.train.ray_start import check_resources, ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,10 @@ def _run_pool(
     num_workers = min(settings.num_workers or _auto_workers(settings), len(todo))
     # A worker asking for more CPUs than the cluster has would never start.
     cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # More workers than fit would hold their shards forever: one line instead (bounded on a cluster).
+    cpus = min(settings.threads_per_worker, cluster_cpus)
+    check_resources(num_workers, {"CPU": cpus, "GPU": int(settings.use_gpu)},
+                    f"--num-workers {num_workers} workers of {cpus} CPUs")  # fmt: skip
     groups = {"work": settings.shards_per_worker, "progress": 1}
     worker = ray.remote(  # type: ignore[call-overload]
         concurrency_groups=groups

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 
 import ray
 
@@ -15,6 +17,17 @@ from simgan_dist.train import versions
 # Off, every gRPC server, agent and metrics port of a local instance binds 127.0.0.1.
 # Ray 2.60 has no public setting for this; tests/integration/test_ray_bind.py checks it holds.
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+# How long a job on a cluster waits for the CPUs and GPUs its workers ask for (an autoscaler may
+# be adding nodes) before it stops in one line; run.resource_wait_s for train. A local instance
+# that simgan started has all it will ever have: a shortfall there stops at once.
+RESOURCE_WAIT_S = 600.0
+RESOURCE_POLL_S = 5.0
+_started_here: str | None = None  # the GCS address of the instance this process started
+
+
+class RayResourceError(ValueError):
+    """More workers, CPUs or GPUs asked for than the Ray instance has (or a cluster got in time)."""
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -35,3 +48,50 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already
     # The dashboard's own default host is 127.0.0.1.
     ray.init(num_cpus=num_cpus, logging_level=logging_level)
+    global _started_here
+    _started_here = ray.get_runtime_context().gcs_address
+
+
+def workers_that_fit(per_worker: dict[str, float]) -> int:
+    """How many workers asking per_worker ({"CPU": 2, "GPU": 1}) the alive nodes hold in all (a
+    worker lives on one node: two nodes of 2 CPUs hold no worker of 4)."""
+    asked = {name: amount for name, amount in per_worker.items() if amount > 0}
+    total = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            held = node.get("Resources", {})
+            total += min(int(held.get(name, 0) // amount) for name, amount in asked.items())
+    return total
+
+
+def check_resources(
+    num_workers: int, per_worker: dict[str, float], asked: str, wait_s: float = RESOURCE_WAIT_S
+) -> None:
+    """Return once the Ray instance can hold num_workers workers of per_worker resources; else
+    one line (RayResourceError) saying what is asked and what exists: at once on a local
+    instance this process started, after wait_s seconds on a cluster. Ray itself would wait
+    forever, logging a traceback every minute. asked: the request in the user's words."""
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        fits = workers_that_fit(per_worker)
+        if fits >= num_workers:
+            return
+        cluster = ray.cluster_resources()
+        has = ", ".join(f"{cluster.get(n, 0):g} {n}" for n, v in per_worker.items() if v > 0)
+        has += f" (room for {fits} such worker{'s' if fits != 1 else ''})"
+        if _started_here == ray.get_runtime_context().gcs_address:
+            raise RayResourceError(
+                f"{asked}: the local Ray has {has}; ask for fewer, or run on a cluster "
+                "(RAY_ADDRESS)"
+            )
+        if time.monotonic() >= deadline:
+            raise RayResourceError(
+                f"{asked}: the Ray cluster still has {has} after waiting {wait_s:g} s for "
+                "nodes (run.resource_wait_s)"
+            )
+        if not waiting:
+            print(f"[simgan] {asked}: the Ray cluster has {has}; waiting up to {wait_s:g} s "
+                  "for nodes to join", file=sys.stderr, flush=True)  # fmt: skip
+            waiting = True
+        time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))

@@ -195,6 +195,14 @@ def run_training(
 
     align_checkpoint_record(cfg)  # before Ray starts: a refusal starts nothing
     ensure_ray()
+    gpu = " and 1 GPU" if cfg.run.use_gpu else ""
+    check_resources(
+        cfg.run.num_workers,
+        {"CPU": cfg.run.threads_per_worker, "GPU": int(cfg.run.use_gpu)},
+        f"run.num_workers={cfg.run.num_workers} workers of "
+        f"run.threads_per_worker={cfg.run.threads_per_worker} CPUs{gpu}",
+        cfg.run.resource_wait_s,
+    )
     # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
     filesystem, storage_path = storage.pyarrow_filesystem(
         cfg.run.storage_path, cfg.run.storage_options

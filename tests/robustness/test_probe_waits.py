@@ -1,0 +1,130 @@
+"""The second hostile probe's waits (issue 30 items 9, 12b, 25): every wait on something outside the
+process is bounded and ends in one line. Real local Ray instances, no mocks."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simgan_dist.cli import main
+from simgan_dist.io.shardio import write_shards
+from simgan_dist.refine.ray_pool import refine_shards
+from simgan_dist.refine.shard import RefineSettings
+from simgan_dist.train import ray_start
+
+pytestmark = pytest.mark.ray
+
+
+class Hung(BaseException):
+    """A wait that did not end: a BaseException, so no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging: what these cases did before they were bounded."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise Hung(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    """(exit status, stderr) of one `simgan` command run in this process."""
+    try:
+        main(argv)
+        status, message = 0, ""
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+        message = "" if isinstance(exit_.code, int) or exit_.code is None else str(exit_.code)
+    return status, capsys.readouterr().err + message
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+# Item 9: more workers or threads than the Ray instance has CPUs.
+
+
+@pytest.mark.parametrize(
+    ("overrides", "asked"),
+    [
+        (["run.num_workers=3", "schedule.batch_size=12"], "run.num_workers=3 workers of "
+         "run.threads_per_worker=1 CPUs"),
+        (["run.threads_per_worker=4"], "run.num_workers=2 workers of run.threads_per_worker=4 CPUs"),
+    ],
+)  # fmt: skip
+def test_train_asking_more_cpus_than_the_local_ray_has_stops_in_one_line(
+    ray_local, debug_overrides, capsys, overrides: list[str], asked: str
+) -> None:
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides() + overrides:
+        args += ["--set", item]
+    with deadline(120):  # forever before, a 25-line traceback every 60 s
+        status, err = _run(args, capsys)
+    assert status == 1
+    line = _one_line(err)
+    assert line.startswith(f"simgan: error: {asked}: the local Ray has 2 CPU"), line
+
+
+def _shards(directory: Path, num_shards: int) -> Path:
+    rng = np.random.default_rng(0)
+    samples = [
+        (f"s{i:04d}", rng.integers(0, 256, (28, 28), dtype=np.uint8), {"label": i % 10})
+        for i in range(8 * num_shards)
+    ]
+    write_shards(samples, directory, "part", 8)
+    return directory
+
+
+def test_refine_with_more_workers_than_cpus_stops_in_one_line_and_frees_its_output(
+    ray_local, checkpoint: Path, tmp_path: Path
+) -> None:
+    source = _shards(tmp_path / "in", 3)
+    settings = RefineSettings(batch_size=8, num_workers=3, threads_per_worker=1)
+    with deadline(120), pytest.raises(ray_start.RayResourceError) as err:
+        refine_shards(checkpoint, str(source), tmp_path / "out", settings, progress=False)
+    assert str(err.value).startswith("--num-workers 3 workers of 1 CPUs: the local Ray has 2 CPU")
+    # The output's lease was given back: the same job with workers that fit runs.
+    fitting = RefineSettings(batch_size=8, num_workers=2, threads_per_worker=1)
+    with deadline(180):
+        summary = refine_shards(checkpoint, str(source), tmp_path / "out", fitting, progress=False)
+    assert summary["num_images"] == 24
+
+
+def test_on_a_cluster_the_wait_for_nodes_is_bounded(ray_local, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(ray_start, "_started_here", None)  # as if joined through RAY_ADDRESS
+    monkeypatch.setattr(ray_start, "RESOURCE_POLL_S", 0.2)
+    ray_start.check_resources(2, {"CPU": 1}, "two workers")  # fits: returns at once
+    started = time.monotonic()
+    with deadline(30), pytest.raises(ray_start.RayResourceError) as err:
+        ray_start.check_resources(3, {"CPU": 1}, "three workers", wait_s=1.5)
+    assert 1.5 <= time.monotonic() - started < 10
+    assert str(err.value) == (
+        "three workers: the Ray cluster still has 2 CPU (room for 2 such workers) after waiting "
+        "1.5 s for nodes (run.resource_wait_s)"
+    )
+    # One line while it waits, so a user sees why nothing happens yet.
+    waiting = _one_line(capsys.readouterr().err)
+    assert waiting == (
+        "[simgan] three workers: the Ray cluster has 2 CPU (room for 2 such workers); waiting "
+        "up to 1.5 s for nodes to join"
+    )
+    with pytest.raises(ray_start.RayResourceError, match="has 2 CPU .room for 0 such workers"):
+        ray_start.check_resources(1, {"CPU": 4}, "one worker of 4 CPUs", wait_s=0)
