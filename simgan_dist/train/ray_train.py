@@ -26,7 +26,7 @@ from simgan_dist.train.checkpoint import (
 from simgan_dist.train.hooks import TrainingHooks
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
-from simgan_dist.train.ray_start import ensure_ray
+from simgan_dist.train.ray_start import check_resources, ensure_ray
 from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.runs import run_location
 from simgan_dist.train.session import TrainingSession
