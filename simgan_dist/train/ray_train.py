@@ -26,6 +26,7 @@ from simgan_dist.train.checkpoint import (
 from simgan_dist.train.hooks import TrainingHooks
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
+from simgan_dist.train.ray_metrics import RayMetrics
 from simgan_dist.train.ray_start import check_resources, ensure_ray
 from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.runs import run_location
@@ -54,7 +55,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             cfg, device=device, updaters="deepspeed", checkpoint=directory,
             catalogs=connect_catalogs(loop_config.get("catalogs")), key_log_dir=run_dir,
         )  # fmt: skip
-    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs)
+    sink = RayMetrics(cfg.run.name) if session.rank == 0 else None
+    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs, sink)
     hooks.finish(session.train(after_iteration=hooks))
 
 
