@@ -27,7 +27,7 @@ from simgan_dist.cli.commands import (
 )
 from simgan_dist.cli.console import LOG_LEVELS
 from simgan_dist.config.credentials import NO_USERINFO, has_userinfo
-from simgan_dist.config.schema import MAX_SEED
+from simgan_dist.config.schema import BAD_SAMPLE_CHOICES, MAX_SEED, REFINE_PRECISION_CHOICES
 
 EXIT_CODES = (
     "exit status: 0 done; 1 a run-time failure (data, store, checkpoint, training or refine "
@@ -118,7 +118,7 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
                         help="refiner actors (default: one per GPU, or per threads-per-worker CPUs)")  # fmt: skip
     parser.add_argument("--threads-per-worker", type=int, default=2, help="torch threads per actor")
     parser.add_argument("--gpu", action="store_true", help="one GPU per actor")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    parser.add_argument("--precision", choices=REFINE_PRECISION_CHOICES, default="auto",
                         help="auto: bf16 autocast on GPU, fp32 on CPU")  # fmt: skip
 
 
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_refine_settings_args(refine)
     refine.add_argument("--variants", type=int, default=1,
                         help="refined copies per sample, from R's noise input (keys <key>_v<i>)")  # fmt: skip
-    refine.add_argument("--on-bad-sample", choices=["skip", "stop"], default="skip",
+    refine.add_argument("--on-bad-sample", choices=BAD_SAMPLE_CHOICES, default="skip",
                         help="skip: count and report it; stop: stop the job naming URL and key")  # fmt: skip
     refine.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_storage_arg(refine)

@@ -15,8 +15,11 @@ from simgan_dist.config.loading import (
     save_config,
 )
 from simgan_dist.config.schema import (
+    BAD_SAMPLE_CHOICES,
     DISCRIMINATOR_CHOICES,
+    PRECISION_CHOICES,
     PSI_CHOICES,
+    REFINE_PRECISION_CHOICES,
     Config,
     ConfigError,
     DataConfig,
@@ -36,7 +39,10 @@ __all__ = [
     "config_to_yaml",
     "parse_yaml",
     "require",
+    "BAD_SAMPLE_CHOICES",
     "DISCRIMINATOR_CHOICES",
+    "PRECISION_CHOICES",
+    "REFINE_PRECISION_CHOICES",
     "PRESETS_DIR",
     "PSI_CHOICES",
     "Config",

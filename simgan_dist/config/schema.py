@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from simgan_dist.config.credentials import check_storage_options
 from simgan_dist.config.deepspeed_passthrough import check_deepspeed_passthrough
@@ -20,8 +20,18 @@ from simgan_dist.config.rules import (
     require,
 )
 
-PSI_CHOICES = ("identity", "channel_mean", "gradients", "low_pass", "edges")
-DISCRIMINATOR_CHOICES = ("gaze", "hand", "digits")
+# Each choice is spelled once, here, as the Literal a field is typed with; code that needs the
+# values (the losses, the CLI's choices, refine's settings) reads them with get_args.
+Psi = Literal["identity", "channel_mean", "gradients", "low_pass", "edges"]
+DiscriminatorLayout = Literal["gaze", "hand", "digits"]
+Precision = Literal["fp32", "bf16", "fp16"]
+RefinePrecision = Literal["auto", "fp32", "bf16"]  # refine: auto = bf16 on GPU, fp32 on CPU
+OnBadSample = Literal["skip", "stop"]
+PSI_CHOICES: tuple[str, ...] = get_args(Psi)
+DISCRIMINATOR_CHOICES: tuple[str, ...] = get_args(DiscriminatorLayout)
+PRECISION_CHOICES: tuple[str, ...] = get_args(Precision)
+REFINE_PRECISION_CHOICES: tuple[str, ...] = get_args(RefinePrecision)
+BAD_SAMPLE_CHOICES: tuple[str, ...] = get_args(OnBadSample)
 
 
 class ConfigError(ValueError):
@@ -51,7 +61,7 @@ SATURATION_MARGIN = Rule(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig(Section):
     """Refiner and discriminator shapes (the paper's for the gaze and hand presets)."""
 
@@ -74,7 +84,7 @@ class ModelConfig(Section):
     # several refinements of one image (simgan refine --variants K); 0 = off.
     refiner_noise_channels: int = checked(0, in_range(0, 16, closed=True))
     # D's layout (the tables in model/networks.py).
-    discriminator: Literal["gaze", "hand", "digits"] = "digits"
+    discriminator: DiscriminatorLayout = "digits"
     # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
     # while it trains; 0 = off.
     disc_hidden_noise: float = checked(0.0, at_least(0))
@@ -85,7 +95,7 @@ class ModelConfig(Section):
     disc_minibatch_std: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LossConfig(Section):
     """Refiner loss: adversarial + reg_lambda * |psi(R(x)) - psi(x)|_1."""
 
@@ -97,7 +107,7 @@ class LossConfig(Section):
     # edges); low_pass (each channel's 4x4 cell means: R may add texture and detail finer than that,
     # must keep the coarse layout and colour); edges (absolute gradients of the channel mean: R may
     # recolour and invert freely, must keep where the brightness edges are).
-    psi: Literal["identity", "channel_mean", "gradients", "low_pass", "edges"] = "identity"
+    psi: Psi = "identity"
     # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off), so R
     # never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every pixel black)
     # stays collapsed. tanh(4) = 0.9993 is past every 8-bit level (to_tensor). Metric loss_r_sat.
@@ -111,7 +121,7 @@ class LossConfig(Section):
     diversity_lambda: float = checked(0.0, at_least(0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimConfig(Section):
     """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
 
@@ -138,7 +148,7 @@ class OptimConfig(Section):
     total_steps: int = checked(0, at_least(0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineConfig(Section):
     """DeepSpeed settings, the same for the R and D engines."""
 
@@ -146,7 +156,7 @@ class EngineConfig(Section):
     # 0: plain data parallel; 1/2 shard optimizer state / gradients (all run on CPU with gloo)
     zero_stage: int = checked(0, one_of(0, 1, 2))
     # bf16: autocast, on CPU or GPU; fp16: GPU only, with loss scaling
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     grad_clip: float = checked(0.0, at_least(0))  # max gradient norm; 0 = off
     # micro-batches per optimizer step (global batch unchanged)
     grad_accum_steps: int = checked(1, at_least(1))
@@ -167,7 +177,7 @@ class EngineConfig(Section):
         check_deepspeed_passthrough(self.deepspeed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScheduleConfig(Section):
     """Algorithm 1, with time counted in synthetic images drawn from the stream."""
 
@@ -190,7 +200,7 @@ class ScheduleConfig(Section):
     history_fraction: float = checked(0.5, in_range(0, 1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig(Section):
     """Where the two corpora live. A location is a shard directory, a manifest or a URL pattern."""
 
@@ -214,7 +224,7 @@ class DataConfig(Section):
     # What a truncated tar, an undecodable PNG, an image of the wrong size or a synthetic sample
     # without json does: skip (log URL and key, count it in num_skipped_samples) or stop (the job
     # ends with an error naming URL and key).
-    on_bad_sample: Literal["skip", "stop"] = "skip"
+    on_bad_sample: OnBadSample = "skip"
     # D sees each real image under a random flip and (square images) transpose: 8x the variety
     # of a small real pool, for a local D that judges texture, not which way a digit faces.
     augment_real: bool = False
@@ -240,7 +250,7 @@ class DataConfig(Section):
             raise ValueError(f"data.storage_options: {err}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig(Section):
     """Where a run writes and how it is spread over Ray Train workers."""
 
@@ -312,7 +322,7 @@ class RunConfig(Section):
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoreConfig(Section):
     """Label-free scores on held-out images during training (eval/scores.py); `simgan tune`
     maximizes their `objective`. Computed on rank 0 and reported by every rank at each interval."""
@@ -344,7 +354,7 @@ class ScoreConfig(Section):
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -6,12 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simgan_dist.config import PSI_CHOICES
+
 # Class indices of D's 2-way logits. D "outputs the probability that a patch is refined", so the
 # paper's refiner term -log(1 - D(R(x))) is the cross-entropy of refined patches against REAL.
 REFINED = 0
 REAL = 1
 
-PSI_KINDS = ("identity", "channel_mean", "gradients", "low_pass", "edges")
+PSI_KINDS = PSI_CHOICES  # config.schema.Psi
 LOW_PASS_POOL = 4  # psi "low_pass": the mean of each 4x4 cell (a 28x28 digit -> 7x7 per channel)
 
 
