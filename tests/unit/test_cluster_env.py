@@ -107,18 +107,24 @@ def test_runtime_env_spec_changes_with_the_dependencies() -> None:
     assert job_env["pip"] == runtime_env["pip"]
 
 
-def test_added_dependency_changes_the_pip_spec() -> None:
-    """What the cache fix is for: a new dependency gives a different spec, hence a new venv."""
+def test_rays_venv_key_changes_with_the_dependencies() -> None:
+    """What the pins are for, by Ray's own cache key (pip://<hash of the spec>, computed where
+    the job is submitted): the project line alone keys every job the same whatever
+    pyproject.toml says; with the pins, adding a dependency or bumping one changes the key."""
+    from ray._private.runtime_env.pip import get_uri  # Ray 2.60's key (a test-only private use)
+
+    runtime_env, _ = _runtime_envs()
+    packages = runtime_env["pip"]["packages"]
+    key = get_uri({"pip": {"packages": packages}})
+    assert key == get_uri({"pip": {"packages": list(packages)}})
+    assert get_uri({"pip": {"packages": [WORKING_DIR]}}) != key
     generator = _generator()
     pins = generator.constraints()
-    before = generator.runtime_env_pins(pins)
-    pins["einops"] = ("einops", "0.8.2")
-    generator.direct_dependencies = lambda: [
-        *(generator.Requirement(r) for r in _project()["dependencies"]),
-        generator.Requirement("einops"),
-    ]
-    after = generator.runtime_env_pins(pins)
-    assert after == [*before, "einops==0.8.2"]
+    assert generator.runtime_env_pins(pins) == packages[:-1]
+    pins["numpy"] = ("numpy", "9.9.9")  # a bumped pin
+    assert get_uri({"pip": {"packages": [*generator.runtime_env_pins(pins), WORKING_DIR]}}) != key
+    added = [*packages[:-1], "einops==0.8.2", WORKING_DIR]  # an added dependency
+    assert get_uri({"pip": {"packages": added}}) != key
 
 
 def test_runtime_envs_hold_no_credentials() -> None:
