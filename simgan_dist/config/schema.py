@@ -274,6 +274,9 @@ class RunConfig(Section):
     # run.num_workers workers ask for (an autoscaler may be adding them) before the run stops in
     # one line; a local Ray that simgan started is checked at once (it never grows).
     resource_wait_s: float = checked(600.0, at_least(0))
+    # With RAY_ADDRESS set, seconds to wait for the cluster there to answer (a head that is
+    # starting) before the run stops in one line naming the address; Ray itself retries forever.
+    ray_connect_wait_s: float = checked(60.0, at_least(0))
     # seconds a collective (all-reduce, broadcast, barrier) waits for the other ranks before the
     # run fails (Ray Train's TorchConfig timeout_s); a lost or hung rank then surfaces as an
     # error, and run.max_failures restarts from the latest checkpoint, instead of a silent hang
@@ -295,6 +298,15 @@ class RunConfig(Section):
     max_failures: int = checked(
         0, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")
     )
+    # restarts after a reclaimed (preempted, e.g. spot) node, counted apart from max_failures:
+    # a reclaim is not the job's fault, so it gets its own, larger budget
+    max_preemption_failures: int = checked(
+        20, Rule(lambda v: v >= 0, "must be >= 0 (Ray takes -1 as retry forever)")
+    )
+    # Every this many images each rank asks Ray Train whether a node of the run is being
+    # reclaimed (a small barrier); on a drain notice the run checkpoints at once, so the restart
+    # after the reclaim repeats no image. 0 = never ask.
+    drain_check_every_nimg: int = checked(10_240, at_least(0))
     # "auto": a start under a name that already holds a checkpoint continues that run (a retried or
     # resubmitted job); "never": such a start is refused (simgan train --resume-if-exists, and what
     # jobs/train.py does)

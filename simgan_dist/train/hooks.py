@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -23,19 +22,50 @@ from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.session import TrainingSession
 from simgan_dist.train.stats import check_finite
 
-MetricSink = Callable[[int, dict[str, float]], None]  # (cur_nimg, a metrics row), rank 0
 
+class TrainerLink(Protocol):
+    """What the hooks need of the trainer that runs them (ray_train.RayTrainLink for Ray Train;
+    tests pass their own): reports, a dashboard sink, and drain notices."""
 
-class Reporter(Protocol):
-    """Reports metrics, with a checkpoint directory or none, to the trainer (ray_train's
-    report_to_ray for Ray Train: a barrier, every rank reports)."""
-
-    def __call__(
+    def report(
         self,
         metrics: dict[str, float],
         checkpoint_dir: str | None = None,
         checkpoint_dir_name: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Metrics, with a checkpoint directory or none (for Ray Train: a barrier, every rank
+        reports)."""
+        ...
+
+    def observe(self, cur_nimg: int, metrics: dict[str, float]) -> None:
+        """A metrics row, on rank 0, for dashboards (Ray's metrics)."""
+        ...
+
+    def draining(self) -> bool:
+        """Whether a node of this run is about to be reclaimed (a collective: every rank calls
+        it at the same iterations, and every rank gets the same answer)."""
+        ...
+
+
+class LocalLink:
+    """A link for in-process runs (tests, benches): reports are kept, nothing drains."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[dict[str, float], str | None]] = []
+
+    def report(
+        self,
+        metrics: dict[str, float],
+        checkpoint_dir: str | None = None,
+        checkpoint_dir_name: str | None = None,
+    ) -> None:
+        self.reports.append((dict(metrics), checkpoint_dir_name))
+
+    def observe(self, cur_nimg: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def draining(self) -> bool:
+        return False
 
 
 def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
@@ -44,22 +74,22 @@ def _crossed(prev_nimg: int, cur_nimg: int, every: int) -> bool:
 
 class TrainingHooks:
     """After each iteration: metric averages, console/JSONL/TensorBoard lines and grids on rank 0,
-    and checkpoints that every rank reports through `report` (to Ray Train: a barrier)."""
+    checkpoints that every rank reports through the link (to Ray Train: a barrier), and a
+    just-in-time checkpoint when the link says a node is draining."""
 
     def __init__(
         self,
         session: TrainingSession,
         run_dir: Path,
-        report: Reporter,
+        link: TrainerLink,
         outputs: RunOutputs | None = None,
-        sink: MetricSink | None = None,
     ) -> None:
         cfg, rank = session.cfg, session.rank
-        self.session, self.cfg, self.rank, self.report = session, cfg, rank, report
+        self.session, self.cfg, self.rank, self.link = session, cfg, rank, link
         self.run_dir = run_dir
         self.outputs = outputs  # copied to an object-store run location (publish_outputs)
         self.published_at = time.monotonic()
-        self.sink = sink  # e.g. ray_metrics.RayMetrics: each metrics row, on rank 0
+        self.drain_checkpointed = False  # one just-in-time checkpoint per drain notice
         self.log = RunLog(run_dir, enabled=rank == 0)
         self.phases = phases_for(cfg.schedule)
         # The run's one metric channel: the loop reports every step there; a log line pops it.
@@ -96,7 +126,9 @@ class TrainingHooks:
             self.write_metrics(state, phase.name, scores)
         if _crossed(self.prev_nimg, state.cur_nimg, run.grid_every_nimg):
             self.save_grid(state)
-        if _crossed(self.prev_nimg, state.cur_nimg, run.checkpoint_every_nimg):
+        if _crossed(self.prev_nimg, state.cur_nimg, run.checkpoint_every_nimg) or self.drained(
+            state
+        ):
             self.checkpoint(state)
         elif scores:
             self.report_scores(state)
@@ -120,8 +152,24 @@ class TrainingHooks:
             {**means, **(scores or {})},
             progress=lambda images_per_s: progress_text(self.phases, state, images_per_s),
         )
-        if self.sink is not None and self.rank == 0:
-            self.sink(state.cur_nimg, self.last_metrics)
+        if self.rank == 0:
+            self.link.observe(state.cur_nimg, self.last_metrics)
+
+    def drained(self, state: LoopState) -> bool:
+        """Every run.drain_check_every_nimg images, ask the link whether a node is draining; on
+        the first yes, a checkpoint now: the restarted run resumes from it and repeats no image
+        (a collective: every rank asks at the same iterations)."""
+        every = self.cfg.run.drain_check_every_nimg
+        if (
+            not every
+            or self.drain_checkpointed
+            or not _crossed(self.prev_nimg, state.cur_nimg, every)
+        ):
+            return False
+        self.drain_checkpointed = self.link.draining()
+        if self.drain_checkpointed:
+            self.log.event("drain notice: just-in-time checkpoint", state.cur_nimg)
+        return self.drain_checkpointed
 
     def score(self, state: LoopState) -> dict[str, float]:
         """Rank 0 scores R on its held-out images; the broadcast gives every rank the same values
@@ -134,7 +182,7 @@ class TrainingHooks:
     def report_scores(self, state: LoopState) -> None:
         """Scores with no checkpoint due: Ray Train keeps no metrics without a checkpoint, but
         Tune's TuneReportCallback sees every report. A barrier: every rank reports."""
-        self.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
+        self.link.report({"cur_nimg": state.cur_nimg, **self.last_metrics})
 
     def save_grid(self, state: LoopState) -> None:
         if self.rank != 0 or self.grid_nimg == state.cur_nimg:  # the end may fall on an interval
@@ -156,7 +204,7 @@ class TrainingHooks:
         metrics = {"cur_nimg": state.cur_nimg, **self.last_metrics}
         with tempfile.TemporaryDirectory(prefix="simgan-ckpt-") as tmp:
             self.session.checkpoint().save(tmp, self.cfg)  # a barrier: every rank saves
-            self.report(metrics, tmp, checkpoint_name(state.cur_nimg))
+            self.link.report(metrics, tmp, checkpoint_name(state.cur_nimg))
         self.last_checkpoint_nimg = state.cur_nimg
         self.publish_outputs()
 

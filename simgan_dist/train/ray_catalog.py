@@ -10,17 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from simgan_dist.config import Config
 from simgan_dist.data.catalog import CORPORA, EpochPlan, ShardCatalog, open_catalog
 
 
 def start_catalogs(cfg: Config) -> dict[str, Any]:
-    """One ShardCatalog actor per corpus (no CPU reserved: it only answers small calls).
+    """One ShardCatalog actor per corpus (no CPU reserved: it only answers small calls), on the
+    driver's node.
 
     The corpora are listed here, in the driver, so a wrong URL or an unreachable endpoint stops
     the job with its own error before any worker starts."""
-    actor_cls = ray.remote(num_cpus=0)(ShardCatalog)
+    # On the driver's node (the head, under `ray job submit`): an actor on a spot worker would be
+    # lost with it when the node is reclaimed, and the record of finished shards with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor_cls = ray.remote(ShardCatalog).options(num_cpus=0, scheduling_strategy=here)
     handles = {}
     for corpus in CORPORA:
         catalog = open_catalog(cfg, corpus, cfg.run.num_workers)

@@ -55,25 +55,39 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             cfg, device=device, updaters="deepspeed", checkpoint=directory,
             catalogs=connect_catalogs(loop_config.get("catalogs")), key_log_dir=run_dir,
         )  # fmt: skip
-    sink = RayMetrics(cfg.run.name) if session.rank == 0 else None
-    hooks = TrainingHooks(session, run_dir, report_to_ray, outputs, sink)
+    link = RayTrainLink(cfg.run.name, session.rank)
+    hooks = TrainingHooks(session, run_dir, link, outputs)
     hooks.finish(session.train(after_iteration=hooks))
 
 
-def report_to_ray(
-    metrics: dict[str, float],
-    checkpoint_dir: str | None = None,
-    checkpoint_dir_name: str | None = None,
-) -> None:
-    """TrainingHooks' reporter: ray.train.report, with the checkpoint directory when there is one."""
-    if checkpoint_dir is None:
-        ray.train.report(metrics)
-    else:
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir),
-            checkpoint_dir_name=checkpoint_dir_name,
-        )
+class RayTrainLink:
+    """TrainingHooks' link to Ray Train: reports (ray.train.report, a barrier), rank 0's rows
+    as Ray metrics, and drain notices (ray.train.get_preemption_info, a barrier)."""
+
+    def __init__(self, run_name: str, rank: int) -> None:
+        self.metrics = RayMetrics(run_name) if rank == 0 else None
+
+    def report(
+        self,
+        metrics: dict[str, float],
+        checkpoint_dir: str | None = None,
+        checkpoint_dir_name: str | None = None,
+    ) -> None:
+        if checkpoint_dir is None:
+            ray.train.report(metrics)
+        else:
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir),
+                checkpoint_dir_name=checkpoint_dir_name,
+            )
+
+    def observe(self, cur_nimg: int, metrics: dict[str, float]) -> None:
+        if self.metrics is not None:
+            self.metrics(cur_nimg, metrics)
+
+    def draining(self) -> bool:
+        return ray.train.get_preemption_info() is not None
 
 
 class TrainingError(RuntimeError):
@@ -227,12 +241,16 @@ def run_training(
             storage_path=storage_path,
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            # Train V2's FailureConfig at run time; the type stubs name ray.air's.
+            failure_config=FailureConfig(
+                max_failures=cfg.run.max_failures,
+                max_preemption_failures=cfg.run.max_preemption_failures,  # type: ignore[call-arg]
+            ),
             callbacks=callbacks,
             # Ray Train's own console lines (worker group starts, every checkpoint report with
             # its whole metrics dict) only with `simgan --verbose`; our lines are not its logs.
             # ray.train.RunConfig is Train V2's at run time; the type stubs name ray.air's.
-            logging_config=ray.LoggingConfig(  # type: ignore[call-arg]
+            logging_config=ray.LoggingConfig(
                 log_level="INFO" if third_party_verbose() else "WARNING"
             ),
         ),
