@@ -277,6 +277,9 @@ class RunConfig(Section):
     # With RAY_ADDRESS set, seconds to wait for the cluster there to answer (a head that is
     # starting) before the run stops in one line naming the address; Ray itself retries forever.
     ray_connect_wait_s: float = checked(60.0, at_least(0))
+    # With RAY_ADDRESS set, seconds to wait for the cluster there to answer (a head that is
+    # starting) before the run stops in one line naming the address; Ray itself retries forever.
+    ray_connect_wait_s: float = checked(60.0, at_least(0))
     # seconds a collective (all-reduce, broadcast, barrier) waits for the other ranks before the
     # run fails (Ray Train's TorchConfig timeout_s); a lost or hung rank then surfaces as an
     # error, and run.max_failures restarts from the latest checkpoint, instead of a silent hang

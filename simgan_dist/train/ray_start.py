@@ -10,7 +10,7 @@ import time
 import ray
 
 from simgan_dist.config.verbosity import third_party_verbose
-from simgan_dist.train import versions
+from simgan_dist.train import ray_address, versions
 
 # Ray's services start on the node's address, and for a local instance it resolves 127.0.0.1
 # to the machine's reachable address unless "clusters" are off (its Windows/macOS default).
@@ -30,15 +30,18 @@ class RayResourceError(ValueError):
     """More workers, CPUs or GPUs asked for than the Ray instance has (or a cluster got in time)."""
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray(num_cpus: int | None = None, connect_wait_s: float | None = None) -> None:
     """Connect to Ray once per process: RAY_ADDRESS's cluster (e.g. under `ray job submit`)
-    when set, else start a local instance whose ports all listen on 127.0.0.1."""
+    when set, else start a local instance whose ports all listen on 127.0.0.1. connect_wait_s:
+    how long RAY_ADDRESS may take to answer (ray_address.RAY_CONNECT_WAIT_S when None)."""
     if ray.is_initialized():
         return
     # Ray's own INFO lines (the dashboard address, "Started a local Ray instance") and warnings
     # only with `simgan --verbose`; its errors always.
     logging_level = logging.INFO if third_party_verbose() else logging.ERROR
     if os.environ.get("RAY_ADDRESS"):
+        wait_s = ray_address.RAY_CONNECT_WAIT_S if connect_wait_s is None else connect_wait_s
+        ray_address.wait_for_address(os.environ["RAY_ADDRESS"], wait_s)
         ray.init(num_cpus=num_cpus, logging_level=logging_level)
         return
     versions.require(versions.RAY_CLUSTER_SWITCH)

@@ -210,7 +210,7 @@ def run_training(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     align_checkpoint_record(cfg)  # before Ray starts: a refusal starts nothing
-    ensure_ray()
+    ensure_ray(connect_wait_s=cfg.run.ray_connect_wait_s)
     gpu = " and 1 GPU" if cfg.run.use_gpu else ""
     check_resources(
         cfg.run.num_workers,

@@ -4,7 +4,11 @@ process is bounded and ends in one line. Real local Ray instances, no mocks."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,3 +132,61 @@ def test_on_a_cluster_the_wait_for_nodes_is_bounded(ray_local, monkeypatch, caps
     )
     with pytest.raises(ray_start.RayResourceError, match="has 2 CPU .room for 0 such workers"):
         ray_start.check_resources(1, {"CPU": 4}, "one worker of 4 CPUs", wait_s=0)
+
+
+# Item 12b: RAY_ADDRESS naming an address where nothing listens.
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens here once the socket closes
+
+
+def _simgan(code: str, address: str) -> subprocess.CompletedProcess:
+    """A `simgan` command in a process of its own (this one is connected to Ray already)."""
+    env = {**os.environ, "RAY_ADDRESS": address}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=150)  # fmt: skip  # retried forever before
+
+
+def _refused(address: str, wait_s: int) -> str:
+    return (
+        f"RAY_ADDRESS={address}: no Ray cluster answers there (Connection refused) after "
+        f"{wait_s} s; start it, fix the address, or unset RAY_ADDRESS for a local Ray"
+    )
+
+
+def _lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err[-2000:]
+    return [line for line in err.strip().splitlines() if line.strip()]
+
+
+def test_train_with_ray_address_where_nothing_listens_stops_in_one_line(debug_overrides) -> None:
+    address = f"127.0.0.1:{_closed_port()}"
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides() + ["run.ray_connect_wait_s=2"]:
+        args += ["--set", item]
+    started = time.monotonic()
+    done = _simgan(f"from simgan_dist.cli import main; main({args!r})", address)
+    assert done.returncode == 1 and time.monotonic() - started < 120
+    waiting, last = _lines(done.stderr)
+    assert waiting.startswith(f"[simgan] RAY_ADDRESS={address}: nothing answers yet")
+    assert last == f"simgan: error: {_refused(address, 2)}"
+
+
+def test_refine_with_ray_address_where_nothing_listens_stops_and_frees_its_output(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{_closed_port()}"
+    source, output = _shards(tmp_path / "in", 2), tmp_path / "out"
+    args = ["refine", "--checkpoint", str(checkpoint), "--input", str(source), "--output",
+            str(output), "--no-progress"]  # fmt: skip
+    code = (
+        "from simgan_dist.train import ray_address; ray_address.RAY_CONNECT_WAIT_S = 2; "
+        f"from simgan_dist.cli import main; main({args!r})"
+    )
+    done = _simgan(code, address)
+    assert done.returncode == 1
+    assert _lines(done.stderr)[-1] == f"simgan refine: {_refused(address, 2)}"
+    assert not (output / "_refine" / "lease.json").exists()  # held forever before
