@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from simgan_dist.config import BAD_SAMPLE_CHOICES
 from simgan_dist.data.catalog import EpochPlan
 from simgan_dist.data.pipeline import (
     BadSampleError,
@@ -25,8 +26,6 @@ from simgan_dist.io.shardio import check_key, declared_shape, image_chw, resolve
 from simgan_dist.model.pixels import to_batch
 
 log = logging.getLogger(__name__)
-
-BAD_SAMPLE_CHOICES = ("skip", "stop")
 
 
 def _decode(

@@ -16,13 +16,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from simgan_dist.config import ModelConfig
-from simgan_dist.data.reader import BAD_SAMPLE_CHOICES, StreamStats, read_samples
+from simgan_dist.config import BAD_SAMPLE_CHOICES, REFINE_PRECISION_CHOICES, ModelConfig
+from simgan_dist.config.rules import Section, at_least, checked, one_of
+from simgan_dist.config.schema import OnBadSample, RefinePrecision
+from simgan_dist.data.reader import StreamStats, read_samples
 from simgan_dist.io import urls
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import plain_tar_name, write_shard
@@ -30,43 +32,34 @@ from simgan_dist.model.networks import build_refiner
 from simgan_dist.model.pixels import to_batch, to_uint8
 from simgan_dist.refine import ledger as refine_ledger
 
-PRECISIONS = ("auto", "fp32", "bf16")
 QUEUE_BATCHES = 4  # decoded and refined batches held per shard: bounds memory, absorbs jitter
 _END = object()  # end-of-stream marker in the thread queues
 
 
-@dataclass(frozen=True)
-class RefineSettings:
-    """How refinement runs; none of it changes which images come out (bf16 changes pixels a little)."""
+@dataclass(frozen=True, kw_only=True)
+class RefineSettings(Section):
+    """How refinement runs; none of it changes which images come out (bf16 changes pixels a
+    little). A config section like the training ones: each field's rule is checked when it is
+    built, an error naming `refine.<field>`."""
 
-    batch_size: int = 256
-    num_workers: int = (
-        0  # 0: one per GPU with use_gpu, else one per threads_per_worker cluster CPUs
-    )
-    threads_per_worker: int = 2  # torch threads (and the CPUs each worker asks Ray for)
-    shards_per_worker: int = 2  # shards a worker holds at once; their reading/writing overlaps R
+    SECTION: ClassVar[str] = "refine"
+    batch_size: int = checked(256, at_least(1))
+    # 0: one per GPU with use_gpu, else one per threads_per_worker cluster CPUs
+    num_workers: int = checked(0, at_least(0))
+    # torch threads (and the CPUs each worker asks Ray for)
+    threads_per_worker: int = checked(2, at_least(1))
+    # shards a worker holds at once; their reading/writing overlaps R
+    shards_per_worker: int = checked(2, at_least(1))
     use_gpu: bool = False
-    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
-    on_bad_sample: str = "skip"  # skip: listed in the report; stop: the job stops
+    # auto: bf16 autocast on GPU, fp32 on CPU
+    precision: RefinePrecision = checked("auto", one_of(*REFINE_PRECISION_CHOICES))
+    # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
+    channels_last: bool = True
+    # skip: listed in the report; stop: the job stops
+    on_bad_sample: OnBadSample = checked("skip", one_of(*BAD_SAMPLE_CHOICES))
     # Refined copies per input sample, each from its own draw of R's noise input; 1 keeps the
     # input's keys, K > 1 writes <key>_v0 .. <key>_v{K-1} (variant_key).
-    num_variants: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "threads_per_worker", "shards_per_worker", "num_variants"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"refine {name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"refine num_workers must be >= 0, got {self.num_workers}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"refine precision must be one of {PRECISIONS}, got {self.precision!r}"
-            )
-        if self.on_bad_sample not in BAD_SAMPLE_CHOICES:
-            raise ValueError(
-                f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {self.on_bad_sample!r}"
-            )
+    num_variants: int = checked(1, at_least(1))
 
     @property
     def bf16(self) -> bool:
