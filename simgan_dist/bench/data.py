@@ -116,7 +116,7 @@ def loader_rate(
 ) -> dict[str, float]:
     """Images/s of batch_stream after its first batch (which holds start-up and buffer fill)."""
     urls = resolve_shard_urls(shards, storage_options=options)
-    stream = batch_stream(urls, batch_size, (1, 28, 28), seed=0, shuffle_buffer=1000,
+    stream = batch_stream(urls, batch_size, (1, 28, 28), seed=0, shuffle_window=1000,
                           num_loader_workers=workers, with_meta=False,
                           storage_options=options)  # fmt: skip
     started = time.perf_counter()

@@ -54,7 +54,7 @@ def bench_resume(
 
         def stream(ends: list[str] | None = None) -> Any:
             return batch_stream(
-                plan, batch, image_shape(cfg), seed=0, shuffle_buffer=cfg.data.shuffle_buffer,
+                plan, batch, image_shape(cfg), seed=0, shuffle_window=cfg.data.shuffle_window,
                 num_loader_workers=workers, with_meta=False,
                 on_shard_end=None if ends is None else lambda epoch, url: ends.append(url),
             )  # fmt: skip
@@ -89,7 +89,7 @@ def bench_resume(
     return {
         "preset": preset,
         "batch_size": batch,
-        "shuffle_buffer": cfg.data.shuffle_buffer,
+        "shuffle_window": cfg.data.shuffle_window,
         "num_loader_workers": workers,
         "num_shards": num_shards,
         "samples_per_shard": samples_per_shard,
@@ -103,7 +103,7 @@ def bench_resume(
 def format_resume_table(r: dict[str, Any]) -> str:
     lines = [
         f"simgan bench resume: preset {r['preset']}, batch {r['batch_size']}, shuffle buffer "
-        f"{r['shuffle_buffer']}, {r['num_loader_workers']} loader process(es), corpus "
+        f"{r['shuffle_window']}, {r['num_loader_workers']} loader process(es), corpus "
         f"{r['num_shards']} shards x {r['samples_per_shard']}",
         "| images trained | shards finished | resume s (seek) | replay s (before) | exact |",
         "|---|---|---|---|---|",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -24,6 +25,8 @@ from simgan_dist.config.yaml_input import (
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+
+log = logging.getLogger(__name__)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -148,11 +151,38 @@ def _check_shape(data: Any, source: str) -> None:
         raise ConfigError(f"{source}: {problem}")
 
 
+# Renamed fields: (section, old name) -> new name. The old name is read for one release, with a
+# deprecation line; a config giving both is refused.
+RENAMED_FIELDS = {("data", "shuffle_buffer"): "shuffle_window"}
+
+
+def rename_deprecated(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """data with each renamed field under its new name (a copy when anything changed)."""
+    for (section, old), new in RENAMED_FIELDS.items():
+        values = data.get(section)
+        if not isinstance(values, dict) or old not in values:
+            continue
+        require(
+            new not in values, f"{section}.{old}", f"is {section}.{new}'s old name: give one", old
+        )
+        log.warning(
+            "%s: %s.%s is deprecated, read as %s.%s (its new name)",
+            source,
+            section,
+            old,
+            section,
+            new,
+        )
+        values = {new if k == old else k: v for k, v in values.items()}
+        data = {**data, section: values}
+    return data
+
+
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a nested dict into a Config; any problem is one ConfigError line naming source."""
     _check_shape(data, source)
     try:
-        return build_dataclass(Config, spread_storage_options(data), "")
+        return build_dataclass(Config, spread_storage_options(rename_deprecated(data, source)), "")
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -220,7 +220,7 @@ class DataConfig(Section):
     pin_memory: bool = True
     # Shuffle window per loader process: each run of this many samples is permuted by its own seed
     # (so a resume needs no replay).
-    shuffle_buffer: int = checked(2000, at_least(1))
+    shuffle_window: int = checked(2000, at_least(1))
     # What a truncated tar, an undecodable PNG, an image of the wrong size or a synthetic sample
     # without json does: skip (log URL and key, count it in num_skipped_samples) or stop (the job
     # ends with an error naming URL and key).
@@ -274,9 +274,6 @@ class RunConfig(Section):
     # run.num_workers workers ask for (an autoscaler may be adding them) before the run stops in
     # one line; a local Ray that simgan started is checked at once (it never grows).
     resource_wait_s: float = checked(600.0, at_least(0))
-    # With RAY_ADDRESS set, seconds to wait for the cluster there to answer (a head that is
-    # starting) before the run stops in one line naming the address; Ray itself retries forever.
-    ray_connect_wait_s: float = checked(60.0, at_least(0))
     # With RAY_ADDRESS set, seconds to wait for the cluster there to answer (a head that is
     # starting) before the run stops in one line naming the address; Ray itself retries forever.
     ray_connect_wait_s: float = checked(60.0, at_least(0))

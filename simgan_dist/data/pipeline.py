@@ -1,7 +1,7 @@
 """A rank's endless batch pipeline, and its position: resume without replaying what was trained.
 
 Per loader worker: raw tar samples of the worker's shards (the catalog's plan), cut into windows
-of shuffle_buffer samples, each window permuted by a seed of its own, then decoded and batched.
+of shuffle_window samples, each window permuted by a seed of its own, then decoded and batched.
 Every batch carries its worker's cursor: where that worker's current window starts (epoch, shard
 in the worker's list, sample in that shard), the window's number and how many of its samples
 have been taken. So a resumed stream starts reading at the window's shard: the shards before it,
@@ -265,7 +265,7 @@ class PipelineSpec:
     rank: int
     decode: Any
     batch_size: int
-    shuffle_buffer: int
+    shuffle_window: int
     seed: int
     stop_on_bad: bool
     storage_options: dict[str, Any] | None = None
@@ -286,7 +286,7 @@ class _RankPipeline(IterableDataset):
         worker = (physical + self.rotation) % num_workers
         s, start = self.spec, self.starts.get(worker)
         raws = _source(s.plan, s.rank, worker, num_workers, s.storage_options, start)
-        windows = _windows(raws, s.shuffle_buffer, f"{s.seed}/shuffle/{s.rank}/{worker}", start)
+        windows = _windows(raws, s.shuffle_window, f"{s.seed}/shuffle/{s.rank}/{worker}", start)
         exempt = set(s.plan.redealt) | ({start["epoch"]} if start else set())
         return _batches(windows, s.decode, s.batch_size, s.stop_on_bad, worker, exempt)
 

@@ -68,7 +68,7 @@ def batch_stream(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
-    shuffle_buffer: int = 1000,
+    shuffle_window: int = 1000,
     num_loader_workers: int = 0,
     on_bad_sample: str = "skip",
     with_meta: bool = True,
@@ -97,8 +97,8 @@ def batch_stream(
         raise ValueError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
         )
-    if batch_size < 1 or shuffle_buffer < 1 or num_loader_workers < 0:
-        raise ValueError("batch_size and shuffle_buffer must be >= 1, num_loader_workers >= 0")
+    if batch_size < 1 or shuffle_window < 1 or num_loader_workers < 0:
+        raise ValueError("batch_size and shuffle_window must be >= 1, num_loader_workers >= 0")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     stats = stats if stats is not None else StreamStats()
@@ -111,7 +111,7 @@ def batch_stream(
         plan = shards
     else:
         plan = EpochPlan(tuple(shards), (1,) * len(shards), seed, world_size)
-    spec = PipelineSpec(plan, rank, decode, batch_size, shuffle_buffer, seed,
+    spec = PipelineSpec(plan, rank, decode, batch_size, shuffle_window, seed,
                         on_bad_sample == "stop", storage_options)  # fmt: skip
     return BatchStream(spec, num_loader_workers, stats, on_shard_end, pin_memory)
 

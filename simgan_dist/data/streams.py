@@ -148,7 +148,7 @@ def make_batches(
 
         positioned[corpus] = it = batch_stream(
             catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
-            rank=stream_rank, world_size=stream_world, shuffle_buffer=cfg.data.shuffle_buffer,
+            rank=stream_rank, world_size=stream_world, shuffle_window=cfg.data.shuffle_window,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
             with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
             on_shard_end=on_end, require_json=corpus == "synthetic", pin_memory=pin,

@@ -57,7 +57,7 @@ def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
         "data.real": f"{root}/real",
         "data.storage_options": json.dumps(options),
         "data.record_keys": "true",
-        "data.shuffle_buffer": 8,  # epoch 0's samples leave the buffer soon after it ends
+        "data.shuffle_window": 8,  # epoch 0's samples leave the buffer soon after it ends
         "schedule.adversarial_nimg": 960,
         "run.checkpoint_every_nimg": 96,
         "run.log_every_nimg": 96,

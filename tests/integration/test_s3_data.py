@@ -135,14 +135,14 @@ def test_bad_samples_in_a_bucket_are_skipped_and_counted_or_stop(s3_server, s3_b
 
     # The training stream: the same skips are counted (4 per epoch)...
     stats = StreamStats()
-    stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_buffer=1, stats=stats,
+    stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_window=1, stats=stats,
                           storage_options=options, require_json=True)  # fmt: skip
     for _ in range(7):  # 28 samples: two whole epochs of 13 good ones
         next(stream)
     assert stats.num_skipped >= 8 and "c-no-json.tar key no-json" in "".join(stats.skipped)
     # ...or, with on_bad_sample="stop", the first one stops it, naming the shard and the key.
     with pytest.raises(BadSampleError, match=r"s3://simgan-test/bad/\S+ key \S+"):
-        stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_buffer=1, on_bad_sample="stop",
+        stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_window=1, on_bad_sample="stop",
                               storage_options=options)  # fmt: skip
         for _ in range(4):
             next(stream)

@@ -85,7 +85,7 @@ def test_one_bad_sample_among_many_is_skipped_in_every_epoch(bad_at: int, tmp_pa
     shards = _corpus(tmp_path / "c", 40, 10, {bad_at: wrong_size})
     for seed in range(4):
         stats = StreamStats()
-        stream = batch_stream(shards, 8, SHAPE, seed=seed, shuffle_buffer=16, stats=stats)
+        stream = batch_stream(shards, 8, SHAPE, seed=seed, shuffle_window=16, stats=stats)
         batches = list(itertools.islice(stream, 60))  # 12 epochs
         assert len(batches) == 60
         assert stats.num_skipped >= 11 and f"key s{bad_at:04d}" in stats.skipped[0]
@@ -94,7 +94,7 @@ def test_one_bad_sample_among_many_is_skipped_in_every_epoch(bad_at: int, tmp_pa
 def test_an_all_bad_epoch_still_stops_the_stream(tmp_path: Path) -> None:
     bad = {i: _record(i, encode_png(_digit(i, (20, 20)))) for i in range(40)}
     shards = _corpus(tmp_path / "c", 40, 10, bad)
-    stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_buffer=16)
+    stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_window=16)
     with pytest.raises(ValueError, match="gave no usable samples"):
         next(stream)
 
@@ -231,7 +231,7 @@ def test_a_huge_png_among_good_ones_is_skipped_by_training_and_the_readers(
 ) -> None:
     shards = _corpus(tmp_path / "c", 40, 10, {5: _record(5, huge_png)})
     stats = StreamStats()
-    stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_buffer=16, stats=stats)
+    stream = batch_stream(shards, 8, SHAPE, seed=0, shuffle_window=16, stats=stats)
     assert len(list(itertools.islice(stream, 15))) == 15
     assert stats.num_skipped >= 2 and "from its header" in stats.skipped[0]
     with pytest.raises(ValueError, match=r"declares 40000x40000 pixels, over the"):
@@ -332,7 +332,7 @@ def test_a_tar_gz_shard_in_a_folder_is_read_by_training_and_the_readers(tmp_path
     assert resolve_shard_urls(shards[2]) == shards[2:]
     keys = {f"s{i:04d}" for i in range(30)}
     assert {m["__key__"] for m in load_batch(str(tmp_path / "c"))[1]} == keys
-    stream = batch_stream(shards, 10, SHAPE, seed=0, shuffle_buffer=10)  # epoch 0: 3 batches
+    stream = batch_stream(shards, 10, SHAPE, seed=0, shuffle_window=10)  # epoch 0: 3 batches
     assert {m["__key__"] for _, metas in itertools.islice(stream, 3) for m in metas} == keys
 
 

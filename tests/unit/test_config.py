@@ -136,3 +136,18 @@ def test_config_to_yaml_round_trips() -> None:
     a_dict = {"loss": {"reg_lambda": 1.0}}
     load_config(a_dict)
     assert a_dict == {"loss": {"reg_lambda": 1.0}}  # the caller's dict is left as it was
+
+
+def test_shuffle_buffers_old_name_is_read_with_a_deprecation_line(caplog) -> None:
+    """data.shuffle_buffer became data.shuffle_window (it sizes a window, not a buffer): the
+    old name is read for one release, saying so; both names at once are refused."""
+    import logging
+
+    from simgan_dist.config import ConfigError, from_dict
+
+    with caplog.at_level(logging.WARNING):
+        cfg = from_dict({"data": {"shuffle_buffer": 64}}, source="old.yaml")
+    assert cfg.data.shuffle_window == 64
+    assert "old.yaml: data.shuffle_buffer is deprecated" in caplog.text
+    with pytest.raises(ConfigError, match="data.shuffle_buffer: is data.shuffle_window's old name"):
+        from_dict({"data": {"shuffle_buffer": 64, "shuffle_window": 8}}, source="both.yaml")

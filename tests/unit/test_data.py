@@ -67,7 +67,7 @@ def test_tensor_conversion_roundtrip() -> None:
 
 def test_batches_shape_range_meta(urls: list[str]) -> None:
     stats = StreamStats()
-    stream = batch_stream(urls, 8, SHAPE, seed=0, shuffle_buffer=16, stats=stats)
+    stream = batch_stream(urls, 8, SHAPE, seed=0, shuffle_window=16, stats=stats)
     for images, metas in itertools.islice(stream, 12):  # 96 samples: more than two epochs
         assert images.shape == (8, *SHAPE) and images.dtype == torch.float32
         assert images.min() >= -1.0 and images.max() <= 1.0
@@ -78,25 +78,25 @@ def test_batches_shape_range_meta(urls: list[str]) -> None:
 
 
 def test_deterministic_for_seed(urls: list[str]) -> None:
-    a = list(itertools.islice(batch_stream(urls, 8, SHAPE, seed=3, shuffle_buffer=16), 10))
-    b = list(itertools.islice(batch_stream(urls, 8, SHAPE, seed=3, shuffle_buffer=16), 10))
+    a = list(itertools.islice(batch_stream(urls, 8, SHAPE, seed=3, shuffle_window=16), 10))
+    b = list(itertools.islice(batch_stream(urls, 8, SHAPE, seed=3, shuffle_window=16), 10))
     assert [m for _, m in a] == [m for _, m in b]
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b, strict=True))
-    other = _keys(batch_stream(urls, 8, SHAPE, seed=4, shuffle_buffer=16), 10)
+    other = _keys(batch_stream(urls, 8, SHAPE, seed=4, shuffle_window=16), 10)
     assert other != [m["__key__"] for _, ms in a for m in ms]
 
 
 def test_epochs_reshuffle_shards(urls: list[str]) -> None:
-    keys = _keys(batch_stream(urls, 10, SHAPE, seed=0, shuffle_buffer=1), 40)  # ten epochs
+    keys = _keys(batch_stream(urls, 10, SHAPE, seed=0, shuffle_window=1), 40)  # ten epochs
     epochs = [keys[i : i + 40] for i in range(0, 400, 40)]
     assert all(sorted(e) == sorted(epochs[0]) for e in epochs)  # every epoch is the whole corpus
     assert len({tuple(e) for e in epochs}) > 1  # ...in a shard order that changes
 
 
 def test_two_ranks_disjoint_and_complete(urls: list[str]) -> None:
-    # shuffle_buffer=1 keeps epochs apart: each rank's first 20 samples are its first epoch.
+    # shuffle_window=1 keeps epochs apart: each rank's first 20 samples are its first epoch.
     first = [
-        _keys(batch_stream(urls, 5, SHAPE, seed=0, rank=r, world_size=2, shuffle_buffer=1), 4)
+        _keys(batch_stream(urls, 5, SHAPE, seed=0, rank=r, world_size=2, shuffle_window=1), 4)
         for r in range(2)
     ]
     assert not set(first[0]) & set(first[1])
@@ -105,7 +105,7 @@ def test_two_ranks_disjoint_and_complete(urls: list[str]) -> None:
     # catalog deals the shards anew each epoch.
     by_epoch: dict[int, list[list[str]]] = {}
     for r in range(2):
-        stream = batch_stream(urls, 8, SHAPE, seed=0, rank=r, world_size=2, shuffle_buffer=16)
+        stream = batch_stream(urls, 8, SHAPE, seed=0, rank=r, world_size=2, shuffle_window=16)
         for _, metas in itertools.islice(stream, 30):
             for m in metas:
                 by_epoch.setdefault(m["__epoch__"], [[], []])[r].append(m["__key__"])
@@ -119,7 +119,7 @@ def test_two_ranks_disjoint_and_complete(urls: list[str]) -> None:
 def test_fewer_shards_than_ranks(tmp_path: Path) -> None:
     urls = _corpus(tmp_path, 12, 6)  # 2 shards, 3 ranks: split by sample position
     shares = [
-        set(_keys(batch_stream(urls, 4, SHAPE, seed=1, rank=r, world_size=3, shuffle_buffer=4), 6))
+        set(_keys(batch_stream(urls, 4, SHAPE, seed=1, rank=r, world_size=3, shuffle_window=4), 6))
         for r in range(3)
     ]
     assert all(len(s) == 4 for s in shares)
@@ -131,7 +131,7 @@ def test_rank_env_vars_do_not_matter(urls: list[str], monkeypatch: pytest.Monkey
     # Ray Train sets these; a WebDataset without an explicit nodesplitter would raise.
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    keys = _keys(batch_stream(urls, 10, SHAPE, seed=0, shuffle_buffer=1), 4)
+    keys = _keys(batch_stream(urls, 10, SHAPE, seed=0, shuffle_window=1), 4)
     assert sorted(keys) == [f"s-{i:04d}" for i in range(40)]
     with pytest.raises(ValueError, match="nodesplitter"):  # the trap this design avoids
         next(iter(wds.WebDataset(urls, shardshuffle=False)))
@@ -140,7 +140,7 @@ def test_rank_env_vars_do_not_matter(urls: list[str], monkeypatch: pytest.Monkey
 def test_loader_workers(urls: list[str], tmp_path: Path) -> None:
     def run(seed: int, location: list[str], batch: int, n: int) -> list[str]:
         return _keys(
-            batch_stream(location, batch, SHAPE, seed=seed, shuffle_buffer=1, num_loader_workers=2),
+            batch_stream(location, batch, SHAPE, seed=seed, shuffle_window=1, num_loader_workers=2),
             n,
         )
 
@@ -178,7 +178,7 @@ def test_bad_data_skipped_and_counted(tmp_path: Path, workers: int) -> None:
     urls, bad = _bad_corpus(tmp_path)
     stats = StreamStats()
     stream = batch_stream(
-        urls, 4, SHAPE, seed=0, shuffle_buffer=1, num_loader_workers=workers, stats=stats
+        urls, 4, SHAPE, seed=0, shuffle_window=1, num_loader_workers=workers, stats=stats
     )
     for images, _ in itertools.islice(stream, 20):  # a few epochs of about 16 good samples
         assert images.shape == (4, *SHAPE)
@@ -197,14 +197,14 @@ def test_bad_data_stop_raises_with_url_and_key(tmp_path: Path, workers: int) -> 
             1,
             SHAPE,
             seed=0,
-            shuffle_buffer=1,
+            shuffle_window=1,
             num_loader_workers=workers,
             on_bad_sample="stop",
         )
         with pytest.raises(BadSampleError, match=needle) as info:
             list(itertools.islice(stream, 50))
         assert url in str(info.value)
-    stream = batch_stream([bad], 1, (1, 20, 20), seed=0, shuffle_buffer=1, on_bad_sample="stop")
+    stream = batch_stream([bad], 1, (1, 20, 20), seed=0, shuffle_window=1, on_bad_sample="stop")
     with pytest.raises(
         ValueError, match=r"ok-0: ValueError: image is 28x28 \(height x width, from its header\)"
     ):

@@ -55,7 +55,7 @@ def test_plain_webdataset_shards_read_with_their_labels(tmp_path, ext, label_fie
         gray = img if img.ndim == 2 else img[..., 0]
         assert np.abs(gray.astype(int) - _digit(i)).max() <= (0 if ext == "png" else 40)
     assert stats.num_skipped == 0
-    images, metas = next(batch_stream([url], 4, (channels, 28, 28), seed=0, shuffle_buffer=1))
+    images, metas = next(batch_stream([url], 4, (channels, 28, 28), seed=0, shuffle_window=1))
     assert images.shape == (4, channels, 28, 28) and all("label" in m for m in metas)
     if channels == 1:
         x, y, keys = labeled_tensors(url)

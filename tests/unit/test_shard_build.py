@@ -83,7 +83,7 @@ def test_build_synthetic_digits(tmp_path: Path) -> None:
     again = build_synthetic_digits(tmp_path / "again", 30, 10, seed=0)
     assert again.shards == manifest.shards  # same seed, byte-identical shards
     urls = resolve_shard_urls(str(tmp_path / "digits-synth"))
-    batch, batch_metas = next(batch_stream(urls, 16, (1, 28, 28), seed=0, shuffle_buffer=8))
+    batch, batch_metas = next(batch_stream(urls, 16, (1, 28, 28), seed=0, shuffle_window=8))
     assert batch.shape == (16, 1, 28, 28) and all("label" in m for m in batch_metas)
 
 

@@ -29,7 +29,7 @@ def _corpus(root: Path, n: int, per_shard: int) -> list[str]:
 
 def _stream(urls: list[str], workers: int, stats: StreamStats | None = None, ends=None):
     plan = EpochPlan(tuple(urls), (1,) * len(urls), seed=5, world_size=2)
-    return batch_stream(plan, 6, SHAPE, seed=5, rank=1, world_size=2, shuffle_buffer=16,
+    return batch_stream(plan, 6, SHAPE, seed=5, rank=1, world_size=2, shuffle_window=16,
                         num_loader_workers=workers, stats=stats, on_shard_end=ends)  # fmt: skip
 
 
@@ -91,7 +91,7 @@ def test_a_training_rank_resumes_from_a_checkpointed_position(debug_overrides, t
     from simgan_dist.data.catalog import ShardCatalog, stream_seed
     from simgan_dist.data.streams import make_batches
 
-    cfg = load_config(preset="debug", overrides=debug_overrides(**{"data.shuffle_buffer": 32}))
+    cfg = load_config(preset="debug", overrides=debug_overrides(**{"data.shuffle_window": 32}))
 
     def batches():
         catalogs = {
