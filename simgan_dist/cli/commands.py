@@ -183,6 +183,7 @@ def refine_settings_from_args(args: argparse.Namespace, **fields: Any):
         return RefineSettings(
             batch_size=args.batch_size, num_workers=args.num_workers,
             threads_per_worker=args.threads_per_worker, use_gpu=args.gpu,
+            gpus_per_worker=args.gpus_per_worker, shards_per_worker=args.shards_per_worker,
             precision=args.precision, **fields,
         )  # fmt: skip
     except ValueError as err:

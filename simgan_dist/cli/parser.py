@@ -117,7 +117,15 @@ def _add_refine_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0,
                         help="refiner actors (default: one per GPU, or per threads-per-worker CPUs)")  # fmt: skip
     parser.add_argument("--threads-per-worker", type=int, default=2, help="torch threads per actor")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per actor")
+    parser.add_argument(
+        "--gpu", action="store_true", help="GPUs for the actors (--gpus-per-worker each)"
+    )
+    parser.add_argument("--gpus-per-worker", type=float, default=1.0,
+                        help="with --gpu: GPUs per actor; 0.25 puts four on one GPU, each decoding "
+                        "and encoding on its own CPUs (default: 1)")  # fmt: skip
+    parser.add_argument("--shards-per-worker", type=int, default=2,
+                        help="shards an actor holds at once, their reading and writing "
+                        "overlapping its forwards (default: 2)")  # fmt: skip
     parser.add_argument("--precision", choices=REFINE_PRECISION_CHOICES, default="auto",
                         help="auto: bf16 autocast on GPU, fp32 on CPU")  # fmt: skip
 

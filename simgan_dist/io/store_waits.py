@@ -63,7 +63,10 @@ def is_timeout(err: BaseException) -> bool:
 
 
 def describe_timeout(storage_options: dict[str, Any] | None, protocol: str) -> str:
-    """' (no answer within ...)': what was waited for, and the setting that changes it."""
+    """' (no answer within ...)': what was waited for, and the setting that changes it (the S3
+    bounds set here; another store's own)."""
+    if protocol not in S3_PROTOCOLS:
+        return " (no answer in time: the store's own timeout ran out)"
     config = bounded_options(protocol, storage_options)["config_kwargs"]
     retries = config["retries"]
     botocore_tries = retries.get("total_max_attempts") or retries.get("max_attempts", 1)

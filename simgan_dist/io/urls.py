@@ -118,8 +118,8 @@ def describe_failure(url: str, err: BaseException, storage_options: dict[str, An
     endpoint = (storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
     where = f" (endpoint {endpoint})" if endpoint and not is_local(url) else ""
     # A timeout says what was waited for and which setting changes it.
-    waited = store_waits.describe_timeout(storage_options, protocol(url))
-    waited = waited if store_waits.is_timeout(err) else ""
+    timed_out = store_waits.is_timeout(err)
+    waited = store_waits.describe_timeout(storage_options, protocol(url)) if timed_out else ""
     return f"{url}{where}: {type(err).__name__}: {err}{waited}"
 
 

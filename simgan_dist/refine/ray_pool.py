@@ -33,6 +33,7 @@ from simgan_dist.io.progress import progress_bar
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
 from simgan_dist.refine.plan import input_shards, plan_job
+from simgan_dist.refine.pool_size import LossBudget, target_workers
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 from simgan_dist.refine.source import check_input_images, open_refiner
 from simgan_dist.train.ray_start import check_resources, ensure_ray
@@ -40,7 +41,7 @@ from simgan_dist.train.ray_start import check_resources, ensure_ray
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # progress refresh when no shard finishes
-MAX_REPLACEMENTS = 3  # lost worker processes replaced per job before it gives up
+RESIZE_EVERY_S = 10.0  # how often the pool looks at the cluster's resources again
 INDEX_EVERY = 1000  # done-records copied into one ledger index segment (ledger.py)
 
 
@@ -71,6 +72,10 @@ class RefineWorker:
     @ray.method(concurrency_group="progress")
     def progress(self) -> int:
         return sum(self.refiner.in_progress.values())
+
+    @ray.method(concurrency_group="progress")
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
 
 def refine_shards(
@@ -168,14 +173,19 @@ def _run_pool(
     lease: OutputLease,
 ) -> None:
     """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
-    each shard's result to results. A lost actor is replaced (at most MAX_REPLACEMENTS times)
-    and its shards go back in the queue."""
-    num_workers = min(settings.num_workers or _auto_workers(settings), len(todo))
+    each shard's result to results. Without --num-workers the pool follows the cluster's
+    resources (pool_size.target_workers, looked at every RESIZE_EVERY_S). A lost actor's shards
+    go back in the queue and it is replaced while the cluster still holds it; the job gives up
+    when the losses exceed pool_size.LossBudget (counted per node-loss event)."""
+    if settings.use_gpu and not ray.cluster_resources().get("GPU"):
+        raise RefineError("use_gpu: the Ray cluster has no GPU")
+    num_workers = target_workers(settings, ray.cluster_resources(), len(todo))
     # A worker asking for more CPUs than the cluster has would never start.
     cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # More workers than fit would hold their shards forever: one line instead (bounded on a cluster).
     cpus = min(settings.threads_per_worker, cluster_cpus)
-    check_resources(num_workers, {"CPU": cpus, "GPU": int(settings.use_gpu)},
+    gpus = settings.gpus_per_worker if settings.use_gpu else 0
+    check_resources(num_workers, {"CPU": cpus, "GPU": gpus},
                     f"--num-workers {num_workers} workers of {cpus} CPUs")  # fmt: skip
     groups = {"work": settings.shards_per_worker, "progress": 1}
     worker = ray.remote(  # type: ignore[call-overload]
@@ -183,8 +193,8 @@ def _run_pool(
     )(
         RefineWorker
     ).options(
-        num_cpus=min(settings.threads_per_worker, cluster_cpus),
-        num_gpus=1 if settings.use_gpu else 0,
+        num_cpus=cpus,
+        num_gpus=gpus,
         max_restarts=0,  # replaced below instead: a restart would need its arguments kept (ray#53727)
     )
     weights_ref = ray.put(weights)  # once in the object store, whatever the number of actors
@@ -193,8 +203,21 @@ def _run_pool(
         return worker.remote(weights_ref, model, settings, lineage, options)
 
     actors = [start() for _ in range(num_workers)]
+    nodes = [actor.node_id.remote() for actor in actors]  # where each runs, for LossBudget
     queue, in_flight = deque(todo), dict[Any, tuple[Any, Any]]()
-    images_done = replacements = num_indexed = 0
+    images_done = num_indexed = 0
+    budget, resized_at = LossBudget(), time.monotonic()
+
+    def target() -> int:
+        return target_workers(settings, ray.cluster_resources(), len(queue) + len(in_flight))
+
+    def grow() -> None:
+        nonlocal resized_at
+        resized_at = time.monotonic()
+        while not settings.num_workers and queue and len(actors) < target():
+            log.info("the cluster grew: refine worker %d starts", len(actors) + 1)
+            actors.append(start())
+            nodes.append(actors[-1].node_id.remote())
 
     def index(at_least: int) -> None:
         # Copies of the records the workers wrote, so a re-plan need not fetch them one by one.
@@ -215,6 +238,8 @@ def _run_pool(
     try:
         while in_flight or queue:
             lease.check()
+            if time.monotonic() - resized_at >= RESIZE_EVERY_S:
+                grow()
             for actor in actors:
                 feed(actor)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
@@ -231,13 +256,16 @@ def _run_pool(
                     queue.appendleft(source)  # its temporary is never published
                     slot = next((i for i, a in enumerate(actors) if a is actor), None)
                     if slot is not None:  # the first of its shards to report the death
-                        replacements += 1
-                        if replacements > MAX_REPLACEMENTS:
-                            raise RefineError(
-                                f"{source}: refine workers keep dying: {err}"
-                            ) from err
-                        log.warning("refine worker lost (%s); starting another", err)
-                        actors[slot] = start()
+                        budget.record(_node_of(nodes[slot]))
+                        if not budget.allows():
+                            raise RefineError(f"{source}: {budget.describe()}: {err}") from err
+                        if len(actors) > target():  # the cluster shrank: so does the pool
+                            log.warning("refine worker lost (%s); the pool shrinks", err)
+                            del actors[slot], nodes[slot]
+                        else:
+                            log.warning("refine worker lost (%s); starting another", err)
+                            actors[slot] = start()
+                            nodes[slot] = actors[slot].node_id.remote()
                     continue
                 results.append(result)
                 images_done += result["num_samples"] + result["num_skipped"]
@@ -251,13 +279,15 @@ def _run_pool(
             index(1)
 
 
-def _auto_workers(settings: RefineSettings) -> int:
-    resources = ray.cluster_resources()
-    if settings.use_gpu:
-        if not resources.get("GPU"):
-            raise RefineError("use_gpu: the Ray cluster has no GPU")
-        return int(resources["GPU"])
-    return max(1, int(resources.get("CPU", 1)) // settings.threads_per_worker)
+def _node_of(ref: Any) -> str:
+    """The node a lost actor ran on, if it said so before it died ("unknown" otherwise)."""
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return "unknown"
+    try:
+        return str(ray.get(ready[0]))
+    except ray.exceptions.RayError:
+        return "unknown"
 
 
 def _in_progress(actors: list[Any]) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from simgan_dist.config import BAD_SAMPLE_CHOICES, REFINE_PRECISION_CHOICES, ModelConfig
-from simgan_dist.config.rules import Section, at_least, checked, one_of
+from simgan_dist.config.rules import Rule, Section, at_least, checked, one_of
 from simgan_dist.config.schema import OnBadSample, RefinePrecision
 from simgan_dist.data.reader import StreamStats, read_samples
 from simgan_dist.io import urls
@@ -51,6 +51,9 @@ class RefineSettings(Section):
     # shards a worker holds at once; their reading/writing overlaps R
     shards_per_worker: int = checked(2, at_least(1))
     use_gpu: bool = False
+    # GPUs per worker with use_gpu: a fraction shares one GPU among several workers (each
+    # decodes and encodes on its own CPUs while the others' forwards keep the GPU busy)
+    gpus_per_worker: float = checked(1.0, Rule(lambda v: 0 < v <= 1, "must be in (0, 1]"))
     # auto: bf16 autocast on GPU, fp32 on CPU
     precision: RefinePrecision = checked("auto", one_of(*REFINE_PRECISION_CHOICES))
     # NHWC convolutions: faster on CPU (oneDNN) and on tensor cores
