@@ -1,17 +1,23 @@
-"""A bounded wait for the Ray cluster that RAY_ADDRESS names, before ray.init tries it forever.
+"""Ray addresses: a bounded wait for the cluster RAY_ADDRESS names, and a local instance's own.
 
 ray.init on an address where nothing listens never returns: it logs "Failed to connect to GCS"
 every 30 s (and refine holds its output's lease meanwhile). Here the address's TCP port is tried
 first, once a second, for at most connect_wait_s (default RAY_CONNECT_WAIT_S; run.ray_connect_wait_s
 for train): a head that is starting gets that long to come up, then the job stops in one line
 naming the address.
+
+A local instance gets its address before it starts (free_local_address), so its processes can
+be told which Ray is theirs (ray_start.ensure_ray).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 RAY_CONNECT_WAIT_S = 60.0
 PROBE_EVERY_S = 1.0
@@ -55,3 +61,26 @@ def wait_for_address(address: str, connect_wait_s: float = RAY_CONNECT_WAIT_S) -
                   f"up to {connect_wait_s:g} s", file=sys.stderr, flush=True)  # fmt: skip
             said = True
         time.sleep(min(PROBE_EVERY_S, max(0.0, deadline - time.monotonic())))
+
+
+def free_local_address() -> tuple[str, int]:
+    """("127.0.0.1:PORT", PORT) for a port that is free now: a local instance's GCS port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}", port
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """os.environ with values set inside the block and as it was after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -49,8 +49,16 @@ def ensure_ray(num_cpus: int | None = None, connect_wait_s: float | None = None)
 
     os.environ[_CLUSTER_SWITCH] = "0"  # for processes that import ray afresh (workers, agents)
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already
-    # The dashboard's own default host is 127.0.0.1.
-    ray.init(num_cpus=num_cpus, logging_level=logging_level)
+    # Ray's processes (GCS, raylet, workers, actors) inherit the environment ray.init starts
+    # them in. RAY_ADDRESS there names this instance, so Ray code that looks for "the" local Ray
+    # by itself (Train's PlacementGroupCleaner, through the state API) finds it while another
+    # command's local Ray runs on this host too, instead of dying with "Found multiple active
+    # Ray instances". The GCS port is picked first, so the address is known before the start;
+    # address="local" starts an instance rather than joining the one RAY_ADDRESS names. This
+    # process's own environment is left as it was. The dashboard's default host is 127.0.0.1.
+    address, port = ray_address.free_local_address()
+    with ray_address.environment(RAY_ADDRESS=address, RAY_GCS_SERVER_PORT=str(port)):
+        ray.init(address="local", num_cpus=num_cpus, logging_level=logging_level)
     global _started_here
     _started_here = ray.get_runtime_context().gcs_address
 

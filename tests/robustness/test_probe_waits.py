@@ -190,3 +190,46 @@ def test_refine_with_ray_address_where_nothing_listens_stops_and_frees_its_outpu
     assert done.returncode == 1
     assert _lines(done.stderr)[-1] == f"simgan refine: {_refused(address, 2)}"
     assert not (output / "_refine" / "lease.json").exists()  # held forever before
+
+
+# Item 25: two local Rays on one host (two `simgan` commands at once).
+
+
+@pytest.fixture
+def another_local_ray():
+    """A second command's local Ray on this host, started as `simgan` starts one."""
+    code = (
+        "from simgan_dist.train.ray_start import ensure_ray; ensure_ray(num_cpus=1); "
+        "print('up', flush=True); import time; time.sleep(600)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    other = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+        yield
+    finally:
+        other.send_signal(signal.SIGINT)  # as Ctrl-C: its Ray shuts down with it
+        try:
+            other.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            other.kill()
+            other.wait()
+
+
+def test_two_local_rays_on_one_host_keep_the_console_to_our_lines(
+    ray_local, another_local_ray, debug_overrides, capfd
+) -> None:
+    args = ["train", "--preset", "debug"]
+    for item in debug_overrides(**{"run.num_workers": 1}):
+        args += ["--set", item]
+    with deadline(300):
+        status, err = _run(args, capfd)
+    time.sleep(3)  # worker lines reach the driver's console a moment later
+    out, late = capfd.readouterr()
+    err += late
+    assert status == 0, err[-3000:]
+    # Ray Train's PlacementGroupCleaner looked for "the" local Ray: a 30-line traceback before.
+    assert "Found multiple active Ray instances" not in out + err, err[-3000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    assert "RAY_ADDRESS" not in os.environ  # only Ray's own processes were told the address
