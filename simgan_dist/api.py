@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from simgan_dist.config import Config, ConfigSource, load_config
+from simgan_dist.errors import InputError
 from simgan_dist.refine.export import export_refiner
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
@@ -33,7 +34,7 @@ def train_refiner(
         if not isinstance(config, Config):
             config = load_config(config, preset, overrides)
         elif preset or overrides:
-            raise ValueError("train: preset and overrides apply to a config source, not a Config")
+            raise InputError("train: preset and overrides apply to a config source, not a Config")
         cfg, out = start_run(config)
     run_training(cfg, out)
     return run_location(cfg)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from simgan_dist.config import load_config
 from simgan_dist.data.build import ensure_digit_shards, ensure_photo_digit_shards
+from simgan_dist.errors import InputError
 
 NUM_SYNTHETIC = 20_000
 SAMPLES_PER_SHARD = 2_000
@@ -57,7 +58,7 @@ def run_demo(
     from simgan_dist.train.runs import new_run_name, start_run
 
     if target not in TARGETS:
-        raise ValueError(f"demo target must be one of {', '.join(TARGETS)}, got {target!r}")
+        raise InputError(f"demo target must be one of {', '.join(TARGETS)}, got {target!r}")
     task = TARGETS[target]
     started = time.perf_counter()
     out = out.resolve()

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from simgan_dist.errors import InputError
+
 WORKER_TITLE = "ray::RayTrainWorker"  # Ray sets each Train worker's process title to this
 ROLES = ("workers", "loaders", "ray_and_driver", "other", "steal", "idle")
 # A bench's ratios are flagged as untrustworthy when two parts of one figure (its first and last
@@ -88,7 +90,7 @@ def cores_between(first: Sample, last: Sample, num_cpus: int) -> dict[str, float
     counted only while alive at both samples; the rest of the machine's busy time is "other"."""
     wall = last.time - first.time
     if wall <= 0:
-        raise ValueError("cores_between needs two samples in time order")
+        raise InputError("cores_between needs two samples in time order")
     used = dict.fromkeys(ROLES, 0.0)
     for pid, (role, seconds) in last.pids.items():
         if pid in first.pids and first.pids[pid][0] == role:

@@ -46,6 +46,7 @@ from simgan_dist.bench.cpu import CpuSampler, combine_cores, machine_sample, ste
 from simgan_dist.bench.flops import account, best_peak, measure_peak, model_flops
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.data.streams import image_shape
+from simgan_dist.errors import InputError
 from simgan_dist.io.shardio import MANIFEST_NAME
 from simgan_dist.train.malloc_tuning import tune_malloc
 
@@ -116,7 +117,7 @@ def steady_throughput(rows: list[dict], warmup_rows: int) -> dict:
                 window[1] = row.get("time")
         prev = row
     if kept == 0:
-        raise ValueError(
+        raise InputError(
             f"no adversarial metrics rows after the first {warmup_rows} to measure "
             f"(got {len(rows)} rows): raise --nimg"
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from simgan_dist.errors import InputError
+
 # A key whose name contains one of these (any case) holds a secret, whatever the store calls it:
 # s3fs `key`/`secret`/`token`, botocore `aws_secret_access_key`, Azure `account_key`,
 # `sas_token`, `connection_string`, `client_secret`, gcsfs `token`, `password`, `credentials`.
@@ -87,7 +89,7 @@ def secret_paths(value: Any, *, names: bool = True) -> list[str]:
         item, path = stack.pop()
         scanned += 1
         if scanned > MAX_SCANNED_VALUES:
-            raise ValueError(f"more than {MAX_SCANNED_VALUES} values to check: too large")
+            raise InputError(f"more than {MAX_SCANNED_VALUES} values to check: too large")
         if isinstance(item, str):
             if has_userinfo(item):
                 found.append(path or "(the value)")
@@ -109,7 +111,7 @@ def check_storage_options(options: dict[str, Any]) -> None:
     names the keys, never their values."""
     secret = secret_paths(options)
     if secret:
-        raise ValueError(
+        raise InputError(
             f"storage_options may not hold credentials ({', '.join(secret[:5])}): no key named "
             f"with {', '.join(SECRET_WORDS[:-1])} or {SECRET_WORDS[-1]}, no URL with "
             "user:password@; use the AWS/gcloud environment or config files"
@@ -122,7 +124,7 @@ def check_no_userinfo(value: Any, name: str) -> None:
     try:
         paths = secret_paths(value, names=False)
     except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
+        raise InputError(f"{name}: {err}") from None
     if paths:
         where = name if paths == ["(the value)"] else f"{name}.{paths[0]}"
-        raise ValueError(f"{where}: {NO_USERINFO}")
+        raise InputError(f"{where}: {NO_USERINFO}")

@@ -23,6 +23,7 @@ from simgan_dist.config.yaml_input import (
     read_config_bytes,
     shape_problem,
 )
+from simgan_dist.errors import InputError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -70,7 +71,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ValueError:
                 continue
-        raise ValueError(f"{name}: wrong type, got {shown(value)}")
+        raise InputError(f"{name}: wrong type, got {shown(value)}")
     if hint is float:
         require(
             isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -110,12 +111,12 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     """A (nested) dataclass from a mapping, each value checked against its field's type; a
     problem raises ValueError naming the dotted field (prefix + key)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{prefix or 'config'}: must be a mapping, got {shown(data)}")
+        raise InputError(f"{prefix or 'config'}: must be a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise ValueError(f"{prefix}{_short(key)}: unknown key (known: {', '.join(fields)})")
+            raise InputError(f"{prefix}{_short(key)}: unknown key (known: {', '.join(fields)})")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

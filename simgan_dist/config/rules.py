@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Any, ClassVar
 
 from simgan_dist.config.credentials import is_secret_name, redact_userinfo
+from simgan_dist.errors import InputError
 
 
 class _Shown(reprlib.Repr):
@@ -55,7 +56,7 @@ def shown(value: Any) -> str:
 def require(cond: bool, name: str, msg: str, value: Any) -> None:
     # Raised as ValueError(field: msg); load_config prefixes the file name.
     if not cond:
-        raise ValueError(f"{name}: {msg}, got {shown(value)}")
+        raise InputError(f"{name}: {msg}, got {shown(value)}")
 
 
 @dataclass(frozen=True)

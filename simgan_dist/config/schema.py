@@ -19,6 +19,7 @@ from simgan_dist.config.rules import (
     one_of,
     require,
 )
+from simgan_dist.errors import InputError
 
 # Each choice is spelled once, here, as the Literal a field is typed with; code that needs the
 # values (the losses, the CLI's choices, refine's settings) reads them with get_args.
@@ -34,8 +35,10 @@ REFINE_PRECISION_CHOICES: tuple[str, ...] = get_args(RefinePrecision)
 BAD_SAMPLE_CHOICES: tuple[str, ...] = get_args(OnBadSample)
 
 
-class ConfigError(ValueError):
-    """A config problem, as one line naming the file and the field."""
+class ConfigError(InputError):
+    """A config problem, as one line naming the file and the field (exit status 2)."""
+
+    exit_code = 2
 
 
 POSITIVE_ODD = Rule(
@@ -247,7 +250,7 @@ class DataConfig(Section):
         try:
             check_storage_options(self.storage_options)
         except ValueError as err:
-            raise ValueError(f"data.storage_options: {err}") from None
+            raise InputError(f"data.storage_options: {err}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,7 +319,7 @@ class RunConfig(Section):
         try:
             check_storage_options(self.storage_options)
         except ValueError as err:
-            raise ValueError(f"run.storage_options: {err}") from None
+            raise InputError(f"run.storage_options: {err}") from None
         # The pyarrow spelling of earlier versions (s3://b/runs?endpoint_override=...): the
         # endpoint has one spelling everywhere, storage_options.
         require(

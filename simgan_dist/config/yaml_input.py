@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from simgan_dist.errors import InputError
+
 # A config is a few kilobytes (the presets are under 2 KiB); a MiB leaves room for long comments.
 MAX_CONFIG_BYTES = 1 << 20
 # Deepest legitimate nesting: section.storage_options.config_kwargs.retries.max_attempts is 5.
@@ -84,16 +86,16 @@ def read_config_bytes(path: str | Path) -> bytes:
     blocks: the file is stat'ed before it is opened, and opened without waiting for a writer."""
     info = os.stat(path)  # follows symlinks: a link to /dev/zero is a character device
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"is {_kind(info.st_mode)}, not a regular file")
+        raise InputError(f"is {_kind(info.st_mode)}, not a regular file")
     # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open() still returns.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"is {_kind(info.st_mode)}, not a regular file")
+            raise InputError(f"is {_kind(info.st_mode)}, not a regular file")
         data = f.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes: not a config")
+        raise InputError(f"larger than {MAX_CONFIG_BYTES} bytes: not a config")
     return data
 
 

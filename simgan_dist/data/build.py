@@ -22,6 +22,7 @@ from PIL import Image
 from simgan_dist.data.sim.appearance import apply_appearance
 from simgan_dist.data.sim.photos import blend, load_photographs, random_crops
 from simgan_dist.data.sim.real_digits import IMAGE_SIZE, real_train_labels, split_real_digits
+from simgan_dist.errors import InputError
 from simgan_dist.io import urls
 from simgan_dist.io.progress import with_progress
 from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, check_key, write_shards
@@ -173,18 +174,18 @@ def _folder_samples(
         try:
             meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
         except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError included
-            raise ValueError(f"{sidecar}: not a JSON annotation: {err}") from None
+            raise InputError(f"{sidecar}: not a JSON annotation: {err}") from None
         if meta is not None and not isinstance(meta, dict):
-            raise ValueError(f"{sidecar}: the annotation must be a JSON object")
+            raise InputError(f"{sidecar}: the annotation must be a JSON object")
         try:
             image = _load_image(path, grayscale, size)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"{path}: not a readable image: {err}") from None
+            raise InputError(f"{path}: not a readable image: {err}") from None
         key = _folder_key(path.relative_to(folder))
         try:
             check_key(key)
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise InputError(f"{path}: {err}") from None
         yield key, image, meta
 
 
@@ -265,7 +266,7 @@ def build_photo_digits(
     """
     unknown = sorted(set(corpora) - set(PHOTO_CORPORA))
     if unknown:
-        raise ValueError(f"unknown digits-photo corpora {unknown}; known: {list(PHOTO_CORPORA)}")
+        raise InputError(f"unknown digits-photo corpora {unknown}; known: {list(PHOTO_CORPORA)}")
     pool = load_photographs()  # first: a missing photograph stops the build before any write
     root, spp, opts = str(shards_root), samples_per_shard, storage_options
     synthetic = _build_photo_synthetic(root, seed, num_synthetic, pool, corpora, spp, opts)

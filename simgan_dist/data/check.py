@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from simgan_dist.errors import InputError
 from simgan_dist.io import urls
 from simgan_dist.io.progress import progress_bar
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
@@ -48,14 +49,14 @@ def _check_sample(
     the decoded image and annotations (None when the sample has none)."""
     check_key(sample["__key__"])
     if sample["__key__"] in seen:
-        raise ValueError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
+        raise InputError(f"duplicate key {sample['__key__']!r} (keys name refined copies)")
     seen.add(sample["__key__"])
     img = decode_image(sample, manifest.image_shape)  # its header's size first: no huge decode
     shape = image_chw(img)
     if shape != manifest.image_shape:
-        raise ValueError(f"shape {shape}, manifest says {manifest.image_shape}")
+        raise InputError(f"shape {shape}, manifest says {manifest.image_shape}")
     if manifest.has_labels and not has_annotation(sample):
-        raise ValueError("no json annotation (nor a cls label)")
+        raise InputError("no json annotation (nor a cls label)")
     # A json that is not an object or a cls that is not a number fails here.
     return img, decode_annotations(sample) if has_annotation(sample) else None
 

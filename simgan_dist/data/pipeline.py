@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from simgan_dist.data.catalog import EpochPlan
+from simgan_dist.errors import InputError, kind
 from simgan_dist.io import urls as urlmod
 from simgan_dist.io.shardio import iter_tar_samples, iter_tar_stream
 from simgan_dist.model.pixels import to_batch
@@ -46,7 +47,7 @@ DAMAGE_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 PREFETCH_BATCHES = 4  # per loader worker: memory for 4 * workers batches
 
 
-class BadSampleError(ValueError):
+class BadSampleError(InputError):
     """A sample that cannot be used (damaged or unreadable tar, undecodable PNG, wrong shape), by url and key."""
 
 
@@ -124,9 +125,7 @@ def raw_samples(
                 yield pos, raw
     except Exception as err:
         failure = "damaged" if isinstance(err, DAMAGE_ERRORS) else "unreadable"
-        yield _Skip(
-            url, f"after {last_key}", f"{failure} tar: {type(err).__name__}: {err}", failure
-        )
+        yield _Skip(url, f"after {last_key}", f"{failure} tar: {kind(err)}: {err}", failure)
 
 
 def _source(
@@ -166,7 +165,7 @@ def _source(
             yield _ShardEnd(epoch, url)
         if num_raw == 0 and mine and epoch not in plan.redealt and not resumed:
             # Without this, an all-unreadable share would spin forever without a batch.
-            raise ValueError(
+            raise InputError(
                 f"rank {rank} loader worker {worker}: a whole epoch over {len(mine)} shard(s) "
                 f"gave no usable samples (first: {mine[:1]})"
             )
@@ -230,7 +229,7 @@ def _batches(
                 for epoch in [e for e in num_good if e < cursor["epoch"]]:
                     if num_good.pop(epoch) == 0 and epoch not in exempt:
                         # Without this, an all-bad share would spin forever without a batch.
-                        raise ValueError(
+                        raise InputError(
                             f"loader worker {worker}: a whole epoch ({epoch}) gave no usable "
                             f"samples (up to {sample.raw['__url__']})"
                         )
@@ -239,7 +238,7 @@ def _batches(
                     image, meta = decode(sample.raw)
                 except Exception as err:  # PIL, json and shape errors all mean "bad sample"
                     raw = sample.raw
-                    item = _Skip(raw["__url__"], raw["__key__"], f"{type(err).__name__}: {err}")
+                    item = _Skip(raw["__url__"], raw["__key__"], f"{kind(err)}: {err}")
             if isinstance(item, _Skip):
                 if stop_on_bad:
                     yield ("bad", f"bad sample {item.describe()}")
@@ -254,7 +253,7 @@ def _batches(
                 yield ("batch", to_batch(images), metas, skips, ends, {**cursor, "worker": worker})
                 images, metas, skips, ends = [], [], [], []
     except Exception as err:  # reported in the caller's process as a ValueError, not a worker crash
-        yield ("error", f"{type(err).__name__}: {err}")
+        yield ("error", f"{kind(err)}: {err}")
 
 
 @dataclass

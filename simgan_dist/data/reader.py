@@ -21,6 +21,7 @@ from simgan_dist.data.pipeline import (
     _Skip,
     raw_samples,
 )
+from simgan_dist.errors import InputError, kind
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import check_key, declared_shape, image_chw, resolve_shard_urls
 from simgan_dist.model.pixels import to_batch
@@ -36,10 +37,10 @@ def _decode(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     check_key(raw["__key__"])  # refine writes it back as a member name: never '..' or '/...'
     if require_json and not has_annotation(raw):
-        raise ValueError("no json annotation in sample (nor a cls label)")
+        raise InputError("no json annotation in sample (nor a cls label)")
     img = decode_image(raw, image_shape)  # its header's size first: no huge decode
     if image_shape is not None and image_chw(img) != tuple(image_shape):
-        raise ValueError(f"image shape {image_chw(img)} is not {tuple(image_shape)}")
+        raise InputError(f"image shape {image_chw(img)} is not {tuple(image_shape)}")
     meta = decode_annotations(raw) if with_meta else {}
     meta["__key__"], meta["__url__"] = raw["__key__"], raw["__url__"]
     return img, meta
@@ -57,7 +58,7 @@ def _shard_items(
         try:
             yield decode(item[1])
         except Exception as err:  # PIL, json and shape errors all mean "bad sample"
-            yield _Skip(url, item[1]["__key__"], f"{type(err).__name__}: {err}")
+            yield _Skip(url, item[1]["__key__"], f"{kind(err)}: {err}")
 
 
 def batch_stream(
@@ -92,22 +93,22 @@ def batch_stream(
     DataLoader's pin thread ahead of use, or here without loader processes.
     """
     if isinstance(shards, str) or not shards:
-        raise ValueError(f"batch_stream: need a non-empty list of shard URLs, got {shards!r}")
+        raise InputError(f"batch_stream: need a non-empty list of shard URLs, got {shards!r}")
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
-        raise ValueError(
+        raise InputError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
         )
     if batch_size < 1 or shuffle_window < 1 or num_loader_workers < 0:
-        raise ValueError("batch_size and shuffle_window must be >= 1, num_loader_workers >= 0")
+        raise InputError("batch_size and shuffle_window must be >= 1, num_loader_workers >= 0")
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        raise InputError(f"rank {rank} is outside world_size {world_size}")
     stats = stats if stats is not None else StreamStats()
     decode = functools.partial(
         _decode, image_shape=tuple(image_shape), with_meta=with_meta, require_json=require_json
     )
     if isinstance(shards, EpochPlan):
         if shards.world_size != world_size:
-            raise ValueError(f"plan is for {shards.world_size} ranks, stream for {world_size}")
+            raise InputError(f"plan is for {shards.world_size} ranks, stream for {world_size}")
         plan = shards
     else:
         plan = EpochPlan(tuple(shards), (1,) * len(shards), seed, world_size)
@@ -148,7 +149,7 @@ def read_samples(
     bad; with require_json, samples without a json annotation do.
     """
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
-        raise ValueError(
+        raise InputError(
             f"on_bad_sample must be one of {BAD_SAMPLE_CHOICES}, got {on_bad_sample!r}"
         )
     stats = stats if stats is not None else StreamStats()
@@ -191,7 +192,7 @@ def _load(
         images.append(img)
         metas.append({**meta, "__key__": key, "__url__": url})
     if not images:
-        raise ValueError(f"{location}: no usable samples")
+        raise InputError(f"{location}: no usable samples")
     return images, metas
 
 
@@ -230,7 +231,7 @@ def load_arrays(
     images, metas = _load(location, allow_pipe, on_bad_sample, limit, stats, storage_options)
     odd = next((i for i, img in enumerate(images) if img.dtype != images[0].dtype), None)
     if odd is not None:
-        raise ValueError(
+        raise InputError(
             f"{metas[odd]['__url__']} key {metas[odd]['__key__']}: a {images[odd].dtype} image "
             f"among {images[0].dtype} ones (first: key {metas[0]['__key__']}); stacked arrays "
             "need one bit depth"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simgan_dist.errors import InputError
 from simgan_dist.eval.classifier import labeled_tensors
 
 # The arms evaluate_digits names itself, in report order; extra arms follow in the order given.
@@ -50,9 +51,9 @@ def arm_corpora(
     corpora |= {"ceiling": ceiling} if ceiling else {}
     for name, location in (extra or {}).items():
         if name in NAMED_ARMS or name in RESERVED:
-            raise ValueError(f"arm {name!r}: that name is taken (named arms: {NAMED_ARMS})")
+            raise InputError(f"arm {name!r}: that name is taken (named arms: {NAMED_ARMS})")
         if not _NAME.fullmatch(name):
-            raise ValueError(f"arm {name!r}: use lowercase letters, digits and '_' (a file name)")
+            raise InputError(f"arm {name!r}: use lowercase letters, digits and '_' (a file name)")
         corpora[name] = location
     return corpora
 
@@ -74,20 +75,20 @@ def aligned_arm(name: str, location: str, keys_syn: list[str], y_syn: torch.Tens
         first.setdefault(k, i)
     missing = [k for k in keys_syn if k not in first]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{location}: {len(missing)} of {len(keys_syn)} synthetic samples have "
             f"no {name} copy (first key: {missing[0]})"
         )
     strangers = [k for k in sources if k not in syn_index]
     if strangers:
-        raise ValueError(
+        raise InputError(
             f"{location}: {len(strangers)} {name} samples come from no synthetic sample "
             f"(first key: {strangers[0]})"
         )
     expected = y_syn[[syn_index[k] for k in sources]]
     changed = (expected != y_all).nonzero().flatten().tolist()
     if changed:
-        raise ValueError(
+        raise InputError(
             f"{location}: {len(changed)} {name} samples changed their label "
             f"(first key: {sources[changed[0]]}); annotations must be kept"
         )
@@ -111,7 +112,7 @@ def check_shapes(images: Mapping[str, torch.Tensor]) -> None:
     first, shape = next(iter(shapes.items()))
     for location, other in shapes.items():
         if other != shape:
-            raise ValueError(
+            raise InputError(
                 f"{location} holds {_describe(other)} images, {first} {_describe(shape)} ones: "
                 "every arm and the real sets must share one image shape"
             )

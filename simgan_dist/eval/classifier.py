@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from simgan_dist.data.reader import load_batch
+from simgan_dist.errors import InputError
 
 NUM_CLASSES = 10
 BATCH_SIZE = 128
@@ -52,7 +53,7 @@ def class_labels(metas: list[dict]) -> torch.Tensor:
         if type(label) is not int or not 0 <= label < NUM_CLASSES:  # bool is no label
             where = f"{meta.get('__url__', '?')} key {meta.get('__key__', '?')}"
             found = "no 'label'" if "label" not in meta else f"label {label!r}"
-            raise ValueError(f"{where}: {found}, need an integer class 0..{NUM_CLASSES - 1}")
+            raise InputError(f"{where}: {found}, need an integer class 0..{NUM_CLASSES - 1}")
     return torch.tensor([meta["label"] for meta in metas])
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from simgan_dist.errors import InputError
 from simgan_dist.model.pixels import to_uint8
 
 PAD = 2  # pixels of mid-gray between tiles and rows
@@ -16,7 +17,7 @@ PAD = 2  # pixels of mid-gray between tiles and rows
 def grid_array(rows: list[torch.Tensor], scale: int = 2) -> np.ndarray:
     """Rows of (N, C, H, W) tensors in [-1, 1] as one uint8 (H', W'[, 3]) array, upscaled by `scale`."""
     if not rows:
-        raise ValueError("grid needs at least one row")
+        raise InputError("grid needs at least one row")
     num_cols = max(len(r) for r in rows)
     _, channels, height, width = rows[0].shape
     out_h = len(rows) * (height + PAD) + PAD

@@ -10,6 +10,8 @@ from typing import Any
 
 from scipy import stats
 
+from simgan_dist.errors import InputError
+
 CONFIDENCE = 0.95
 
 
@@ -17,7 +19,7 @@ def _half_width(values: Sequence[float], confidence: float) -> float:
     """Half-width of the Student-t interval of the mean (n - 1 degrees of freedom)."""
     n = len(values)
     if n < 2:
-        raise ValueError(f"a confidence interval needs at least 2 values, got {n}")
+        raise InputError(f"a confidence interval needs at least 2 values, got {n}")
     t = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
     return t * statistics.stdev(values) / math.sqrt(n)
 
@@ -58,7 +60,7 @@ def paired_difference(
     first: Sequence[float], second: Sequence[float], confidence: float = CONFIDENCE
 ) -> PairedDifference:
     if len(first) != len(second):
-        raise ValueError(f"paired arms differ in seeds: {len(first)} vs {len(second)}")
+        raise InputError(f"paired arms differ in seeds: {len(first)} vs {len(second)}")
     diffs = tuple(b - a for a, b in zip(first, second, strict=True))
     interval = mean_interval(diffs, confidence)
     return PairedDifference(

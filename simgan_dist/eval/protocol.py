@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from simgan_dist.errors import InputError
 from simgan_dist.eval.arms import Arm, arm_corpora, check_shapes, load_arms
 from simgan_dist.eval.classifier import (
     accuracy,
@@ -85,7 +86,7 @@ def evaluate_digits(
     every colour and texture and reads only the digit. real_eval_role "validation" says in the
     report that real_eval is a validation split (simgan screen), not the eval set."""
     if num_seeds < 2:
-        raise ValueError(f"num_seeds must be >= 2 for a confidence interval, got {num_seeds}")
+        raise InputError(f"num_seeds must be >= 2 for a confidence interval, got {num_seeds}")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

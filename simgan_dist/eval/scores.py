@@ -10,6 +10,7 @@ from torch import nn
 
 from simgan_dist.config import Config
 from simgan_dist.data.reader import load_batch
+from simgan_dist.errors import InputError
 from simgan_dist.eval.classifier import (
     accuracy,
     class_labels,
@@ -49,7 +50,7 @@ def two_sample_accuracy(
     Runs under its own RNG so that scoring never shifts the training run's random stream."""
     n = min(len(first), len(second)) // 2
     if n < 2:
-        raise ValueError(f"two_sample_accuracy: need at least 4 images per set, got {2 * n}")
+        raise InputError(f"two_sample_accuracy: need at least 4 images per set, got {2 * n}")
     x_train = torch.cat([first[:n], second[:n]]).float()
     y_train = torch.cat([torch.ones(n), torch.zeros(n)])
     x_test = torch.cat([first[n : 2 * n], second[n : 2 * n]]).float()
@@ -122,7 +123,7 @@ class Scorer:
             try:
                 labels = class_labels(metas)
             except ValueError as err:
-                raise ValueError(f"score.objective downstream: held-out synthetic {err}") from None
+                raise InputError(f"score.objective downstream: held-out synthetic {err}") from None
             x_val, y_val, _ = labeled_tensors(score.real_labeled)
             labeled_real = (x_val, y_val)
         return cls(cfg, synthetic.to(device), real.to(device), labels, labeled_real)

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from simgan_dist.errors import SimganError, kind
 from simgan_dist.io import urls
 
 LEASE_TTL_S = 120.0  # a holder silent this long is presumed dead
@@ -32,7 +33,7 @@ REFRESH_S = 15.0  # several refreshes fit in one ttl, so a slow store does not l
 SETTLE_S = 0.5  # between writing the lease and reading it back (a few store round trips)
 
 
-class LeaseBusyError(RuntimeError):
+class LeaseBusyError(SimganError, RuntimeError):
     """Another job holds the location (or took it over from this one)."""
 
 
@@ -102,7 +103,7 @@ class Lease:
             return LeaseRecord(**json.loads(blob))
         except (ValueError, TypeError) as err:  # not ours to interpret: a person must look
             raise self.ERROR(
-                f"{self.url}: unreadable {self.KIND} lease ({type(err).__name__}: {err}); if no "
+                f"{self.url}: unreadable {self.KIND} lease ({kind(err)}: {err}); if no "
                 f"{self.KIND} job runs on this {self.TARGET}, delete it and rerun"
             ) from None
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from simgan_dist.errors import InputError
 from simgan_dist.io.shardio import decode_png, png_size
 
 # In this order of preference when a sample has several (WebDataset's own extension names).
@@ -26,19 +27,19 @@ def image_field(raw: dict[str, Any]) -> str:
         if name in raw:
             return name
     has = sorted(k for k in raw if not k.startswith("_"))
-    raise ValueError(f"no image in sample (one of {', '.join(IMAGE_FIELDS)}; has {has})")
+    raise InputError(f"no image in sample (one of {', '.join(IMAGE_FIELDS)}; has {has})")
 
 
 def _check_size(size: tuple[int, int], image_shape: tuple[int, ...] | None) -> None:
     """Refuse an image by its header's (width, height), before any pixel is decoded."""
     width, height = size
     if image_shape is not None and (height, width) != tuple(image_shape[1:]):
-        raise ValueError(
+        raise InputError(
             f"image is {height}x{width} (height x width, from its header), "
             f"not {image_shape[1]}x{image_shape[2]}"
         )
     if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"image header declares {height}x{width} pixels, over the {MAX_IMAGE_PIXELS} "
             "a sample may have"
         )
@@ -61,13 +62,13 @@ def decode_image(raw: dict[str, Any], image_shape: tuple[int, ...] | None = None
         im = Image.open(io.BytesIO(data))  # lazy: reads the header only
         with im:
             if im.format != _PILLOW_FORMATS[name]:
-                raise ValueError(f"not a {_PILLOW_FORMATS[name]} image (format {im.format})")
+                raise InputError(f"not a {_PILLOW_FORMATS[name]} image (format {im.format})")
             _check_size(im.size, image_shape)
             if im.mode not in ("L", "RGB", "RGBA"):  # CMYK, palette, LA...
                 return np.array(im.convert("RGBA" if "A" in im.mode else "RGB"))
             return np.array(im)
     except (OSError, Image.DecompressionBombError) as err:  # not an image, cut short, too big
-        raise ValueError(f"undecodable {name}: {err}") from None
+        raise InputError(f"undecodable {name}: {err}") from None
 
 
 def has_annotation(raw: dict[str, Any]) -> bool:
@@ -82,15 +83,15 @@ def decode_annotations(raw: dict[str, Any]) -> dict[str, Any]:
     if "json" in raw:
         meta = json.loads(raw["json"])
         if not isinstance(meta, dict):
-            raise ValueError(f"json is a {type(meta).__name__}, not an object")
+            raise InputError(f"json is a {type(meta).__name__}, not an object")
     if "cls" in raw:
         text = raw["cls"].decode("utf-8").strip() if isinstance(raw["cls"], bytes) else raw["cls"]
         try:
             label = int(text)
         except ValueError:
-            raise ValueError(f"cls is not an integer class label: {text!r}") from None
+            raise InputError(f"cls is not an integer class label: {text!r}") from None
         if meta.setdefault("label", label) != label:
-            raise ValueError(f"cls says {label}, json's label says {meta['label']!r}")
+            raise InputError(f"cls says {label}, json's label says {meta['label']!r}")
     return meta
 
 

@@ -21,6 +21,7 @@ import webdataset
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
+from simgan_dist.errors import InputError, kind
 from simgan_dist.io import urls
 from simgan_dist.io.tar_reader import DamagedMember, iter_tar_files
 
@@ -43,7 +44,7 @@ def encode_png(img: np.ndarray) -> bytes:
     elif img.dtype == np.uint16 and img.ndim == 2:
         arr = img  # Pillow writes a 16-bit grayscale PNG ("I;16")
     else:
-        raise ValueError(
+        raise InputError(
             f"encode_png: need uint8 (H,W[,C]) or uint16 (H,W), got {img.dtype} {img.shape}"
         )
     buf = io.BytesIO()
@@ -67,15 +68,15 @@ def _check_png_chunks(data: bytes) -> None:
         length = int.from_bytes(view[pos : pos + 4], "big")
         end = pos + 12 + length  # length, type, data, CRC
         if end > len(data):
-            raise ValueError(f"undecodable PNG: cut short in a chunk at byte {pos}")
+            raise InputError(f"undecodable PNG: cut short in a chunk at byte {pos}")
         if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            raise ValueError(
+            raise InputError(
                 f"undecodable PNG: bad CRC in the {bytes(view[pos + 4 : pos + 8])!r} chunk"
             )
         if view[pos + 4 : pos + 8] == b"IEND":
             return
         pos = end
-    raise ValueError("undecodable PNG: no IEND chunk (cut short)")
+    raise InputError("undecodable PNG: no IEND chunk (cut short)")
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -95,14 +96,14 @@ def decode_png(data: bytes) -> np.ndarray:
         try:
             return pyspng.load(data)
         except RuntimeError as err:  # invalid chunk, bad compressed stream...
-            raise ValueError(f"undecodable PNG: {err}") from None
+            raise InputError(f"undecodable PNG: {err}") from None
     try:
         im = Image.open(io.BytesIO(data))
     except OSError as err:  # PIL.UnidentifiedImageError: not an image at all
-        raise ValueError(f"undecodable PNG: {err}") from None
+        raise InputError(f"undecodable PNG: {err}") from None
     with im:
         if im.format != "PNG":
-            raise ValueError(f"not a PNG image (format {im.format})")
+            raise InputError(f"not a PNG image (format {im.format})")
         if im.mode in ("I;16", "I;16B", "I"):
             return np.array(im).astype(np.uint16)  # older Pillows open 16-bit PNGs as int32 "I"
         if im.mode not in ("L", "RGB", "RGBA"):
@@ -169,14 +170,14 @@ class Manifest:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"not a {MANIFEST_FORMAT} manifest (format {found!r})")
+            raise InputError(f"not a {MANIFEST_FORMAT} manifest (format {found!r})")
         shards = tuple(ShardInfo(**s) for s in data["shards"])
         names = [s.name for s in shards]
         for name in names:
             check_shard_name(name)
         if len(set(names)) != len(names):
             twice = next(n for n in names if names.count(n) > 1)
-            raise ValueError(f"shard {twice!r} is listed more than once")
+            raise InputError(f"shard {twice!r} is listed more than once")
         return cls(
             name=data["name"],
             shards=shards,
@@ -191,7 +192,7 @@ def check_shard_name(name: object) -> None:
     training or refine read (and name in their output) a file anywhere the reader may read."""
     parts = name.split("/") if isinstance(name, str) else [""]
     if any(part in ("", ".", "..") for part in parts) or "\\" in str(name):
-        raise ValueError(
+        raise InputError(
             f"shard name {name!r}: must be a relative path inside the manifest's folder "
             "(no leading '/', no '..', no URL)"
         )
@@ -214,7 +215,7 @@ def check_key(key: str) -> None:
     '..'), a leading '/' (an absolute member name) or a leading '__' (WebDataset's own fields).
     Relative slashes stay allowed: WebDataset keys may carry a folder prefix."""
     if not _KEY_RE.match(key) or key.startswith(("__", "/")):
-        raise ValueError(f"bad sample key {key!r}: no dots, spaces, leading '/' or leading '__'")
+        raise InputError(f"bad sample key {key!r}: no dots, spaces, leading '/' or leading '__'")
 
 
 class _SampleCheck:
@@ -228,13 +229,13 @@ class _SampleCheck:
     def __call__(self, key: str, img: np.ndarray, meta: dict | None) -> None:
         check_key(key)
         if key in self.keys:
-            raise ValueError(f"duplicate sample key {key!r}")
+            raise InputError(f"duplicate sample key {key!r}")
         self.keys.add(key)
         shape = image_chw(img)
         if self.shape is None:
             self.shape = shape
         elif shape != self.shape:
-            raise ValueError(f"sample {key!r} has shape {shape}, the others have {self.shape}")
+            raise InputError(f"sample {key!r} has shape {shape}, the others have {self.shape}")
         self.all_json = self.all_json and meta is not None
 
 
@@ -300,7 +301,7 @@ def write_shards(
     The manifest is written last, after every shard is complete.
     """
     if samples_per_shard < 1:
-        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        raise InputError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     out = str(out_dir)
     check = _SampleCheck()
     shards: list[ShardInfo] = []
@@ -310,7 +311,7 @@ def write_shards(
         shard_url = urls.join(out, f"{prefix}-{len(shards):06d}.tar")
         shards.append(_write_shard(shard_url, chunk, check, storage_options))
     if check.shape is None:
-        raise ValueError(f"write_shards: no samples for {out}/{prefix}-*.tar")
+        raise InputError(f"write_shards: no samples for {out}/{prefix}-*.tar")
     manifest = Manifest(name or prefix, tuple(shards), check.shape, check.all_json)
     write_manifest(out, manifest, storage_options)
     return manifest
@@ -333,7 +334,7 @@ def read_manifest(location: str | Path, storage_options: dict[str, Any] | None =
     try:
         return Manifest.from_json(text)
     except (ValueError, KeyError, TypeError) as err:  # bad JSON, a missing or odd field
-        raise ValueError(f"{location}: {type(err).__name__}: {err}") from None
+        raise InputError(f"{location}: {kind(err)}: {err}") from None
 
 
 # What a folder's shards end in: plain tars, and the compressed ones the tar reader opens (it
@@ -406,7 +407,7 @@ def resolve_shard_urls(
     location = str(location)
     if location.startswith("pipe:"):
         if not allow_pipe:
-            raise ValueError(
+            raise InputError(
                 f"{location}: pipe: URLs run shell commands; set allow_pipe to use them"
             )
         found = list(braceexpand.braceexpand(location))
@@ -435,7 +436,7 @@ def _refuse_repeats(location: str, shard_urls: list[str]) -> None:
     seen: set[str] = set()
     for url in shard_urls:
         if url in seen:
-            raise ValueError(f"{location}: names shard {url} more than once")
+            raise InputError(f"{location}: names shard {url} more than once")
         seen.add(url)
 
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 import fsspec
 import webdataset
 
+from simgan_dist.errors import InputError, kind
 from simgan_dist.io import store_waits
 
 LOCAL_PROTOCOLS = ("file", "local")
@@ -46,7 +47,7 @@ def is_remote(url: str) -> bool:
 def local_path(url: str) -> Path:
     """The filesystem path of a local location (plain path or file:// URL)."""
     if not is_local(url):
-        raise ValueError(f"{url}: not a local path")
+        raise InputError(f"{url}: not a local path")
     return Path(fsspec.core.strip_protocol(str(url)) if "://" in str(url) else str(url))
 
 
@@ -120,7 +121,7 @@ def describe_failure(url: str, err: BaseException, storage_options: dict[str, An
     # A timeout says what was waited for and which setting changes it.
     timed_out = store_waits.is_timeout(err)
     waited = store_waits.describe_timeout(storage_options, protocol(url)) if timed_out else ""
-    return f"{url}{where}: {type(err).__name__}: {err}{waited}"
+    return f"{url}{where}: {kind(err)}: {err}{waited}"
 
 
 def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None) -> IO:

@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from simgan_dist.config import ModelConfig, build_dataclass
+from simgan_dist.errors import InputError
 from simgan_dist.model.networks import Refiner, build_refiner
 
 FORMAT_NAME = "simgan-dist-refiner"
@@ -40,7 +41,7 @@ PIXELS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """An export that cannot be read or written; the message names the file."""
 
 

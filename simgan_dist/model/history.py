@@ -8,6 +8,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from simgan_dist.errors import InputError
+
 
 class History(Protocol):
     """What the loop needs of a history buffer: HistoryBuffer (one rank's), or the buffer spread
@@ -45,9 +47,9 @@ class HistoryBuffer:
 
     def __init__(self, capacity: int, image_shape: tuple[int, int, int], seed: int) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be >= 1 (pass no buffer to disable), got {capacity}")
+            raise InputError(f"capacity must be >= 1 (pass no buffer to disable), got {capacity}")
         if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
+            raise InputError(f"image_shape must be (C, H, W), got {image_shape}")
         self.capacity = capacity
         self.image_shape = tuple(image_shape)
         self._storage = torch.zeros((capacity, *self.image_shape), dtype=torch.float32)
@@ -71,7 +73,7 @@ class HistoryBuffer:
     def push(self, images: Tensor) -> None:
         """Store a detached CPU float32 copy of images (N, C, H, W); see the class doc."""
         if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(
+            raise InputError(
                 f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(images.shape)}"
             )
@@ -118,7 +120,7 @@ class HistoryBuffer:
         storage = state["storage"]
         num_filled = int(state["num_filled"])
         if tuple(storage.shape) != (num_filled, *self.image_shape):
-            raise ValueError(
+            raise InputError(
                 f"stored images {tuple(storage.shape)} do not match num_filled={num_filled} "
                 f"and image shape {self.image_shape}"
             )
@@ -132,7 +134,7 @@ class HistoryBuffer:
 def history_count(batch_size: int, history_fraction: float) -> int:
     """n_hist = round(f * b) with halves rounded up (not round-half-to-even): b=3, f=0.5 -> 2."""
     if not 0.0 <= history_fraction <= 1.0:
-        raise ValueError(f"history_fraction must be in [0, 1], got {history_fraction}")
+        raise InputError(f"history_fraction must be in [0, 1], got {history_fraction}")
     # The 1e-9 keeps a product meant to be x.5 but computed as x.4999999999999999 rounding up.
     return min(batch_size, math.floor(history_fraction * batch_size + 0.5 + 1e-9))
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simgan_dist.config import PSI_CHOICES
+from simgan_dist.errors import InputError
 
 # Class indices of D's 2-way logits. D "outputs the probability that a patch is refined", so the
 # paper's refiner term -log(1 - D(R(x))) is the cross-entropy of refined patches against REAL.
@@ -25,7 +26,7 @@ def _gradients(x: Tensor) -> Tensor:
 
 def _check_logits(logits: Tensor) -> None:
     if logits.dim() != 4 or logits.shape[1] != 2:
-        raise ValueError(f"expected logits of shape (N, 2, h, w), got {tuple(logits.shape)}")
+        raise InputError(f"expected logits of shape (N, 2, h, w), got {tuple(logits.shape)}")
 
 
 def local_adversarial_loss(logits: Tensor, target: int) -> Tensor:
@@ -36,7 +37,7 @@ def local_adversarial_loss(logits: Tensor, target: int) -> Tensor:
     """
     _check_logits(logits)
     if target not in (REFINED, REAL):
-        raise ValueError(f"target must be REFINED (0) or REAL (1), got {target!r}")
+        raise InputError(f"target must be REFINED (0) or REAL (1), got {target!r}")
     n, _, h, w = logits.shape
     labels = torch.full((n, h, w), target, dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)
@@ -63,7 +64,7 @@ def psi(x: Tensor, kind: str) -> Tensor:
         return F.avg_pool2d(x, LOW_PASS_POOL, ceil_mode=True)
     if kind == "edges":
         return _gradients(x.mean(dim=1, keepdim=True)).abs()
-    raise ValueError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
+    raise InputError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
 
 
 def self_regularization_loss(refined: Tensor, synthetic: Tensor, kind: str) -> Tensor:
@@ -76,7 +77,7 @@ def self_regularization_loss(refined: Tensor, synthetic: Tensor, kind: str) -> T
     identity psi on the 35x55 gaze preset with its 9x14 patch map.
     """
     if refined.shape != synthetic.shape:
-        raise ValueError(
+        raise InputError(
             f"refined {tuple(refined.shape)} and synthetic {tuple(synthetic.shape)} differ"
         )
     return (psi(refined, kind) - psi(synthetic, kind)).abs().mean()
@@ -103,7 +104,7 @@ def refiner_loss(
     zero = torch.zeros((), device=refined.device, dtype=reg.dtype)
     if disc_logits_on_refined is None:
         if adversarial_weight != 0:
-            raise ValueError("adversarial_weight != 0 needs the discriminator's logits")
+            raise InputError("adversarial_weight != 0 needs the discriminator's logits")
         adv = zero
     else:
         adv = local_adversarial_loss(disc_logits_on_refined, REAL)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from simgan_dist.config import ModelConfig, build_dataclass
+from simgan_dist.errors import InputError
 
 
 class ResnetBlock(nn.Module):
@@ -59,15 +60,15 @@ class Refiner(nn.Module):
     ) -> None:
         super().__init__()
         if kernel % 2 != 1:
-            raise ValueError(f"refiner kernel must be odd to keep the size, got {kernel}")
+            raise InputError(f"refiner kernel must be odd to keep the size, got {kernel}")
         if noise_channels < 0:
-            raise ValueError(f"noise_channels must be >= 0, got {noise_channels}")
+            raise InputError(f"noise_channels must be >= 0, got {noise_channels}")
         self.noise_channels = noise_channels
         self.noise_maps: nn.Linear | None = None
         stem_in = channels
         if noise_channels:
             if image_size is None:
-                raise ValueError("a refiner with pixel noise needs image_size (its maps' size)")
+                raise InputError("a refiner with pixel noise needs image_size (its maps' size)")
             # PixelDA's generator input: the noise vector as constant planes (colour, per image)
             # and projected by a learned linear map to full-size planes (layout, texture).
             self.noise_maps = nn.Linear(noise_channels, NOISE_MAPS * image_size[0] * image_size[1])
@@ -96,7 +97,7 @@ class Refiner(nn.Module):
     def pre_tanh(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         """R's pixel values before the tanh."""
         if noise is not None and not self.noise_channels:
-            raise ValueError("this refiner has no noise input (model.refiner_noise_channels 0)")
+            raise InputError("this refiner has no noise input (model.refiner_noise_channels 0)")
         stem_input = x
         if self.noise_maps is not None:
             if noise is None:
@@ -104,7 +105,7 @@ class Refiner(nn.Module):
                 assert noise is not None
             expected = (x.shape[0], self.noise_channels, *x.shape[2:])
             if tuple(noise.shape) != expected:
-                raise ValueError(f"noise must be {expected}, got {tuple(noise.shape)}")
+                raise InputError(f"noise must be {expected}, got {tuple(noise.shape)}")
             n, _, h, w = x.shape
             maps = self.noise_maps(noise[:, :, 0, 0].to(x.dtype)).view(n, NOISE_MAPS, h, w)
             stem_input = torch.cat([x, noise.to(x.dtype), maps], dim=1)
@@ -139,13 +140,13 @@ class LayerSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("conv", "maxpool"):
-            raise ValueError(f"LayerSpec.kind must be 'conv' or 'maxpool', got {self.kind!r}")
+            raise InputError(f"LayerSpec.kind must be 'conv' or 'maxpool', got {self.kind!r}")
         if self.kernel < 1 or self.kernel % 2 != 1:
-            raise ValueError(f"LayerSpec.kernel must be a positive odd number, got {self.kernel}")
+            raise InputError(f"LayerSpec.kernel must be a positive odd number, got {self.kernel}")
         if self.stride < 1:
-            raise ValueError(f"LayerSpec.stride must be >= 1, got {self.stride}")
+            raise InputError(f"LayerSpec.stride must be >= 1, got {self.stride}")
         if self.kind == "conv" and self.out_channels < 1:
-            raise ValueError(f"conv LayerSpec needs out_channels >= 1, got {self.out_channels}")
+            raise InputError(f"conv LayerSpec needs out_channels >= 1, got {self.out_channels}")
 
 
 # The paper's tables, written out. Padding is always kernel // 2 ("same" for stride 1; for stride s
@@ -232,7 +233,7 @@ class Discriminator(nn.Module):
     ) -> None:
         super().__init__()
         if not layout or layout[-1].kind != "conv" or layout[-1].out_channels != 2:
-            raise ValueError("the last discriminator layer must be a conv with 2 outputs (logits)")
+            raise InputError("the last discriminator layer must be a conv with 2 outputs (logits)")
         layers: list[nn.Module] = []
         in_ch = channels
         for i, spec in enumerate(layout):
@@ -271,7 +272,7 @@ def layout_output_shape(layout: tuple[LayerSpec, ...], height: int, width: int) 
     for spec in layout:
         height, width = _out_size(height, spec), _out_size(width, spec)
     if height < 1 or width < 1:
-        raise ValueError("input too small for this discriminator layout")
+        raise InputError("input too small for this discriminator layout")
     return height, width
 
 

@@ -8,13 +8,15 @@ from typing import cast
 import numpy as np
 import torch
 
+from simgan_dist.errors import InputError
+
 
 def _half_levels(dtype: np.dtype) -> float:
     if dtype == np.uint8:
         return 128.0
     if dtype == np.uint16:
         return 32768.0
-    raise ValueError(f"to_tensor: need uint8 or uint16, got {dtype}")
+    raise InputError(f"to_tensor: need uint8 or uint16, got {dtype}")
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -53,7 +55,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     round trip is exact); 16-bit depth comes back quantised to 8 bits.
     """
     if x.ndim not in (3, 4):
-        raise ValueError(f"to_uint8: need (C,H,W) or (N,C,H,W), got shape {tuple(x.shape)}")
+        raise InputError(f"to_uint8: need (C,H,W) or (N,C,H,W), got shape {tuple(x.shape)}")
     y = ((x.detach().float().cpu() + 1.0) * 128.0).floor_().clamp_(0, 255).to(torch.uint8)
     y = y.movedim(-3, -1)  # channels last
     if y.shape[-1] == 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from simgan_dist.errors import InputError
 from simgan_dist.io import urls
 from simgan_dist.model.exported import (
     ARCH_FILE,
@@ -40,7 +41,7 @@ def export_refiner(
         require_onnx_packages()  # before any work: the one line names the extra
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
+        raise InputError(f"--out {out}: exists and is not a directory")
     refiner, cfg, directory = load_refiner(location, storage_options=storage_options)
     source = {
         "location": urls.absolute(str(location)),

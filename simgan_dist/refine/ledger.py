@@ -27,6 +27,7 @@ import time
 import uuid
 from typing import Any
 
+from simgan_dist.errors import InputError
 from simgan_dist.io import urls
 from simgan_dist.io.shardio import Manifest, ShardInfo, write_manifest
 
@@ -147,7 +148,7 @@ def check_lineage(records: dict[str, dict], lineage: dict[str, str], output: str
     for name, record in records.items():
         theirs = {k: record["lineage"].get(k) for k in lineage}
         if theirs != lineage:
-            raise ValueError(
+            raise InputError(
                 f"{output}: shard {name} was refined with {theirs}, this run uses {lineage}; "
                 "give a new --output (or delete the old one) to refine with another checkpoint"
             )

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from simgan_dist.errors import InputError
 from simgan_dist.io import urls
 from simgan_dist.io.shardio import plain_tar_name, read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
@@ -41,18 +42,18 @@ def input_shards(
     clash = next((f for f in folders.values() if urls.nested(f, output)), None)
     if clash is not None:
         # Refined copies keep their input's name: they would overwrite the corpus they come from.
-        raise ValueError(
+        raise InputError(
             f"output {output} overlaps the input ({clash}): refined shards would overwrite or "
             "mix with their sources; choose an output outside the input folder"
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"{input_location}: input shards share base names; outputs would clash")
+        raise InputError(f"{input_location}: input shards share base names; outputs would clash")
     nested = next((n for n in expected_counts(input_location, options) or {} if "/" in n), None)
     if nested is not None:
         # Refined shards keep their input's base name in one output folder, and the ledger and
         # the output manifest know shards by that name alone.
         folder = next(s for s in sources if s.endswith(f"/{nested}")).rsplit("/", 1)[0]
-        raise ValueError(
+        raise InputError(
             f"{input_location}: its manifest names shard {nested} in a subfolder, which refine "
             f"does not write; refine that folder as its own input ({folder})"
         )

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from simgan_dist.config import ModelConfig
 from simgan_dist.config.credentials import check_storage_options
 from simgan_dist.data.pipeline import MAX_SKIPS_KEPT
+from simgan_dist.errors import InputError, SimganError, kind
 from simgan_dist.io import urls
 from simgan_dist.io.progress import progress_bar
 from simgan_dist.refine import ledger as refine_ledger
@@ -45,7 +46,7 @@ RESIZE_EVERY_S = 10.0  # how often the pool looks at the cluster's resources aga
 INDEX_EVERY = 1000  # done-records copied into one ledger index segment (ledger.py)
 
 
-class RefineError(RuntimeError):
+class RefineError(SimganError, RuntimeError):
     """The job stopped (bad sample with on_bad_sample=stop, unwritable output, ...)."""
 
 
@@ -100,7 +101,7 @@ def refine_shards(
     model, checkpoint_dir = loaded.model, loaded.origin
     check_input_images(loaded, input_location, sources[0], options)  # before Ray starts
     if settings.num_variants > 1 and model.refiner_noise_channels == 0:
-        raise ValueError(
+        raise InputError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "
             f"(model.refiner_noise_channels > 0); {checkpoint_dir} has none, so its copies "
             "would all be the same"
@@ -138,7 +139,7 @@ def refine_shards(
             }
             summary = _summary(output, records, results, names, done, started,
                                str(checkpoint_dir), finished_late)  # fmt: skip
-            summary["error"] = f"{type(err).__name__}: {err}"
+            summary["error"] = f"{kind(err)}: {err}"
             with contextlib.suppress(Exception):  # the output may be what failed; err says more
                 refine_ledger.write_report(output, summary, options)
             raise
@@ -250,7 +251,7 @@ def _run_pool(
                 except ray.exceptions.RayTaskError as err:  # raised in refine_shard itself
                     cause = err.cause if err.cause is not None else err
                     raise RefineError(
-                        f"{source} (refined into {output}): {type(cause).__name__}: {cause}"
+                        f"{source} (refined into {output}): {kind(cause)}: {cause}"
                     ) from cause
                 except ray.exceptions.RayActorError as err:  # the process died: OOM, node lost
                     queue.appendleft(source)  # its temporary is never published

@@ -16,6 +16,7 @@ from typing import Any
 
 from simgan_dist.config import Config, ModelConfig
 from simgan_dist.data.reader import read_samples
+from simgan_dist.errors import InputError
 from simgan_dist.io import storage, urls
 from simgan_dist.io.shardio import image_chw
 from simgan_dist.model.exported import ARCH_FILE, ExportError, architecture_file, read_exported
@@ -96,7 +97,7 @@ def check_input_images(
         want, has = f"{expected[0]}-channel", f"{found[0]}-channel"
     else:  # height x width, as --size and the configs write it
         want, has = f"{expected[1]}x{expected[2]}", f"{found[1]}x{found[2]}"
-    raise ValueError(
+    raise InputError(
         f"refiner {source.origin} expects {want} images, {input_location} holds {has} ones "
         f"(key {key} in {urls.basename(shard_url)})"
     )

@@ -14,6 +14,7 @@ import torch
 
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.data.catalog import CATALOG_FILE, ShardSource, stream_world_size
+from simgan_dist.errors import InputError
 from simgan_dist.io import storage, urls
 from simgan_dist.model.history import History
 from simgan_dist.model.networks import Refiner, build_refiner
@@ -29,7 +30,7 @@ CONFIG_FILE = "config.yaml"  # the same config, for people and for `simgan train
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be read as tensors: cut short, corrupt, or holding code."""
 
 

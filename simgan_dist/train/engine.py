@@ -11,6 +11,7 @@ from torch import nn
 
 from simgan_dist.config import EngineConfig, OptimConfig
 from simgan_dist.config.deepspeed_passthrough import merge_deepspeed_config
+from simgan_dist.errors import InputError
 from simgan_dist.train import versions
 
 
@@ -230,7 +231,7 @@ class DeepSpeedUpdater:
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         """Call after loading the module's weights (ZeRO copies them into its fp32 partition)."""
         if state["zero_stage"] != self.zero_stage:
-            raise ValueError(
+            raise InputError(
                 f"optimizer state saved with ZeRO stage {state['zero_stage']}, "
                 f"this engine runs stage {self.zero_stage}"
             )

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from simgan_dist.errors import InputError
 from simgan_dist.model.history import HistoryBuffer
 
 AllGather = Callable[[Tensor], Tensor]  # (n, ...) on every rank -> (W, n, ...), rank order
@@ -44,7 +45,7 @@ class GlobalHistoryBuffer:
         all_gather: AllGather,
     ) -> None:
         if capacity < world_size:
-            raise ValueError(f"capacity {capacity} is smaller than world_size {world_size}")
+            raise InputError(f"capacity {capacity} is smaller than world_size {world_size}")
         self.rank, self.world_size, self.all_gather = rank, world_size, all_gather
         self.slice = HistoryBuffer(capacity // world_size, image_shape, seed=seed * 7919 + rank)
         self.capacity = self.slice.capacity * world_size

@@ -19,11 +19,13 @@ import sys
 import time
 from collections.abc import Iterator
 
+from simgan_dist.errors import SimganError
+
 RAY_CONNECT_WAIT_S = 60.0
 PROBE_EVERY_S = 1.0
 
 
-class RayAddressError(ConnectionError):
+class RayAddressError(SimganError, ConnectionError):
     """Nothing answers at the address RAY_ADDRESS names."""
 
 

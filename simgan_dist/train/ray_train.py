@@ -15,6 +15,7 @@ import torch
 
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
+from simgan_dist.errors import SimganError, kind
 from simgan_dist.io import storage, urls
 from simgan_dist.train import dist, versions
 from simgan_dist.train.checkpoint import (
@@ -90,7 +91,7 @@ class RayTrainLink:
         return ray.train.get_preemption_info() is not None
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SimganError, RuntimeError):
     """A failed run, as failure_line() puts it: the message a user needs, without Ray's wrapper."""
 
 
@@ -101,7 +102,7 @@ def failure_line(err: BaseException) -> str:
     failures = getattr(err, "worker_failures", None) or {}
     if not failures:
         cause = getattr(err, "controller_failure", None) or err
-        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+        return f"{kind(cause)}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
 
     def root(exc: BaseException) -> BaseException:
         return getattr(exc, "cause", None) or exc  # RayTaskError wraps the raised exception
@@ -114,7 +115,7 @@ def failure_line(err: BaseException) -> str:
     lines = [line for line in str(cause).strip().splitlines() if line.strip()]
     # Ray's own message may lead with a traceback header; the last line holds the exception.
     text = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
-    return f"rank {rank}: {type(cause).__name__}: {text}"
+    return f"rank {rank}: {kind(cause)}: {text}"
 
 
 RAY_RECORD_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's list of a run's checkpoints

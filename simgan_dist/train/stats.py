@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from simgan_dist.errors import SimganError
 
-class NonFiniteLossError(ValueError):
+
+class NonFiniteLossError(SimganError, ValueError):
     """A loss went NaN or infinite: every later step would be NaN too, so the run stops before
     it logs or checkpoints the broken state."""
 

@@ -22,7 +22,13 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from simgan_dist.errors import InputError, SimganError
+
 OVERRIDE_ENV = "SIMGAN_ALLOW_UNTESTED_VERSIONS"
+
+
+class VersionError(SimganError, RuntimeError):
+    """An installed ray or deepspeed outside the range a private access was read in."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def release(version: str) -> tuple[int, ...]:
     """The numeric release part of a version string: "2.60.0rc1" -> (2, 60, 0)."""
     found = re.match(r"\d+(\.\d+)*", version.strip())
     if not found:
-        raise ValueError(f"not a version: {version!r}")
+        raise InputError(f"not a version: {version!r}")
     return tuple(int(part) for part in found.group(0).split("."))
 
 
@@ -125,4 +131,4 @@ def require(api: PrivateAPI) -> None:
     if os.environ.get(OVERRIDE_ENV, "") not in ("", "0"):
         _warn_once(message)
         return
-    raise RuntimeError(message)
+    raise VersionError(message)

@@ -20,6 +20,7 @@ import torch
 
 from simgan_dist.config import Config, config_to_yaml
 from simgan_dist.data.reader import load_arrays, load_batch
+from simgan_dist.errors import InputError
 from simgan_dist.eval.protocol import evaluate_digits
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import write_shards
@@ -80,7 +81,7 @@ def _refined_samples(
 def _check_images(x_syn: torch.Tensor, cfg: Config) -> None:
     shape = tuple(x_syn.shape[1:])
     if shape != (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width):
-        raise ValueError(f"{cfg.data.synthetic}: images are {shape}, the model expects otherwise")
+        raise InputError(f"{cfg.data.synthetic}: images are {shape}, the model expects otherwise")
 
 
 def _schedule_images(cfg: Config) -> int:
@@ -115,7 +116,7 @@ def split_validation(validation: str, out_dir: Path) -> tuple[str, str]:
     images, metas = load_arrays(validation)
     half = len(metas) // 2
     if half < 10:
-        raise ValueError(f"{validation}: {len(metas)} samples are too few to split for an oracle")
+        raise InputError(f"{validation}: {len(metas)} samples are too few to split for an oracle")
     parts = []
     for name, lo, hi in (("validation-oracle", 0, half), ("validation-test", half, len(metas))):
         samples = (
@@ -146,7 +147,7 @@ def screen(
     from R's noise input, named as `simgan refine --variants` names them) and the eval report.
     randomized / ceiling: comparison arms (eval.protocol); with_oracle: split_validation."""
     if num_variants > 1 and cfg.model.refiner_noise_channels == 0:
-        raise ValueError("variants > 1 needs model.refiner_noise_channels > 0")
+        raise InputError("variants > 1 needs model.refiner_noise_channels > 0")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import yaml
 
 from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
 from simgan_dist.config.rules import Section, above, at_least, checked
+from simgan_dist.errors import InputError
 from simgan_dist.tune.trackers import MLflowSettings, SearcherName, WandbSettings, check_searcher
 
 SEARCHES_DIR = Path(__file__).parent / "searches"
@@ -87,10 +88,10 @@ def field_type(name: str) -> Any:
     section, _, key = name.partition(".")
     sections = typing.get_type_hints(Config)
     if section not in sections or not key:
-        raise ValueError(f"unknown config field (known sections: {', '.join(sections)})")
+        raise InputError(f"unknown config field (known sections: {', '.join(sections)})")
     hints = typing.get_type_hints(sections[section])
     if key not in hints:
-        raise ValueError(f"unknown config field (known in {section}: {', '.join(hints)})")
+        raise InputError(f"unknown config field (known in {section}: {', '.join(hints)})")
     return hints[key]
 
 
@@ -139,7 +140,7 @@ def _check_values(name: str, domain: Domain, base: Config) -> None:
         except ConfigError as err:
             # ConfigError reads "<replace>: field: message"; keep the field and message.
             detail = str(err).split(": ", 1)[-1]
-            raise ValueError(f"{name}: value {value!r} gives an invalid config: {detail}") from None
+            raise InputError(f"{name}: value {value!r} gives an invalid config: {detail}") from None
 
 
 def _space_field(name: str, check: Any) -> Any:
@@ -149,7 +150,7 @@ def _space_field(name: str, check: Any) -> Any:
         return check()
     except ValueError as err:
         message = str(err) if str(err).startswith(name) else f"{name}: {err}"
-        raise ValueError(f"space.{message}") from None
+        raise InputError(f"space.{message}") from None
 
 
 def parse_search(data: dict[str, Any], base: Config, source: str = "<search>") -> Search:
@@ -167,7 +168,7 @@ def parse_search(data: dict[str, Any], base: Config, source: str = "<search>") -
         try:
             base = apply_params(base, fixed)
         except ConfigError as err:
-            raise ValueError(f"space: fixed values: {str(err).split(': ', 1)[-1]}") from None
+            raise InputError(f"space: fixed values: {str(err).split(': ', 1)[-1]}") from None
         for name, domain in space.items():
             if domain.kind != "fixed":
                 _space_field(name, functools.partial(_check_values, name, domain, base))

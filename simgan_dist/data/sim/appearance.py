@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from simgan_dist.errors import InputError
+
 APPEARANCES = ("gray", "clean", "randomized")
 # The simulator's streams: default_rng([seed, 0, index]) draws geometry, [seed, 1, block] labels;
 # appearances take [seed, 2, index], so colouring a digit never shifts the geometry's draws.
@@ -36,7 +38,7 @@ _MAX_DRAWS = 64  # a bound, not a budget: 64 rejections in a row have odds of ~1
 
 def check_appearance(mode: str) -> str:
     if mode not in APPEARANCES:
-        raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}; got {mode!r}")
+        raise InputError(f"appearance must be one of {', '.join(APPEARANCES)}; got {mode!r}")
     return mode
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from simgan_dist.data.sim.appearance import apply_appearance, check_appearance
+from simgan_dist.errors import InputError
 
 IMAGE_SIZE = 28
 # Everything is drawn at SUPERSAMPLE x the output size, then box-reduced: that is the antialiasing.
@@ -350,7 +351,7 @@ def _render_font(rng: np.random.Generator, digit: int) -> tuple[Image.Image, dic
 def render_digit(rng: np.random.Generator, digit: int) -> tuple[np.ndarray, dict]:
     """uint8 array (28, 28), and the render parameters as a JSON-able dict with at least 'label'."""
     if not 0 <= digit <= 9:
-        raise ValueError(f"digit must be in 0..9, got {digit}")
+        raise InputError(f"digit must be in 0..9, got {digit}")
     if rng.random() < HANDWRITING_PROB:
         img, params = _render_strokes(rng, digit)
     else:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from simgan_dist.errors import InputError
+
 CROP_SIZE = 28
 
 
@@ -123,10 +125,10 @@ def random_crops(
     drawn uniformly from photos, at a uniform position. Crops are drawn one after another from
     rng, so the first k of num crops equal the k crops of a shorter call with the same rng state."""
     if not photos:
-        raise ValueError("random_crops: no photographs")
+        raise InputError("random_crops: no photographs")
     for p in photos:
         if p.ndim != 3 or p.shape[2] != 3 or min(p.shape[:2]) < size:
-            raise ValueError(f"random_crops: need RGB photographs >= {size} px, got {p.shape}")
+            raise InputError(f"random_crops: need RGB photographs >= {size} px, got {p.shape}")
     out = np.empty((num, size, size, 3), np.uint8)
     n = len(photos)
     for i in range(num):
@@ -145,9 +147,9 @@ def blend(digits: np.ndarray, crops: np.ndarray) -> np.ndarray:
     inverts the photograph under it, so the digit shows as the photo's negative on the photo.
     """
     if digits.dtype != np.uint8 or crops.dtype != np.uint8:
-        raise ValueError(f"blend: need uint8 digits and crops, got {digits.dtype}, {crops.dtype}")
+        raise InputError(f"blend: need uint8 digits and crops, got {digits.dtype}, {crops.dtype}")
     if crops.shape[-1:] != (3,) or crops.shape[:-1] != digits.shape:
-        raise ValueError(f"blend: digits {digits.shape} do not match crops {crops.shape}")
+        raise InputError(f"blend: digits {digits.shape} do not match crops {crops.shape}")
     # int16: the difference of two uint8 would wrap around instead of going negative.
     diff = crops.astype(np.int16) - digits[..., None].astype(np.int16)
     return np.abs(diff).astype(np.uint8)

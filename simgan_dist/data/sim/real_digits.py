@@ -20,6 +20,8 @@ import importlib.resources
 
 import numpy as np
 
+from simgan_dist.errors import InputError
+
 NUM_IMAGES = 5000
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
@@ -33,7 +35,7 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
     with importlib.resources.as_file(path) as csv:
         table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
     if table.shape != (NUM_IMAGES, IMAGE_SIZE * IMAGE_SIZE + 1):
-        raise ValueError(f"{path}: unexpected table shape {table.shape}")
+        raise InputError(f"{path}: unexpected table shape {table.shape}")
     images = table[:, :-1].reshape(NUM_IMAGES, IMAGE_SIZE, IMAGE_SIZE)
     labels = table[:, -1].astype(np.int64)
     images.flags.writeable = False  # cached and shared: callers get copies from the public API
@@ -54,7 +56,7 @@ def split_indices(seed: int = 0, num_eval: int = 2000) -> tuple[np.ndarray, np.n
     csv is sorted by class, so the order is shuffled: shards cut from it mix all digits.
     """
     if num_eval % NUM_CLASSES or not 0 < num_eval < NUM_IMAGES:
-        raise ValueError(
+        raise InputError(
             f"num_eval must be a multiple of {NUM_CLASSES} in (0, {NUM_IMAGES}), got {num_eval}"
         )
     _, labels = _load()
@@ -64,7 +66,7 @@ def split_indices(seed: int = 0, num_eval: int = 2000) -> tuple[np.ndarray, np.n
     for digit in range(NUM_CLASSES):
         members = np.flatnonzero(labels == digit)
         if per_class > len(members):
-            raise ValueError(
+            raise InputError(
                 f"num_eval={num_eval} needs {per_class} of digit {digit}, only {len(members)} exist"
             )
         eval_parts.append(rng.permutation(members)[:per_class])
