@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 from simgan_dist.cli.console import configure_console
 from simgan_dist.cli.parser import build_parser
@@ -12,11 +15,37 @@ from simgan_dist.config import ConfigError
 __all__ = ["build_parser", "main"]
 
 
+def _stop_as_on_ctrl_c(signum: int, frame: Any) -> None:
+    # SIGTERM is how schedulers (Slurm, Kubernetes, systemd) stop a job: it takes Ctrl-C's way
+    # out, so work is kept, Ray and its workers stop and the exit status is 130.
+    raise KeyboardInterrupt
+
+
+def _ray_connected() -> bool:
+    """Whether this process is connected to Ray; Ray is imported only if a command did."""
+    if "ray" not in sys.modules:
+        return False
+    from simgan_dist.train import ray_start
+
+    return ray_start.connected()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_console(args.log_level, args.quiet, args.verbose)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c) if in_main_thread else None
+    ray_before = _ray_connected()  # a caller's Ray (e.g. a test's) is left as it is
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        finally:
+            if not ray_before and _ray_connected():
+                # Before the last line: the Ray this command started (or joined) stops with its
+                # workers and actors, not after the exit status is decided.
+                from simgan_dist.train import ray_start
+
+                ray_start.disconnect()
     except KeyboardInterrupt:
         # Work already done is kept: training resumes with --resume, refine skips done shards.
         print("simgan: interrupted", file=sys.stderr)
@@ -32,3 +61,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"simgan: error: {err}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if previous is not None:  # None: not the main thread, or a handler set outside Python
+            signal.signal(signal.SIGTERM, previous)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -30,6 +35,24 @@ class RayResourceError(ValueError):
     """More workers, CPUs or GPUs asked for than the Ray instance has (or a cluster got in time)."""
 
 
+def _keeping_sigterm_handler(start: Callable[..., None]) -> Callable[..., None]:
+    """ray.init replaces the process's SIGTERM handler with one that exits mid-work (for a local
+    instance the driver then dies of SIGABRT with a C++ stack dump, its workers left running).
+    A handler the caller installed (the `simgan` command's: SIGTERM as Ctrl-C) is put back."""
+
+    @functools.wraps(start)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            start(*args, **kwargs)
+        finally:
+            if callable(handler) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, handler)
+
+    return wrapper
+
+
+@_keeping_sigterm_handler
 def ensure_ray(num_cpus: int | None = None, connect_wait_s: float | None = None) -> None:
     """Connect to Ray once per process: RAY_ADDRESS's cluster (e.g. under `ray job submit`)
     when set, else start a local instance whose ports all listen on 127.0.0.1. connect_wait_s:
@@ -106,3 +129,14 @@ def check_resources(
                   "for nodes to join", file=sys.stderr, flush=True)  # fmt: skip
             waiting = True
         time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def connected() -> bool:
+    """Whether this process is connected to Ray (a local instance or a cluster)."""
+    return ray.is_initialized()
+
+
+def disconnect() -> None:
+    """Leave Ray: a local instance this process started stops with its workers and actors; on
+    a cluster, the job's workers and actors end with it."""
+    ray.shutdown()

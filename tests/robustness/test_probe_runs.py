@@ -3,12 +3,16 @@ checkpoint files count, and how signals end a job. Real files and a real local R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -268,7 +272,6 @@ def test_resume_of_a_copied_run_continues_from_its_checkpoint(
 
 @pytest.mark.ray
 def test_an_interrupted_tune_exits_130(ray_local, debug_overrides, tmp_path: Path, capsys) -> None:
-    import signal
     import threading
 
     from simgan_dist.tune.search import TRIALS_DIR
@@ -292,3 +295,93 @@ def test_an_interrupted_tune_exits_130(ray_local, debug_overrides, tmp_path: Pat
     assert status == 130, err[-2000:]
     assert '"interrupted": true' in out and "simgan tune --resume" in out
     assert _last_line(err) == "simgan: interrupted"
+
+
+# Item 21: SIGTERM (what a scheduler sends) ends a command as Ctrl-C does.
+
+
+def _processes_marked(mark: str) -> list[int]:
+    """Processes whose environment holds mark: the driver's local Ray and every worker it
+    started inherit it (their command lines are renamed, their environments are not)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def _marked_processes_named(mark: str, name: str) -> list[int]:
+    found = []
+    for pid in _processes_marked(mark):
+        try:
+            if name.encode() in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _sigterm_once(argv: list[str], started: Callable[[str], bool]) -> tuple[int, str, str]:
+    """Run `simgan argv` with its own local Ray, SIGTERM it once started(mark) holds, and return
+    (exit status, stderr, mark). Whatever it left running is ended here (by pid), after the
+    caller's checks have read it through the mark."""
+    mark = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
+    env["SIMGAN_PROBE_MARK"] = mark
+    driver = subprocess.Popen([sys.executable, "-m", "simgan_dist.cli", *argv], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not started(mark):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return driver.returncode, err, mark
+
+
+def _assert_stopped_like_ctrl_c(status: int, err: str, mark: str) -> None:
+    try:
+        assert status == 130, err[-3000:]
+        assert _last_line(err) == "simgan: interrupted"
+        deadline = time.monotonic() + 30
+        while _processes_marked(mark) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_marked(mark), "Ray processes left behind"
+    finally:
+        for pid in _processes_marked(mark):  # started by this test: ended by id
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.ray
+def test_sigterm_of_the_train_driver_exits_130_and_leaves_no_ray_process(
+    debug_overrides, tmp_path: Path
+) -> None:
+    run = tmp_path / "term"
+    argv = _train_args(debug_overrides(**{"run.name": "term", "schedule.adversarial_nimg": 10**6}))
+    # Once the first checkpoint is written, the workers are training.
+    status, err, mark = _sigterm_once(argv, lambda mark: bool(list(run.glob("checkpoint-*"))))
+    _assert_stopped_like_ctrl_c(status, err, mark)
+
+
+@pytest.mark.ray
+def test_sigterm_of_the_refine_driver_exits_130_and_leaves_no_ray_process(
+    digit_shards, tmp_path: Path
+) -> None:
+    # A refiner slow enough (64 features, 4 blocks) that 3,000 images are still in flight.
+    cfg = load_config(preset="debug", overrides=["model.refiner_features=64",
+                                                  "model.refiner_blocks=4"])  # fmt: skip
+    checkpoint = save_initial_checkpoint(cfg, tmp_path / "run" / "checkpoint-000000000000")
+    argv = ["refine", "--checkpoint", str(checkpoint), "--input", str(digit_shards["real"]),
+            "--output", str(tmp_path / "out"), "--num-workers", "1", "--no-progress"]  # fmt: skip
+    status, err, mark = _sigterm_once(
+        argv, lambda mark: bool(_marked_processes_named(mark, "RefineWorker"))
+    )
+    _assert_stopped_like_ctrl_c(status, err, mark)
