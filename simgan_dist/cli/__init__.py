@@ -11,6 +11,7 @@ from typing import Any
 from simgan_dist.cli.console import configure_console
 from simgan_dist.cli.parser import build_parser
 from simgan_dist.config import ConfigError
+from simgan_dist.errors import SimganError
 
 __all__ = ["build_parser", "main"]
 
@@ -50,17 +51,15 @@ def main(argv: list[str] | None = None) -> None:
         # Work already done is kept: training resumes with --resume, refine skips done shards.
         print("simgan: interrupted", file=sys.stderr)
         sys.exit(130)
-    except ConfigError as err:
-        print(f"simgan: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (OSError, ValueError) as err:
-        # Unreachable stores, missing shards, refused URLs, bad samples with on_bad_sample=stop,
-        # unreadable checkpoints: each message names the URL, key, file or field. SIMGAN_TRACEBACK=1
-        # shows the traceback instead, for a bug report.
+    except (SimganError, OSError) as err:
+        # Only errors raised on purpose (each message names the URL, key, file or field) and a
+        # store's OSError are one line; anything else is a bug and keeps its traceback.
+        # SIMGAN_TRACEBACK=1 shows the traceback of these too, for a bug report.
         if os.environ.get("SIMGAN_TRACEBACK") == "1":
             raise
-        print(f"simgan: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        label = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"simgan: {label}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code if isinstance(err, SimganError) else 1)
     finally:
         if previous is not None:  # None: not the main thread, or a handler set outside Python
             signal.signal(signal.SIGTERM, previous)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config
+from simgan_dist.errors import SimganError
 from simgan_dist.io.progress import progress_line
 
 
@@ -191,9 +192,7 @@ def refine_settings_from_args(args: argparse.Namespace, **fields: Any):
 
 
 def cmd_refine(args: argparse.Namespace) -> None:
-    from simgan_dist.data.reader import BadSampleError
-    from simgan_dist.refine.lease import OutputBusyError
-    from simgan_dist.refine.ray_pool import RefineError, refine_shards
+    from simgan_dist.refine.ray_pool import refine_shards
 
     settings = refine_settings_from_args(
         args, on_bad_sample=args.on_bad_sample, num_variants=args.variants
@@ -202,7 +201,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
     try:
         summary = refine_shards(args.checkpoint, args.input, args.output, settings,
                                 storage_options=options, progress=not (args.no_progress or args.quiet))  # fmt: skip
-    except (RefineError, OutputBusyError, BadSampleError, OSError, ValueError) as err:
+    except (SimganError, OSError) as err:  # a bug keeps its traceback (cli.main)
         print(f"simgan refine: {err}", file=sys.stderr)
         sys.exit(1)
     print(json.dumps(summary, indent=1))

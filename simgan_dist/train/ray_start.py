@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from simgan_dist.config.verbosity import third_party_verbose
+from simgan_dist.errors import InputError
 from simgan_dist.train import ray_address, versions
 
 # Ray's services start on the node's address, and for a local instance it resolves 127.0.0.1
@@ -31,7 +32,7 @@ RESOURCE_POLL_S = 5.0
 _started_here: str | None = None  # the GCS address of the instance this process started
 
 
-class RayResourceError(ValueError):
+class RayResourceError(InputError):
     """More workers, CPUs or GPUs asked for than the Ray instance has (or a cluster got in time)."""
 
 
