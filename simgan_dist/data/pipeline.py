@@ -201,7 +201,7 @@ def _windows(
         number, num_taken = number + 1, 0
 
 
-def _batches(
+def _decoded_batches(
     items: Iterator[Any],
     decode: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]],
     batch_size: int,
@@ -287,7 +287,7 @@ class _RankPipeline(IterableDataset):
         raws = _source(s.plan, s.rank, worker, num_workers, s.storage_options, start)
         windows = _windows(raws, s.shuffle_window, f"{s.seed}/shuffle/{s.rank}/{worker}", start)
         exempt = set(s.plan.redealt) | ({start["epoch"]} if start else set())
-        return _batches(windows, s.decode, s.batch_size, s.stop_on_bad, worker, exempt)
+        return _decoded_batches(windows, s.decode, s.batch_size, s.stop_on_bad, worker, exempt)
 
 
 def _identity(item: Any) -> Any:

@@ -47,8 +47,8 @@ class HostToDevice:
 
 
 @dataclass
-class IteratorBatches:
-    """Batches from two iterators of (images, metas) pairs, as data.batch_stream yields them.
+class StreamBatchSource:
+    """BatchSource from two iterators of (images, metas) pairs, as data.batch_stream yields them.
     Counts what it drew, so a resumed run can skip to the same position (its state_dict).
     positioned: the corpora's BatchStreams (under any wrapper), whose positions resume without
     replay; without them a resume replays the streams."""
@@ -117,14 +117,14 @@ class RowSlices:
         return images[lo:hi], metas[lo:hi]
 
 
-def make_batches(
+def make_batch_source(
     cfg: Config,
     rank: int,
     world_size: int,
     stats: StreamStats,
     device: torch.device,
     catalogs: Mapping[str, ShardSource],
-) -> IteratorBatches:
+) -> StreamBatchSource:
     """Endless synthetic and real streams for this rank, dealt by the corpora's shard catalogs
     and seeded by run.seed alone: a resumed run rebuilds them and seeks them to its saved
     position (load_state_dict). A synthetic sample without its json annotation counts as bad: its refined copy
@@ -155,7 +155,7 @@ def make_batches(
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
 
-    return IteratorBatches(
+    return StreamBatchSource(
         stream("synthetic"), stream("real"), device, pin_memory=pin, positioned=positioned
     )
 

@@ -153,9 +153,9 @@ class ShardRefiner:
         result = ShardResult(source, name, lineage=self.lineage)
         result.started = time.time()
         stats = StreamStats()
-        batches: queue.Queue = queue.Queue(QUEUE_BATCHES)
+        decoded: queue.Queue = queue.Queue(QUEUE_BATCHES)
         stop = threading.Event()  # set when the consumer gives up: the reader stops early
-        reader = threading.Thread(target=self._read, args=(source, stats, batches, stop))
+        reader = threading.Thread(target=self._read, args=(source, stats, decoded, stop))
         reader.start()
         writer: _Writer | None = None
         num_variants = self.settings.num_variants
@@ -165,7 +165,7 @@ class ShardRefiner:
         self.in_progress[source] = 0
         failure = ""
         try:
-            while (item := batches.get()) is not _END:
+            while (item := decoded.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 keys, tensor, metas = item
@@ -195,7 +195,7 @@ class ShardRefiner:
             raise
         finally:
             self.in_progress.pop(source, None)
-            _drain(batches, reader)
+            _drain(decoded, reader)
         result.num_samples = result.shard["num_samples"] if result.shard else 0
         result.num_skipped, result.skipped = stats.num_skipped, stats.skipped
         result.finished = time.time()

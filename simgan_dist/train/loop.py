@@ -63,7 +63,7 @@ def iteration_seed(seed: int, rank: int, cur_nimg: int) -> int:
     return ((seed * 1_000_003 + rank) * 1_000_000_007 + cur_nimg) % 2**63  # torch takes < 2**64
 
 
-class Batches(Protocol):
+class BatchSource(Protocol):
     """This rank's share of each fresh global mini-batch."""
 
     def next_synthetic(self) -> torch.Tensor: ...
@@ -182,7 +182,7 @@ StepHook = Callable[[LoopState, Phase, dict[str, float]], None]
 def train(
     refiner: Updater,
     disc: Updater,
-    batches: Batches,
+    batch_source: BatchSource,
     cfg: Config,
     state: LoopState,
     buffer: History | None = None,
@@ -193,7 +193,7 @@ def train(
     """Run Algorithm 1 from `state` to the end of the last phase.
 
     Every R or D step draws a fresh global mini-batch of cfg.schedule.batch_size synthetic images
-    (this rank gets its share from `batches`) and advances cur_nimg by that many. The hook runs after
+    (this rank gets its share from `batch_source`) and advances cur_nimg by that many. The hook runs after
     each whole iteration, so logging, grids and checkpoints always see a consistent state.
 
     Every step's (and micro-batch's) metrics are reported to `stats`, which holds them until the
@@ -213,7 +213,7 @@ def train(
             iteration = Collector()
             for _ in range(phase.refiner_steps):
                 for _ in range(num_micro):
-                    synthetic = batches.next_synthetic()
+                    synthetic = batch_source.next_synthetic()
                     iteration.report_all(
                         refiner_step(refiner, disc, synthetic, cfg, phase.adversarial)
                     )
@@ -222,7 +222,7 @@ def train(
                 state.phase_nimg += global_batch
             for _ in range(phase.disc_steps):
                 for _ in range(num_micro):
-                    synthetic, real = batches.next_synthetic(), batches.next_real()
+                    synthetic, real = batch_source.next_synthetic(), batch_source.next_real()
                     iteration.report_all(
                         disc_step(
                             refiner,

@@ -204,7 +204,6 @@ def run_training(
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
-        RunConfig,
         ScalingConfig,
         TrainingFailedError,
     )
@@ -237,7 +236,8 @@ def run_training(
             use_gpu=cfg.run.use_gpu,
             resources_per_worker={"CPU": cfg.run.threads_per_worker},
         ),
-        run_config=RunConfig(
+        # Qualified: config.RunConfig is simgan's run section, this is Ray Train's.
+        run_config=ray.train.RunConfig(
             name=cfg.run.name,
             storage_path=storage_path,
             storage_filesystem=filesystem,

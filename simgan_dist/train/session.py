@@ -18,7 +18,7 @@ import torch
 from simgan_dist.config import Config
 from simgan_dist.data.catalog import ShardSource, local_catalogs
 from simgan_dist.data.reader import StreamStats
-from simgan_dist.data.streams import KeyLog, image_shape, make_batches
+from simgan_dist.data.streams import KeyLog, image_shape, make_batch_source
 from simgan_dist.model.history import History, HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train import dist
@@ -31,7 +31,7 @@ from simgan_dist.train.engine import (
     make_optimizer,
 )
 from simgan_dist.train.global_history import GlobalHistoryBuffer
-from simgan_dist.train.loop import Batches, LoopState, StepHook, optimizer_steps, train
+from simgan_dist.train.loop import BatchSource, LoopState, StepHook, optimizer_steps, train
 from simgan_dist.train.run_outputs import key_log_name
 from simgan_dist.train.stats import Collector
 
@@ -93,7 +93,7 @@ class TrainingSession:
     refiner: Updater
     disc: Updater
     buffer: History | None
-    batches: Batches
+    batch_source: BatchSource
     catalogs: Mapping[str, ShardSource] | None = None
     state: LoopState = field(default_factory=LoopState)
     # Bad samples the streams skipped (the loop never sees them) and the run's one metric
@@ -109,7 +109,7 @@ class TrainingSession:
         device: torch.device | None = None,
         updaters: UpdaterKind = "torch",
         catalogs: Mapping[str, ShardSource] | None = None,
-        batches: Batches | None = None,
+        batch_source: BatchSource | None = None,
         checkpoint: str | Path | None = None,
         key_log_dir: Path | None = None,
     ) -> TrainingSession:
@@ -120,7 +120,7 @@ class TrainingSession:
            updaters (optimizer, lr schedule; DeepSpeed engines with updaters="deepspeed");
         2. the history buffer;
         3. the catalogs' record of finished shards (the streams are dealt from it);
-        4. the streams (`batches`: this rank's shard streams unless given, e.g. screen's
+        4. the streams (`batch_source`: this rank's shard streams unless given, e.g. screen's
            in-memory batches), with the catalogs given or a local catalog per corpus;
         5. the checkpoint's weights, then the per-rank parts (optimizer state after the weights:
            ZeRO copies the weights into its fp32 partition; buffer; the streams' position) and
@@ -135,19 +135,19 @@ class TrainingSession:
         buffer = build_buffer(cfg, rank, world_size)
         directory = Path(checkpoint) if checkpoint is not None else None
         stream_stats = StreamStats()
-        if batches is None:
+        if batch_source is None:
             catalogs = catalogs or local_catalogs(cfg, world_size)
             if directory is not None:
                 CatalogRecord(catalogs, cfg, rank, world_size).load_from(directory)
-            batches = make_batches(cfg, rank, world_size, stream_stats, device, catalogs)
+            batch_source = make_batch_source(cfg, rank, world_size, stream_stats, device, catalogs)
         session = cls(
-            cfg, rank, world_size, device, refiner, disc, buffer, batches, catalogs,
+            cfg, rank, world_size, device, refiner, disc, buffer, batch_source, catalogs,
             stream_stats=stream_stats,
         )  # fmt: skip
         if directory is not None:
             session.checkpoint().load(directory)
         if key_log_dir is not None and cfg.data.record_keys:
-            streams = session.batches
+            streams = session.batch_source
             assert hasattr(streams, "synthetic") and hasattr(streams, "num_synthetic")
             path = key_log_dir / key_log_name(rank)
             streams.synthetic = KeyLog(streams.synthetic, path, start=streams.num_synthetic)
@@ -156,7 +156,11 @@ class TrainingSession:
     def checkpoint(self) -> TrainingCheckpoint:
         """The run's parts by the names its checkpoint files use."""
         # Streams have a position to save; in-memory batches (screen) draw afresh.
-        data = cast("Stateful", self.batches) if hasattr(self.batches, "state_dict") else None
+        data = (
+            cast("Stateful", self.batch_source)
+            if hasattr(self.batch_source, "state_dict")
+            else None
+        )
         record = (
             CatalogRecord(self.catalogs, self.cfg, self.rank, self.world_size)
             if self.catalogs
@@ -170,13 +174,13 @@ class TrainingSession:
     def train(self, after_iteration: StepHook | None = None) -> LoopState:
         """Run Algorithm 1 from the session's state to the end of its schedule."""
         self.state = train(
-            self.refiner, self.disc, self.batches, self.cfg, self.state, self.buffer,
+            self.refiner, self.disc, self.batch_source, self.cfg, self.state, self.buffer,
             after_iteration=after_iteration, stats=self.metrics, rank=self.rank,
         )  # fmt: skip
         return self.state
 
 
-class NoBatches:
+class NoBatchSource:
     """The batches of a session that never trains (an initial checkpoint): a draw is a bug."""
 
     def next_synthetic(self) -> torch.Tensor:
@@ -189,7 +193,7 @@ def save_initial_checkpoint(cfg: Config, directory: str | Path, seed: int = 0) -
     """A freshly initialised R and D saved the way training saves a checkpoint (rank 0 of 1),
     for benchmarks, scale checks and tests that need a refiner but not a trained one."""
     seeded = cfg.replace(run={"seed": seed})
-    session = TrainingSession.build(seeded, batches=NoBatches())
+    session = TrainingSession.build(seeded, batch_source=NoBatchSource())
     directory = Path(directory)
     session.checkpoint().save(directory, cfg)
     return directory

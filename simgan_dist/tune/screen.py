@@ -33,7 +33,7 @@ from simgan_dist.train.session import TrainingSession
 REFINE_BATCH = 500  # images per forward when refining the corpus in memory
 
 
-class MemoryBatches:
+class MemoryBatchSource:
     """Uniform draws with replacement from in-memory corpora (one seeded generator): the
     in-process stand-in for the shard streams, which draw without replacement per epoch."""
 
@@ -92,9 +92,9 @@ def _train_refiner(
     cfg: Config, x_syn: torch.Tensor, x_real: torch.Tensor, say: Callable[[str], None]
 ) -> Refiner:
     """R and D trained on cfg in this process (plain PyTorch updaters); returns R."""
-    batches = MemoryBatches(x_syn, x_real, cfg.schedule.batch_size, cfg.run.seed)
+    batch_source = MemoryBatchSource(x_syn, x_real, cfg.schedule.batch_size, cfg.run.seed)
     # The same initial weights, optimizers and buffer as a Ray run of this config.
-    session = TrainingSession.build(cfg, batches=batches)
+    session = TrainingSession.build(cfg, batch_source=batch_source)
     total = _schedule_images(cfg)
     next_line = [0]
 

@@ -107,13 +107,13 @@ def _worker(rank: int, port: int, out: dict) -> None:
     # ZeRO-1 state through a weights_only checkpoint: resumed steps equal uninterrupted ones.
     cfg = _config(["engine.zero_stage=1", "optim.optimizer=adam"])
     refiner, disc, micro = _updaters(cfg, 2)
-    batches = SlicedBatches(rank, 2, micro)
+    batch_source = SlicedBatches(rank, 2, micro)
     for _ in range(2):
-        refiner.step(refiner.forward(batches.next_synthetic()).pow(2).mean())
+        refiner.step(refiner.forward(batch_source.next_synthetic()).pow(2).mean())
     weights = {k: v.clone() for k, v in refiner.module.state_dict().items()}
     saved = io.BytesIO()
     torch.save(refiner.optimizer_state_dict(), saved)
-    later = [batches.next_synthetic() for _ in range(2)]
+    later = [batch_source.next_synthetic() for _ in range(2)]
     for x in later:
         refiner.step(refiner.forward(x).pow(2).mean())
     straight = {k: v.clone() for k, v in refiner.module.state_dict().items()}

@@ -89,7 +89,7 @@ def test_a_training_rank_resumes_from_a_checkpointed_position(debug_overrides, t
     # What a training checkpoint saves for the data (torch.save, then weights_only loading).
     from simgan_dist.config import load_config
     from simgan_dist.data.catalog import ShardCatalog, stream_seed
-    from simgan_dist.data.streams import make_batches
+    from simgan_dist.data.streams import make_batch_source
 
     cfg = load_config(preset="debug", overrides=debug_overrides(**{"data.shuffle_window": 32}))
 
@@ -98,7 +98,7 @@ def test_a_training_rank_resumes_from_a_checkpointed_position(debug_overrides, t
             corpus: ShardCatalog.open(getattr(cfg.data, corpus), stream_seed(cfg, corpus), 2)
             for corpus in ("synthetic", "real")
         }
-        return make_batches(cfg, 1, 2, StreamStats(), torch.device("cpu"), catalogs)
+        return make_batch_source(cfg, 1, 2, StreamStats(), torch.device("cpu"), catalogs)
 
     unbroken = batches()
     for _ in range(7):

@@ -51,9 +51,9 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 def test_refiner_step_leaves_disc_untouched() -> None:
     cfg, refiner, disc = _setup()
-    batches = RandomBatches(8)
+    batch_source = RandomBatches(8)
     d_before, r_before = _params(disc.module), _params(refiner.module)
-    metrics = refiner_step(refiner, disc, batches.next_synthetic(), cfg, adversarial=True)
+    metrics = refiner_step(refiner, disc, batch_source.next_synthetic(), cfg, adversarial=True)
     assert _same(d_before, _params(disc.module))
     assert all(p.grad is None for p in disc.module.parameters())
     assert all(p.requires_grad for p in disc.module.parameters())
@@ -63,10 +63,12 @@ def test_refiner_step_leaves_disc_untouched() -> None:
 
 def test_disc_step_leaves_refiner_untouched() -> None:
     cfg, refiner, disc = _setup()
-    batches = RandomBatches(8)
+    batch_source = RandomBatches(8)
     d_before, r_before = _params(disc.module), _params(refiner.module)
     buffer = HistoryBuffer(32, (1, 28, 28), seed=0)
-    metrics = disc_step(refiner, disc, batches.next_synthetic(), batches.next_real(), buffer, 0.5)
+    metrics = disc_step(
+        refiner, disc, batch_source.next_synthetic(), batch_source.next_real(), buffer, 0.5
+    )
     assert _same(r_before, _params(refiner.module))
     assert all(p.grad is None for p in refiner.module.parameters())
     assert not _same(d_before, _params(disc.module))
@@ -98,12 +100,12 @@ def test_train_counts_images_and_steps() -> None:
             "schedule.adversarial_nimg": 48,
         }
     )
-    batches = RandomBatches(cfg.schedule.batch_size)
+    batch_source = RandomBatches(cfg.schedule.batch_size)
     seen: list[tuple[str, int]] = []
     state = train(
         refiner,
         disc,
-        batches,
+        batch_source,
         cfg,
         LoopState(),
         HistoryBuffer(64, (1, 28, 28), seed=0),
@@ -114,8 +116,8 @@ def test_train_counts_images_and_steps() -> None:
     assert [name for name, _ in seen] == ["pretrain_refiner"] * 2 + ["pretrain_disc"] + [
         "adversarial"
     ] * 2
-    assert batches.num_synthetic == 72  # every step drew a fresh batch
-    assert batches.num_real == 8 * 3  # one real batch per D step
+    assert batch_source.num_synthetic == 72  # every step drew a fresh batch
+    assert batch_source.num_real == 8 * 3  # one real batch per D step
 
 
 def test_pretraining_learns_identity() -> None:
@@ -129,11 +131,11 @@ def test_pretraining_learns_identity() -> None:
         }
     )
     refiner.optimizer = torch.optim.Adam(refiner.module.parameters(), lr=3e-3)
-    batches = RandomBatches(8)
-    x = batches.next_synthetic()
+    batch_source = RandomBatches(8)
+    x = batch_source.next_synthetic()
     before = (refiner.module(x) - x).abs().mean().item()
     d_before = _params(disc.module)
-    train(refiner, disc, batches, cfg, LoopState())
+    train(refiner, disc, batch_source, cfg, LoopState())
     after = (refiner.module(x) - x).abs().mean().item()
     assert after < 0.5 * before
     assert _same(d_before, _params(disc.module))
@@ -148,10 +150,10 @@ def test_resume_from_state_continues_phase() -> None:
         }
     )
     state = LoopState(cur_nimg=24, phase_index=2, phase_nimg=0, cur_step=3, cur_iter=3)
-    batches = RandomBatches(8)
-    state = train(refiner, disc, batches, cfg, state)
+    batch_source = RandomBatches(8)
+    state = train(refiner, disc, batch_source, cfg, state)
     assert state.cur_nimg == 48 and state.phase_index == 2 and state.phase_nimg == 24
-    assert batches.num_synthetic == 24  # only the adversarial iteration ran
+    assert batch_source.num_synthetic == 24  # only the adversarial iteration ran
 
 
 def test_logged_losses_are_means_over_every_step(monkeypatch) -> None:
