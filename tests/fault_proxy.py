@@ -6,7 +6,9 @@ Each connection the proxy accepts is handled by the fault set at that moment:
 - "delay": the server's answer is held back `delay_s` seconds, then passed on;
 - "stall": the request is read and never answered (a silent endpoint: accepts, never answers);
 - "drop":  the connection is closed as soon as the request arrives, nothing answered;
-- "cut":   the first `cut_after` bytes of the answer are passed on, then the connection closes.
+- "cut":   the first `cut_after` bytes of the answer are passed on, then the connection closes;
+- "unconditional": requests pass with their If-Match / If-None-Match headers renamed, as a
+           store that ignores conditional writes would treat them.
 
 `faulty_connections` limits the fault to the first N connections (later ones pass), so a retry
 that succeeds can be told from one that gives up. Only loopback: the proxy binds 127.0.0.1.
@@ -21,7 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-Fault = Literal["pass", "delay", "stall", "drop", "cut"]
+Fault = Literal["pass", "delay", "stall", "drop", "cut", "unconditional"]
+# Same lengths: a request is passed on unchanged but for the names (small requests, one chunk).
+CONDITION_HEADERS = ((b"\r\nIf-None-Match:", b"\r\nX-Ignored-Cnd:"), (b"\r\nIf-Match:", b"\r\nX-Ignore:"))
 CHUNK = 65536
 
 
@@ -99,7 +103,8 @@ class FaultProxy:
             return
         with self._lock:
             self._open.append(server)
-        upstream = threading.Thread(target=_copy, args=(client, server), daemon=True)
+        rename = fault == "unconditional"
+        upstream = threading.Thread(target=_copy, args=(client, server, 0.0, None, rename), daemon=True)
         upstream.start()
         delay_s = delay_s if fault == "delay" else 0.0
         _copy(server, client, delay_s=delay_s, limit=cut_after if fault == "cut" else None)
@@ -108,9 +113,14 @@ class FaultProxy:
 
 
 def _copy(
-    source: socket.socket, sink: socket.socket, delay_s: float = 0.0, limit: int | None = None
+    source: socket.socket,
+    sink: socket.socket,
+    delay_s: float = 0.0,
+    limit: int | None = None,
+    rename_conditions: bool = False,
 ) -> None:
-    """Copy until either side closes; hold the first chunk delay_s; stop after limit bytes."""
+    """Copy until either side closes; hold the first chunk delay_s; stop after limit bytes;
+    rename the conditional-write headers."""
     sent, first = 0, True
     try:
         while True:
@@ -120,6 +130,9 @@ def _copy(
             if first and delay_s:
                 time.sleep(delay_s)
             first = False
+            if rename_conditions:
+                for header, renamed in CONDITION_HEADERS:
+                    data = data.replace(header, renamed)
             if limit is not None:
                 data = data[: limit - sent]
             sink.sendall(data)

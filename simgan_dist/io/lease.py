@@ -1,11 +1,13 @@
 """One job per location at a time: a lease object under it, refreshed while the job runs.
 
 Two jobs on one location (a refine output, a training run) would delete each other's files, so a
-job takes the lease object before it writes and gives it back when it ends. Object stores have
-no portable create-if-absent, so taking is write, wait SETTLE_S, read back: of two jobs that
-start together the later write wins and the other sees a foreign token and stops. While the job
-runs a thread rewrites the lease every refresh_s; a job that finds another token in it has been
-overtaken (it was presumed dead) and stops at its next check.
+job takes the lease object before it writes and gives it back when it ends. On an S3-compatible
+store the writes are conditional (conditional.py): the lease is created only if absent, taken
+over or refreshed only if unchanged since it was read, so the store picks the winner of a race.
+Elsewhere (local files, GCS, a store that ignores the conditions) taking is write, wait SETTLE_S,
+read back: of two jobs that start together the later write wins and the other sees a foreign
+token and stops. While the job runs a thread rewrites the lease every refresh_s; a job that finds
+another token in it has been overtaken (it was presumed dead) and stops at its next check.
 
 A lease is free when it is absent, when its holder has not refreshed it for ttl_s (a job that died
 on another machine; this assumes the machines' clocks agree to well within ttl_s), or when its
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from simgan_dist.errors import SimganError, kind
-from simgan_dist.io import urls
+from simgan_dist.io import conditional, urls
 
 LEASE_TTL_S = 120.0  # a holder silent this long is presumed dead
 REFRESH_S = 15.0  # several refreshes fit in one ttl, so a slow store does not lose the lease
@@ -82,6 +84,7 @@ class Lease:
         ttl_s: float = LEASE_TTL_S,
         refresh_s: float = REFRESH_S,
         settle_s: float = SETTLE_S,
+        conditional_writes: bool = True,
     ) -> None:
         self.url = urls.join(output, self.NAME)
         self.output = output
@@ -91,6 +94,9 @@ class Lease:
         self.host = socket.gethostname()
         self.started = time.time()
         self.lost: str | None = None  # set by the refresher when another job took the lease
+        # The ETag of this job's last write while writes are conditional; None: write-wait-read.
+        self.conditional = conditional_writes and conditional.supported(self.url)
+        self.tag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,6 +105,14 @@ class Lease:
             blob = urls.read_bytes(self.url, self.options)
         except FileNotFoundError:
             return None
+        return self._parse(blob)
+
+    def _read_tagged(self) -> tuple[LeaseRecord | None, str | None]:
+        """(record, its ETag), both None when there is no lease."""
+        found = conditional.read_tagged(self.url, self.options)
+        return (None, None) if found is None else (self._parse(found[0]), found[1])
+
+    def _parse(self, blob: bytes) -> LeaseRecord:
         try:
             return LeaseRecord(**json.loads(blob))
         except (ValueError, TypeError) as err:  # not ours to interpret: a person must look
@@ -114,10 +128,23 @@ class Lease:
             return True
         return record.host == self.host and not _process_alive(record.pid)
 
-    def _write(self) -> None:
+    def _record_bytes(self) -> bytes:
         record = LeaseRecord(self.token, self.host, os.getpid(), self.started, time.time())
+        return json.dumps(asdict(record)).encode()
+
+    def _write(self) -> None:
+        if self.conditional:  # only over this job's own last write (or where none is)
+            try:
+                self.tag = conditional.put_if(
+                    self.url, self._record_bytes(), self.options, tag=self.tag
+                )
+            except FileNotFoundError:  # deleted by hand: this job still holds it
+                self.tag = conditional.put_if(
+                    self.url, self._record_bytes(), self.options, tag=None
+                )
+            return
         with urls.atomic_write(self.url, self.options) as f:
-            f.write(json.dumps(asdict(record)).encode())
+            f.write(self._record_bytes())
 
     def _refuse(self, record: LeaseRecord) -> LeaseBusyError:
         return self.ERROR(
@@ -129,6 +156,38 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease or raise ERROR naming its holder; then keep it refreshed."""
+        if self.conditional:
+            self._take_conditionally()
+        if not self.conditional:  # not an S3 store, or one that ignores the conditions
+            self._take_by_write_and_read_back()
+        self._thread = threading.Thread(
+            target=self._refresh, name=f"{self.KIND}-lease", daemon=True
+        )
+        self._thread.start()
+
+    def _take_conditionally(self) -> None:
+        current, tag = self._read_tagged()
+        if not self.is_free(current, time.time()):
+            assert current is not None
+            raise self._refuse(current)
+        data = self._record_bytes()
+        try:
+            # Absent: create it; stale or dead holder: replace exactly what was read.
+            self.tag = conditional.put_if(self.url, data, self.options, tag=tag)
+        except (conditional.ConditionFailed, FileNotFoundError):
+            raise self._lost_race(self.read()) from None
+        if not conditional.honours_conditions(self.url, data, self.options):
+            self.conditional, self.tag = False, None  # a store that ignores If-None-Match
+
+    def _lost_race(self, winner: LeaseRecord | None) -> LeaseBusyError:
+        if winner is None:
+            return self.ERROR(
+                f"{self.output}: the {self.KIND} lease vanished while this job took it (another "
+                "job ending or starting at the same moment); rerun"
+            )
+        return self._refuse(winner)
+
+    def _take_by_write_and_read_back(self) -> None:
         current = self.read()
         if not self.is_free(current, time.time()):
             assert current is not None
@@ -136,17 +195,8 @@ class Lease:
         self._write()
         time.sleep(self.settle_s)
         current = self.read()
-        if current is None:
-            raise self.ERROR(
-                f"{self.output}: the {self.KIND} lease vanished while this job took it (another "
-                "job ending or starting at the same moment); rerun"
-            )
-        if current.token != self.token:
-            raise self._refuse(current)
-        self._thread = threading.Thread(
-            target=self._refresh, name=f"{self.KIND}-lease", daemon=True
-        )
-        self._thread.start()
+        if current is None or current.token != self.token:
+            raise self._lost_race(current)
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.refresh_s):
@@ -162,6 +212,8 @@ class Lease:
                 return
             try:
                 self._write()
+            except conditional.ConditionFailed:
+                continue  # changed since this job's last write: the next read names who took it
             except Exception:
                 continue
 
