@@ -25,7 +25,10 @@ from typing import Literal
 
 Fault = Literal["pass", "delay", "stall", "drop", "cut", "unconditional"]
 # Same lengths: a request is passed on unchanged but for the names (small requests, one chunk).
-CONDITION_HEADERS = ((b"\r\nIf-None-Match:", b"\r\nX-Ignored-Cnd:"), (b"\r\nIf-Match:", b"\r\nX-Ignore:"))
+CONDITION_HEADERS = (
+    (b"\r\nIf-None-Match:", b"\r\nX-Ignored-Cnd:"),
+    (b"\r\nIf-Match:", b"\r\nX-Ignore:"),
+)
 CHUNK = 65536
 
 
@@ -104,7 +107,9 @@ class FaultProxy:
         with self._lock:
             self._open.append(server)
         rename = fault == "unconditional"
-        upstream = threading.Thread(target=_copy, args=(client, server, 0.0, None, rename), daemon=True)
+        upstream = threading.Thread(
+            target=_copy, args=(client, server, 0.0, None, rename), daemon=True
+        )
         upstream.start()
         delay_s = delay_s if fault == "delay" else 0.0
         _copy(server, client, delay_s=delay_s, limit=cut_after if fault == "cut" else None)
