@@ -97,6 +97,7 @@ class Lease:
         # The ETag of this job's last write while writes are conditional; None: write-wait-read.
         self.conditional = conditional_writes and conditional.supported(self.url)
         self.tag: str | None = None
+        self.written_at = time.monotonic()  # of this job's last write of the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,6 +134,14 @@ class Lease:
         return json.dumps(asdict(record)).encode()
 
     def _write(self) -> None:
+        self._put()
+        self.written_at = time.monotonic()
+
+    def age_s(self) -> float:
+        """Seconds since this job last wrote its lease (past ttl_s, another job may take it)."""
+        return time.monotonic() - self.written_at
+
+    def _put(self) -> None:
         if self.conditional:  # only over this job's own last write (or where none is)
             try:
                 self.tag = conditional.put_if(

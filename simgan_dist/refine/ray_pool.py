@@ -37,6 +37,7 @@ from simgan_dist.refine.plan import input_shards, plan_job
 from simgan_dist.refine.pool_size import LossBudget, target_workers
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
 from simgan_dist.refine.source import check_input_images, open_refiner
+from simgan_dist.train.ray_metrics import RefineMetrics
 from simgan_dist.train.ray_start import check_resources, ensure_ray
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def _run_pool(
     queue, in_flight = deque(todo), dict[Any, tuple[Any, Any]]()
     images_done = num_indexed = 0
     budget, resized_at = LossBudget(), time.monotonic()
+    metrics, pool_started = RefineMetrics(output), time.monotonic()
 
     def target() -> int:
         return target_workers(settings, ray.cluster_resources(), len(queue) + len(in_flight))
@@ -271,6 +273,10 @@ def _run_pool(
                 results.append(result)
                 images_done += result["num_samples"] + result["num_skipped"]
                 index(INDEX_EVERY)
+            num_failed = sum(1 for r in results if r["failed"])
+            metrics(num_done=len(results) - num_failed, num_failed=num_failed,
+                    num_images=images_done, wall_s=time.monotonic() - pool_started,
+                    lease_age_s=lease.age_s())  # fmt: skip
             bar.set_postfix_str(f"shards {len(results)}/{len(todo)}", refresh=False)
             bar.update(max(0, images_done + _in_progress(actors) - bar.n))
     finally:
