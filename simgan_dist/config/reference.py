@@ -130,11 +130,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _inherited_comments(cls: type) -> dict[str, str]:
+    """_field_comments of cls and of the sections it derives from (a subclass's win)."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base) and "__annotations__" in vars(base):
+            out.update({k: v for k, v in _field_comments(base).items() if v})
+    return out
+
+
 def section_docs(cls: type) -> list[FieldDoc]:
     hints = typing.get_type_hints(cls)
-    meanings = _field_comments(cls)
+    meanings = _inherited_comments(cls)
     docs = []
     for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested section
+            title = " ".join((inspect.getdoc(hint) or "").split())
+            for doc in section_docs(hint):
+                meaning = doc.meaning or title
+                docs.append(
+                    dataclasses.replace(doc, name=f"{field.name}.{doc.name}", meaning=meaning)
+                )
+            continue
         rule = field.metadata.get("rule")
         docs.append(
             FieldDoc(

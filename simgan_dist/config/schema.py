@@ -19,6 +19,7 @@ from simgan_dist.config.rules import (
     one_of,
     require,
 )
+from simgan_dist.config.trackers import RunMLflow, RunWandb
 from simgan_dist.errors import InputError
 
 # Each choice is spelled once, here, as the Literal a field is typed with; code that needs the
@@ -314,6 +315,9 @@ class RunConfig(Section):
     # resubmitted job); "never": such a start is refused (simgan train --resume-if-exists, and what
     # jobs/train.py does)
     resume: Literal["never", "auto"] = "never"
+    # Rank 0's metrics rows to W&B / MLflow (config/trackers.py); off by default
+    wandb: RunWandb = field(default_factory=RunWandb)
+    mlflow: RunMLflow = field(default_factory=RunMLflow)
 
     def check(self) -> None:
         try:

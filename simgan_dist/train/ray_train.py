@@ -29,6 +29,7 @@ from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.ray_catalog import connect_catalogs, start_catalogs
 from simgan_dist.train.ray_metrics import RayMetrics
 from simgan_dist.train.ray_start import check_resources, ensure_ray
+from simgan_dist.train.ray_trackers import TrainTrackers
 from simgan_dist.train.run_outputs import RunOutputs
 from simgan_dist.train.runs import run_location
 from simgan_dist.train.session import TrainingSession
@@ -56,17 +57,22 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             cfg, device=device, updaters="deepspeed", checkpoint=directory,
             catalogs=connect_catalogs(loop_config.get("catalogs")), key_log_dir=run_dir,
         )  # fmt: skip
-    link = RayTrainLink(cfg.run.name, session.rank)
-    hooks = TrainingHooks(session, run_dir, link, outputs)
-    hooks.finish(session.train(after_iteration=hooks))
+    link = RayTrainLink(cfg, run_dir, session.rank)
+    try:
+        hooks = TrainingHooks(session, run_dir, link, outputs)
+        hooks.finish(session.train(after_iteration=hooks))
+    finally:
+        link.close()
 
 
 class RayTrainLink:
     """TrainingHooks' link to Ray Train: reports (ray.train.report, a barrier), rank 0's rows
-    as Ray metrics, and drain notices (ray.train.get_preemption_info, a barrier)."""
+    as Ray metrics and to the trackers (run.wandb, run.mlflow), and drain notices
+    (ray.train.get_preemption_info, a barrier)."""
 
-    def __init__(self, run_name: str, rank: int) -> None:
-        self.metrics = RayMetrics(run_name) if rank == 0 else None
+    def __init__(self, cfg: Config, run_dir: Path, rank: int) -> None:
+        self.metrics = RayMetrics(cfg.run.name) if rank == 0 else None
+        self.trackers = TrainTrackers(cfg, run_dir) if rank == 0 else None
 
     def report(
         self,
@@ -86,6 +92,12 @@ class RayTrainLink:
     def observe(self, cur_nimg: int, metrics: dict[str, float]) -> None:
         if self.metrics is not None:
             self.metrics(cur_nimg, metrics)
+        if self.trackers is not None:
+            self.trackers.log(cur_nimg, metrics)
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
 
     def draining(self) -> bool:
         return ray.train.get_preemption_info() is not None

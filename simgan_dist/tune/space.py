@@ -14,8 +14,9 @@ import yaml
 
 from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
 from simgan_dist.config.rules import Section, above, at_least, checked
+from simgan_dist.config.trackers import TuneMLflow, TuneWandb
 from simgan_dist.errors import InputError
-from simgan_dist.tune.trackers import MLflowSettings, SearcherName, WandbSettings, check_searcher
+from simgan_dist.tune.trackers import SearcherName, check_searcher
 
 SEARCHES_DIR = Path(__file__).parent / "searches"
 DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform")
@@ -43,8 +44,8 @@ class SearchSettings(Section):
     # random: Tune's BasicVariantGenerator (random draws and grids); optuna: Optuna's TPE,
     # which picks each trial from the results so far (`pip install 'simgan-dist[optuna]'`).
     searcher: SearcherName = "random"
-    wandb: WandbSettings = field(default_factory=WandbSettings)
-    mlflow: MLflowSettings = field(default_factory=MLflowSettings)
+    wandb: TuneWandb = field(default_factory=TuneWandb)
+    mlflow: TuneMLflow = field(default_factory=TuneMLflow)
 
 
 @dataclass(frozen=True)

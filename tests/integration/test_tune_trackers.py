@@ -4,6 +4,7 @@ the search file: a real 2-trial search on local Ray; each tracker holds one run 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,36 @@ def test_a_grid_with_optuna_and_an_unknown_tracker_key_name_the_field(tmp_path: 
     key = _search_file(tmp_path, wandb={"project": "p", "api_key": "secret"})
     with pytest.raises(ConfigError, match=r"search.yaml: tune.wandb.api_key: unknown key"):
         load_search(key, cfg)
+
+
+@pytest.mark.ray
+def test_simgan_train_logs_every_metrics_row_to_wandb_and_mlflow(
+    ray_local, debug_overrides, tmp_path: Path
+) -> None:
+    """run.wandb / run.mlflow (issue 29 item 4): rank 0's rows, at step cur_nimg, under the run's
+    name, with the resolved config as parameters."""
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    from simgan_dist.api import train_refiner
+
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    overrides = debug_overrides(**{
+        "run.name": "tracked", "run.wandb.project": "simgan-test", "run.wandb.mode": "offline",
+        "run.wandb.dir": tmp_path, "run.mlflow.tracking_uri": tracking_uri,
+    })  # fmt: skip
+    cfg = load_config(preset="debug", overrides=overrides)
+    run_dir = Path(train_refiner(cfg))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    steps = [row["cur_nimg"] for row in rows if "loss_r" in row]
+    assert steps
+
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*-tracked"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tracked")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "tracked"
+    assert run.data.params["optim.refiner_lr"] == str(cfg.optim.refiner_lr)
+    history = client.get_metric_history(run.info.run_id, "loss_r")
+    assert [m.step for m in history] == steps
