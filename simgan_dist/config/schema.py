@@ -270,6 +270,12 @@ class RunConfig(Section):
     storage_options: dict[str, Any] = field(default_factory=dict)
     # Ray Train workers, one DeepSpeed rank each
     num_workers: int = checked(2, at_least(1))
+    # Elastic: when > 0, a run starts with as many workers as the cluster holds, from min_workers
+    # up to num_workers, continues on fewer when a node is lost and grows back when nodes return
+    # (each resize restarts from the latest checkpoint, with the shards re-dealt). 0: fixed.
+    min_workers: int = checked(0, at_least(0))
+    # Elastic runs: seconds between looks at the cluster for room to grow
+    elastic_resize_every_s: float = checked(60.0, above(0))
     # one GPU per worker (NCCL)
     use_gpu: bool = False
     # CPUs reserved and torch threads per worker
@@ -319,7 +325,20 @@ class RunConfig(Section):
     wandb: RunWandb = field(default_factory=RunWandb)
     mlflow: RunMLflow = field(default_factory=RunMLflow)
 
+    def elastic(self) -> bool:
+        return 0 < self.min_workers < self.num_workers
+
+    def worker_counts(self) -> range:
+        """Every worker count the run may have."""
+        return range(self.min_workers if self.elastic() else self.num_workers, self.num_workers + 1)
+
     def check(self) -> None:
+        require(
+            self.min_workers <= self.num_workers,
+            "run.min_workers",
+            f"must be at most run.num_workers={self.num_workers}",
+            self.min_workers,
+        )
         try:
             check_storage_options(self.storage_options)
         except ValueError as err:
@@ -391,6 +410,16 @@ class Config:
             "schedule.batch_size",
             f"must split into equal even micro-batches over run.num_workers={w} x "
             f"engine.grad_accum_steps={a}",
+            b,
+        )
+        # An elastic run may continue on any worker count down to min_workers.
+        uneven = [n for n in self.run.worker_counts() if b % (2 * n * a)]
+        require(
+            not uneven,
+            "schedule.batch_size",
+            f"must split into equal even micro-batches over every worker count an elastic run "
+            f"may have (run.min_workers={self.run.min_workers} to run.num_workers={w}); "
+            f"it does not for {uneven}",
             b,
         )
         require(

@@ -116,6 +116,13 @@ class CatalogRecord:
         if self.rank == 0:
             (directory / CATALOG_FILE).write_text(json.dumps(self.state_dict()))
 
+    def fit_world_size(self) -> None:
+        """A run that starts on another worker count than its catalogs were dealt for (an
+        elastic run below run.num_workers) re-deals them over the ranks it has, as a resume on
+        another count does. Every rank calls this (it ends with a barrier)."""
+        self.load_state_dict(self.state_dict())
+        dist.barrier()
+
     def load_from(self, directory: Path) -> None:
         """Every rank calls this (it ends with a barrier). A checkpoint without a record (saved
         by a run with in-memory batches) leaves the catalogs as they are."""

@@ -146,6 +146,7 @@ class TrainingHooks:
         means = dist.mean_over_ranks(means)
         check_finite(means, self._where(state))
         means["num_skipped_samples"] *= self.session.world_size  # a total over ranks, not a mean
+        means["num_workers"] = float(self.session.world_size)  # an elastic run's changes
         self.last_metrics = self.log.write(
             state.cur_nimg,
             phase_name,

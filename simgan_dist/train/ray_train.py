@@ -224,10 +224,12 @@ def run_training(
     align_checkpoint_record(cfg)  # before Ray starts: a refusal starts nothing
     ensure_ray(connect_wait_s=cfg.run.ray_connect_wait_s)
     gpu = " and 1 GPU" if cfg.run.use_gpu else ""
+    # An elastic run starts once min_workers fit; a fixed one needs all of them.
+    needed = cfg.run.min_workers if cfg.run.elastic() else cfg.run.num_workers
     check_resources(
-        cfg.run.num_workers,
+        needed,
         {"CPU": cfg.run.threads_per_worker, "GPU": int(cfg.run.use_gpu)},
-        f"run.num_workers={cfg.run.num_workers} workers of "
+        f"{'run.min_workers' if cfg.run.elastic() else 'run.num_workers'}={needed} workers of "
         f"run.threads_per_worker={cfg.run.threads_per_worker} CPUs{gpu}",
         cfg.run.resource_wait_s,
     )
@@ -244,7 +246,11 @@ def run_training(
         },
         torch_config=TorchConfig(timeout_s=cfg.run.collective_timeout_s),
         scaling_config=ScalingConfig(
-            num_workers=cfg.run.num_workers,
+            # Elastic: a (min, max) tuple (Train V2's elastic policy); the stub types say int.
+            num_workers=(cfg.run.min_workers, cfg.run.num_workers)  # type: ignore[arg-type]
+            if cfg.run.elastic()
+            else cfg.run.num_workers,
+            elastic_resize_monitor_interval_s=cfg.run.elastic_resize_every_s,  # type: ignore[call-arg]
             use_gpu=cfg.run.use_gpu,
             resources_per_worker={"CPU": cfg.run.threads_per_worker},
         ),

@@ -139,6 +139,8 @@ class TrainingSession:
             catalogs = catalogs or local_catalogs(cfg, world_size)
             if directory is not None:
                 CatalogRecord(catalogs, cfg, rank, world_size).load_from(directory)
+            elif cfg.run.elastic():  # the same test on every rank: all reach the barrier
+                CatalogRecord(catalogs, cfg, rank, world_size).fit_world_size()
             batch_source = make_batch_source(cfg, rank, world_size, stream_stats, device, catalogs)
         session = cls(
             cfg, rank, world_size, device, refiner, disc, buffer, batch_source, catalogs,

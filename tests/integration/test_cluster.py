@@ -326,6 +326,35 @@ def test_two_workers_on_two_nodes(digit_shards, tmp_path: Path) -> None:
     assert {p.name for p in checkpoints[-1].parent.iterdir()} >= {"rank-0000.pt", "rank-0001.pt"}
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back(
+    digit_shards, tmp_path: Path
+) -> None:
+    """run.min_workers (issue 29 item 3): a node removed mid-run leaves the run on one worker,
+    resumed from its checkpoint; a node added back brings it to two again, resumed again."""
+    root = _short_tmpdir("simgan-elastic-")
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable, str(REPO / "tests" / "integration" / "_elastic_cluster.py"),
+                str(digit_shards["synthetic"]), str(digit_shards["real"]), str(tmp_path),
+                "elastic",
+            ],
+            cwd=REPO, env=_private_ray_env(root), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-20000:]
+    result = json.loads(
+        next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]
+    )
+    assert result["error"] is None, output[-20000:]
+    assert result["num_workers"] == [2.0, 1.0, 2.0], result
+    assert len(result["resumed_at"]) == 2 and 32 <= result["resumed_at"][0], result
+
+
 def test_cluster_files_are_valid(tmp_path: Path) -> None:
     """The cluster files parse as the tools that consume them would: Ray's own launcher schema for
     gpu-cluster.yaml, RuntimeEnv for both runtime envs, our config loader for the RayJob's config."""

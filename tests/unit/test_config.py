@@ -151,3 +151,17 @@ def test_shuffle_buffers_old_name_is_read_with_a_deprecation_line(caplog) -> Non
     assert "old.yaml: data.shuffle_buffer is deprecated" in caplog.text
     with pytest.raises(ConfigError, match="data.shuffle_buffer: is data.shuffle_window's old name"):
         from_dict({"data": {"shuffle_buffer": 64, "shuffle_window": 8}}, source="both.yaml")
+
+
+def test_an_elastic_run_needs_a_batch_that_splits_over_every_worker_count_it_may_have() -> None:
+    cfg = load_config(
+        preset="debug",
+        overrides=["run.num_workers=4", "run.min_workers=2", "schedule.batch_size=24"],
+    )
+    assert cfg.run.elastic() and list(cfg.run.worker_counts()) == [2, 3, 4]
+    assert list(load_config(preset="debug").run.worker_counts()) == [2]  # fixed: num_workers
+    with pytest.raises(ConfigError, match=r"schedule.batch_size: .*elastic run .* for \[3\]"):
+        load_config(preset="debug", overrides=["run.num_workers=4", "run.min_workers=2",
+                                               "schedule.batch_size=16"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"run.min_workers: must be at most run.num_workers=2"):
+        load_config(preset="debug", overrides=["run.min_workers=3"])
