@@ -5,24 +5,34 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 
 pytestmark = pytest.mark.ray
 
 
-def _scrape(ray, names: tuple[str, ...]) -> list[str]:
-    """The simgan_ sample lines of the node's metrics endpoint, once every name is there (the
-    agent exports every ~10 s) or after 90 s."""
+def _scrape(ray, found: Callable[[list[str]], bool]) -> list[str]:
+    """The simgan_ sample lines of the node's metrics endpoint, once found(lines) holds (the
+    agent exports every ~10 s; earlier tests' runs have gauges there too) or after 90 s."""
     port = ray.nodes()[0]["MetricsExportPort"]
-    text, deadline = "", time.monotonic() + 90
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
-        if all(name in text for name in names):
+        lines = [x for x in text.splitlines() if "simgan_" in x and not x.startswith("#")]
+        if found(lines):
             break
         time.sleep(2)
-    return [line for line in text.splitlines() if "simgan_" in line and not line.startswith("#")]
+    return lines
+
+
+def _has(lines: list[str], name: str, run: str, value: float) -> bool:
+    return any(
+        f"{name}{{" in line and f'run="{run}"' in line and line.endswith(f" {value}")
+        for line in lines
+    )
 
 
 def test_rank0_figures_are_served_by_the_nodes_metrics_endpoint(ray_local) -> None:
@@ -37,10 +47,13 @@ def test_rank0_figures_are_served_by_the_nodes_metrics_endpoint(ray_local) -> No
 
     worker = Rank0.remote()
     ray.get(worker.report.remote())
-    lines = _scrape(ray, ("simgan_d_acc_real", "simgan_cur_nimg"))
-    assert any("simgan_loss_r" in line and 'run="metrics-test"' in line and line.endswith(" 0.25")
-               for line in lines), lines  # fmt: skip
-    assert any("simgan_cur_nimg" in line and line.endswith(" 960.0") for line in lines), lines
+
+    def reported(lines: list[str]) -> bool:
+        return _has(lines, "ray_simgan_loss_r", "metrics-test", 0.25) and _has(
+            lines, "ray_simgan_cur_nimg", "metrics-test", 960.0
+        )
+
+    assert reported(_scrape(ray, reported))
     ray.kill(worker)
 
 
@@ -54,10 +67,13 @@ def test_a_refine_jobs_progress_is_served_by_the_metrics_endpoint(
     settings = RefineSettings(batch_size=16, num_workers=1, threads_per_worker=1)
     summary = refine_shards(checkpoint, str(digit_shards["synthetic"]), output, settings,
                             progress=False)  # fmt: skip
-    lines = _scrape(ray_local, ("simgan_refine_shards_done", "simgan_refine_lease_age_s"))
-    mine = [line for line in lines if f'run="{output}"' in line]
-    assert any("simgan_refine_shards_done" in line and
-               line.endswith(f" {float(summary['num_shards_refined'])}") for line in mine), mine  # fmt: skip
-    assert any("simgan_refine_cur_nimg" in line and
-               line.endswith(f" {float(summary['num_images_refined'])}") for line in mine), mine  # fmt: skip
-    assert any("simgan_refine_shards_failed" in line and line.endswith(" 0.0") for line in mine)
+    done, images = float(summary["num_shards_refined"]), float(summary["num_images_refined"])
+
+    def reported(lines: list[str]) -> bool:
+        return (
+            _has(lines, "ray_simgan_refine_shards_done", output, done)
+            and _has(lines, "ray_simgan_refine_cur_nimg", output, images)
+            and _has(lines, "ray_simgan_refine_shards_failed", output, 0.0)
+        )
+
+    assert reported(_scrape(ray_local, reported))
