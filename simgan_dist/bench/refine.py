@@ -8,7 +8,9 @@
   from the done-records: Ray and actor start-up are left out, every per-shard cost is in.
   "whole run" is the command's own images/s, start-up included.
 
-The projection for 1,000,000 images uses the steady figure (start-up is seconds, once).
+The projection for 1,000,000 images uses the steady figure (start-up is seconds, once). The
+per-image parts (decode, encode, forward) and what a node of given CPUs and GPUs would refine
+from them are bench/refine_parts.py's.
 Both figures get their FLOP/s and share of a matmul/conv peak measured at the start with the
 workers' threads and precision (bench/flops.py; end-to-end against one peak per worker), and the
 table ends with a trust verdict: the bare halves drifting, or the hypervisor stealing, makes the
@@ -34,6 +36,7 @@ from simgan_dist.bench.flops import (
     measure_peak,
     model_flops,
 )
+from simgan_dist.bench.refine_parts import codec_rates, format_parts, node_projection
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.data.reader import read_samples
 from simgan_dist.io.shardio import resolve_shard_urls
@@ -78,8 +81,11 @@ def bench_refine(
     settings: RefineSettings | None = None,
     shards: str | None = None,
     work_dir: str | Path | None = None,
+    node_cpus: int | None = None,
+    node_gpus: int | None = None,
 ) -> dict[str, Any]:
-    """Measure both figures in one run; see the module doc."""
+    """Measure both figures in one run, and the per-image parts with a node's projection
+    (node_cpus / node_gpus: this machine's unless given); see the module docs."""
     from simgan_dist.train.ray_start import ensure_ray
 
     settings = settings or RefineSettings()
@@ -108,6 +114,8 @@ def bench_refine(
         summary = refine_shards(checkpoint, shards, out, settings, progress=False)
         halves.append(bare_forward(bare, batch, BARE_SECONDS))
         peaks.append(measure_peak(cfg, device, settings.threads_per_worker, precision))
+        torch.set_num_threads(1)  # the codec parts: one reader or writer thread's rate
+        parts: dict[str, Any] = codec_rates(first)
     finally:
         torch.set_num_threads(threads)
     records = refine_ledger.read_done(str(out), None).values()
@@ -119,6 +127,16 @@ def bench_refine(
     per_machine = torch.cuda.device_count() if settings.use_gpu else os.cpu_count() or 1
     auto = max(1, per_machine // (1 if settings.use_gpu else settings.threads_per_worker))
     num_workers = min(settings.num_workers or auto, summary["num_shards_refined"])
+    parts["node_cpus"] = node_cpus or os.cpu_count() or 1
+    parts["node_gpus"] = (
+        node_gpus
+        if node_gpus is not None
+        else (torch.cuda.device_count() if settings.use_gpu else 0)
+    )
+    parts["projection"] = node_projection(
+        parts["codec_images_per_s"], sum(halves) / 2, settings.threads_per_worker,
+        parts["node_cpus"], parts["node_gpus"],
+    )  # fmt: skip
     return {
         "preset": preset,
         "image_shape": [cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width],
@@ -139,6 +157,7 @@ def bench_refine(
         "target_ratio": TARGET_RATIO,
         "projected_hours_1m": PROJECTED_IMAGES / steady / 3600,
         "work_dir": str(work),
+        "parts": parts,
         "flops": {
             "per_image": {"refine_forward": per_image},
             "peak": peak,
@@ -172,6 +191,7 @@ def format_refine_table(r: dict[str, Any]) -> str:
             f" whole run {r['ratio_whole_run']:.2f}",
             f"projected for {PROJECTED_IMAGES:,} images on this machine: "
             f"{r['projected_hours_1m']:.2f} h",
+            *format_parts(r["parts"]),
             format_peak(flops["peak"]),
             *format_flops(flops["per_image"], {k: flops[k] for k in ("bare", "e2e_steady")}),
             f"(e2e_steady against {flops['num_workers']} worker(s)' peak)",

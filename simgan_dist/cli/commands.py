@@ -343,8 +343,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_bench_refine(args: argparse.Namespace) -> None:
     from simgan_dist.bench.refine import bench_refine, format_refine_table
 
+    if (args.node_cpus is not None and args.node_cpus < 1) or (
+        args.node_gpus is not None and args.node_gpus < 0
+    ):
+        raise ConfigError("bench refine: --node-cpus must be >= 1 and --node-gpus >= 0")
     result = bench_refine(args.preset, args.num_images, args.samples_per_shard,
-                          refine_settings_from_args(args), args.shards, args.work_dir)  # fmt: skip
+                          refine_settings_from_args(args), args.shards, args.work_dir,
+                          args.node_cpus, args.node_gpus)  # fmt: skip
     _print_figures(format_refine_table(result), result, args.out)
 
 

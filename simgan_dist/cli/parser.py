@@ -323,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_refine.add_argument("--shards", help="refine these shards instead of simulated ones")
     bench_refine.add_argument("--work-dir", help="keep the bench files here (default: temporary)")
     bench_refine.add_argument("--out", help="write the figures as JSON here")
+    bench_refine.add_argument(
+        "--node-cpus",
+        type=int,
+        help="project for a node of this many CPUs (default: this machine's)",
+    )
+    bench_refine.add_argument(
+        "--node-gpus", type=int, help="... and GPUs (default: this machine's with --gpu, else 0)"
+    )
     _add_refine_settings_args(bench_refine)
     bench_refine.set_defaults(func=cmd_bench_refine)
     bench_data = bench_sub.add_parser(

@@ -232,9 +232,12 @@ def test_output_overlapping_the_input_is_refused_and_the_input_kept(
 
 def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> None:
     from simgan_dist.bench import refine as bench_refine
+    from simgan_dist.bench import refine_parts
 
     monkeypatch.setattr(bench_refine, "BARE_SECONDS", 0.2)
-    result = bench_refine.bench_refine("debug", 64, 32, ONE_WORKER, work_dir=tmp_path)
+    monkeypatch.setattr(refine_parts, "PART_SECONDS", 0.2)
+    result = bench_refine.bench_refine("debug", 64, 32, ONE_WORKER, work_dir=tmp_path,
+                                       node_cpus=16, node_gpus=2)  # fmt: skip
     assert result["num_images"] == 64 and result["bare_images_per_s"] > 0
     assert result["ratio"] == pytest.approx(
         result["e2e_steady_images_per_s"] / result["bare_images_per_s"]
@@ -252,6 +255,14 @@ def test_bench_refine_prints_both_figures(ray_local, monkeypatch, tmp_path) -> N
     text = bench_refine.format_refine_table(result)
     assert "ratio end-to-end / bare" in text and "projected for 1,000,000 images" in text
     assert "of peak" in text and text.splitlines()[-1].startswith("trust: ")
+    # Issue 29 item 2: the per-image parts and a 16-CPU, 2-GPU node's projection from them.
+    parts = result["parts"]
+    assert parts["decode_images_per_s"] > 0 and parts["encode_images_per_s"] > 0
+    projection = parts["projection"]
+    assert projection["node_images_per_s"] == pytest.approx(
+        min(2 * result["bare_images_per_s"], 16 * parts["codec_images_per_s"])
+    )
+    assert "projected for a node of 16 CPUs and 2 GPUs" in text
 
 
 def test_a_second_job_on_the_same_output_is_refused_and_the_first_completes(
