@@ -69,10 +69,10 @@ def live_train_workers(ray_local):
     it the state API looks for "the" local Ray and fails when another one runs on the machine."""
     from ray.util.state import list_actors
 
-    def workers() -> list:
+    def workers(class_name: str = "RayTrainWorker") -> list:
         return list_actors(
             address=ray_local.get_runtime_context().gcs_address,
-            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+            filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
         )
 
     return workers

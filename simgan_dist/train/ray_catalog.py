@@ -25,7 +25,12 @@ def start_catalogs(cfg: Config) -> dict[str, Any]:
     # On the driver's node (the head, under `ray job submit`): an actor on a spot worker would be
     # lost with it when the node is reclaimed, and the record of finished shards with it.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor_cls = ray.remote(ShardCatalog).options(num_cpus=0, scheduling_strategy=here)
+    # A catalog process that dies (OOM, a kill) is restarted with its first plan; the calls in
+    # flight fail, the workers restart from the latest checkpoint and rank 0 restores the
+    # record of finished shards from it into the new process (CatalogRecord.load_from).
+    actor_cls = ray.remote(ShardCatalog).options(
+        num_cpus=0, scheduling_strategy=here, max_restarts=-1
+    )
     handles = {}
     for corpus in CORPORA:
         catalog = open_catalog(cfg, corpus, cfg.run.num_workers)

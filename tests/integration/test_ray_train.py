@@ -123,11 +123,13 @@ def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: P
         assert torch.equal(buf_a["slice"]["storage"], buf_b["slice"]["storage"])
 
 
+@pytest.mark.parametrize("victim", ["RayTrainWorker", "ShardCatalog"])
 def test_killed_worker_restarts_from_checkpoint(
-    ray_local, debug_overrides, live_train_workers, tmp_path
+    ray_local, debug_overrides, live_train_workers, tmp_path, victim
 ) -> None:
-    """A training worker process killed mid-run: Ray Train restarts the group from the latest
-    checkpoint (run.max_failures=1) and the run still finishes."""
+    """A training worker process, or a shard catalog's (issue 29 item 3), killed mid-run: Ray
+    Train restarts the group from the latest checkpoint (run.max_failures=1), a catalog comes
+    back with the checkpoint's record, and the run still finishes."""
     import os
     import signal
     import threading
@@ -140,7 +142,7 @@ def test_killed_worker_restarts_from_checkpoint(
                 "schedule.adversarial_nimg": 3000,
                 "run.checkpoint_every_nimg": 512,
                 "run.max_failures": 1,
-                "run.name": "killed",
+                "run.name": f"killed-{victim}",
             }
         ),
     )
@@ -153,8 +155,8 @@ def test_killed_worker_restarts_from_checkpoint(
     # resume from it (a kill while the first one is still uploading restarts from scratch).
     while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.5)
-    workers = live_train_workers()
-    assert workers, "no live training workers found"
+    workers = live_train_workers(victim)
+    assert workers, f"no live {victim} found"
     os.kill(workers[0].pid, signal.SIGKILL)
     killed_at = time.time()
     thread.join(timeout=600)
