@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from simgan_dist.io import urls as urlmod
 from simgan_dist.io.shardio import MANIFEST_NAME, read_manifest, resolve_shard_urls
+from simgan_dist.seeds import seed_for
 
 if TYPE_CHECKING:
     from simgan_dist.config import Config
@@ -72,7 +73,7 @@ class EpochPlan:
     def for_rank(self, epoch: int, rank: int) -> RankShards:
         if epoch in self.redealt:
             return RankShards(self.redealt[epoch][rank])
-        rng = random.Random(f"{self.seed}/catalog/{epoch}")
+        rng = random.Random(seed_for(self.seed, "catalog", epoch))
         if len(self.urls) < self.world_size:
             order = list(self.urls)
             rng.shuffle(order)
@@ -183,7 +184,7 @@ class ShardCatalog:
         if world_size != plan.world_size:
             epoch = self.current_epoch()
             left = self.unfinished(epoch)
-            rng = random.Random(f"{plan.seed}/catalog/{epoch}/redeal/{world_size}")
+            rng = random.Random(seed_for(plan.seed, "catalog", epoch, "redeal", world_size))
             counts = [plan.num_samples(u) for u in left]
             # Ranks left without a shard this epoch (fewer left than ranks) go on to the next.
             parts = deal(left, counts, world_size, rng) if left else [[]] * world_size
@@ -200,8 +201,8 @@ CORPORA = ("synthetic", "real")
 
 
 def stream_seed(cfg: Config, corpus: str) -> int:
-    """Seed of a corpus's stream and plan; the synthetic and real streams differ by one."""
-    return cfg.run.seed * 1_000_003 + CORPORA.index(corpus)
+    """Seed of a corpus's stream and plan (seeds.seed_for: one per run seed and corpus)."""
+    return seed_for(cfg.run.seed, "stream", corpus)
 
 
 def stream_world_size(cfg: Config, num_workers: int) -> int:

@@ -36,6 +36,7 @@ from simgan_dist.errors import InputError, kind
 from simgan_dist.io import urls as urlmod
 from simgan_dist.io.shardio import iter_tar_samples, iter_tar_stream
 from simgan_dist.model.pixels import to_batch
+from simgan_dist.seeds import seed_for
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _windows(
             return
         quiet = False
         order = list(range(len(window)))
-        random.Random(f"{seed}/{number}").shuffle(order)
+        random.Random(seed_for(seed, "window", number)).shuffle(order)
         head = window[0]
         for taken, i in enumerate(order, 1):
             if taken > num_taken:  # those up to num_taken were trained before the resume

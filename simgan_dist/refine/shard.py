@@ -10,7 +10,6 @@ shard starts or finishes. The output shard is published atomically, then its don
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -31,6 +30,7 @@ from simgan_dist.io.shardio import plain_tar_name, write_shard
 from simgan_dist.model.networks import build_refiner
 from simgan_dist.model.pixels import to_batch, to_uint8
 from simgan_dist.refine import ledger as refine_ledger
+from simgan_dist.seeds import seed_for
 
 QUEUE_BATCHES = 4  # decoded and refined batches held per shard: bounds memory, absorbs jitter
 _END = object()  # end-of-stream marker in the thread queues
@@ -76,8 +76,7 @@ def variant_key(key: str, variant: int, num_variants: int) -> str:
 
 def noise_seed(shard_name: str, variant: int) -> int:
     """Seed of R's noise for one shard and variant: a redone shard gets the same pixels."""
-    digest = hashlib.sha256(f"{shard_name}/{variant}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    return seed_for(shard_name, variant)
 
 
 @dataclass

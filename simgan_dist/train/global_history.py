@@ -26,6 +26,7 @@ from torch import Tensor
 
 from simgan_dist.errors import InputError
 from simgan_dist.model.history import HistoryBuffer
+from simgan_dist.seeds import seed_for
 
 AllGather = Callable[[Tensor], Tensor]  # (n, ...) on every rank -> (W, n, ...), rank order
 
@@ -47,9 +48,11 @@ class GlobalHistoryBuffer:
         if capacity < world_size:
             raise InputError(f"capacity {capacity} is smaller than world_size {world_size}")
         self.rank, self.world_size, self.all_gather = rank, world_size, all_gather
-        self.slice = HistoryBuffer(capacity // world_size, image_shape, seed=seed * 7919 + rank)
+        self.slice = HistoryBuffer(
+            capacity // world_size, image_shape, seed=seed_for(seed, "history", rank)
+        )
         self.capacity = self.slice.capacity * world_size
-        self.shared = torch.Generator().manual_seed(seed)
+        self.shared = torch.Generator().manual_seed(seed_for(seed, "history", "global"))
         self.num_pushes = 0
 
     @property

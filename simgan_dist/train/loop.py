@@ -12,6 +12,7 @@ from torch import nn
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
 from simgan_dist.model.losses import discriminator_loss, psi, refiner_loss
+from simgan_dist.seeds import seed_for
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
 
@@ -60,7 +61,7 @@ def iteration_seed(seed: int, rank: int, cur_nimg: int) -> int:
     """The torch seed of the iteration that starts at cur_nimg on this rank: randomness is a
     function of where the run is, so a resumed run draws what an unbroken one would, with no
     RNG state in the checkpoint. Distinct per rank (each draws its own noise)."""
-    return ((seed * 1_000_003 + rank) * 1_000_000_007 + cur_nimg) % 2**63  # torch takes < 2**64
+    return seed_for(seed, "iteration", rank, cur_nimg)
 
 
 class BatchSource(Protocol):

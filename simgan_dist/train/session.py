@@ -21,6 +21,7 @@ from simgan_dist.data.reader import StreamStats
 from simgan_dist.data.streams import KeyLog, image_shape, make_batch_source
 from simgan_dist.model.history import History, HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.seeds import seed_for
 from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import CatalogRecord, Stateful, TrainingCheckpoint
 from simgan_dist.train.engine import (
@@ -43,7 +44,7 @@ def build_updaters(
 ) -> tuple[Updater, Updater]:
     """R and D with their optimizers and lr schedules, the same initial weights on every rank
     (seeded by run.seed). "deepspeed" needs a process group (Ray Train's, or a test's)."""
-    torch.manual_seed(cfg.run.seed)
+    torch.manual_seed(seed_for(cfg.run.seed, "weights"))
     refiner_net = build_refiner(cfg.model).to(device)
     disc_net = build_discriminator(cfg.model).to(device)
     refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
@@ -75,7 +76,8 @@ def build_buffer(
     if cfg.schedule.history_fraction == 0 or cfg.schedule.buffer_size == 0:
         return None
     if world_size == 1:
-        return HistoryBuffer(cfg.schedule.buffer_size, image_shape(cfg), seed=cfg.run.seed)
+        seed = seed_for(cfg.run.seed, "history", 0)
+        return HistoryBuffer(cfg.schedule.buffer_size, image_shape(cfg), seed=seed)
     return GlobalHistoryBuffer(
         cfg.schedule.buffer_size, image_shape(cfg), cfg.run.seed, rank, world_size,
         dist.all_gather_tensor,

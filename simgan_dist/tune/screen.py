@@ -27,6 +27,7 @@ from simgan_dist.io.shardio import write_shards
 from simgan_dist.model.networks import Refiner
 from simgan_dist.model.pixels import to_uint8
 from simgan_dist.refine.shard import noise_seed, variant_key
+from simgan_dist.seeds import seed_for
 from simgan_dist.train.loop import LoopState, Phase, phases_for
 from simgan_dist.train.session import TrainingSession
 
@@ -39,7 +40,7 @@ class MemoryBatchSource:
 
     def __init__(self, synthetic: torch.Tensor, real: torch.Tensor, batch: int, seed: int) -> None:
         self.synthetic, self.real, self.batch = synthetic, real, batch
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed_for(seed, "memory-batches"))
 
     def _draw(self, pool: torch.Tensor) -> torch.Tensor:
         return pool[torch.randint(len(pool), (self.batch,), generator=self.gen)]
