@@ -23,10 +23,9 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from simgan_dist.errors import SimganError, kind
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 
 LEASE_TTL_S = 120.0  # a holder silent this long is presumed dead
 REFRESH_S = 15.0  # several refreshes fit in one ttl, so a slow store does not lose the lease
@@ -76,16 +75,15 @@ class Lease:
 
     def __init__(
         self,
-        output: str,
-        storage_options: dict[str, Any] | None,
+        output: Location | str,
         *,
         ttl_s: float = LEASE_TTL_S,
         refresh_s: float = REFRESH_S,
         settle_s: float = SETTLE_S,
     ) -> None:
-        self.url = urls.join(output, self.NAME)
-        self.output = output
-        self.options = storage_options
+        self.output = Location.of(output)
+        self.lease = self.output.join(self.NAME)
+        self.url = self.lease.url
         self.ttl_s, self.refresh_s, self.settle_s = ttl_s, refresh_s, settle_s
         self.token = uuid.uuid4().hex
         self.host = socket.gethostname()
@@ -96,7 +94,7 @@ class Lease:
 
     def read(self) -> LeaseRecord | None:
         try:
-            blob = urls.read_bytes(self.url, self.options)
+            blob = self.lease.read_bytes()
         except FileNotFoundError:
             return None
         try:
@@ -116,7 +114,7 @@ class Lease:
 
     def _write(self) -> None:
         record = LeaseRecord(self.token, self.host, os.getpid(), self.started, time.time())
-        with urls.atomic_write(self.url, self.options) as f:
+        with self.lease.atomic_write() as f:
             f.write(json.dumps(asdict(record)).encode())
 
     def _refuse(self, record: LeaseRecord) -> LeaseBusyError:
@@ -185,5 +183,5 @@ class Lease:
             self._thread.join()
         current = self.read()
         if current is not None and current.token == self.token:
-            fs, path = urls.filesystem(self.url, self.options)
+            fs, path = self.lease.filesystem()
             fs.rm(path)

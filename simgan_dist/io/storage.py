@@ -1,8 +1,8 @@
 """Run storage (runs, checkpoints, Tune experiments) on the same fsspec layer as the shards.
 
-A location is a local path or an fsspec URI (`s3://bucket/runs`); an S3-compatible endpoint and
-other settings are fsspec `storage_options` (`{"endpoint_url": "http://127.0.0.1:9000"}`), given
-once for the whole config or per section, exactly as for shards. Ray Train and Tune get the same
+A Location (location.py) is a local path or an fsspec URI (`s3://bucket/runs`) with the fsspec
+options of its store (`{"endpoint_url": "http://127.0.0.1:9000"}`: the config's storage_options,
+given once for the whole config or per section, exactly as for shards). Ray Train and Tune get the same
 filesystem wrapped for pyarrow (`PyFileSystem(FSSpecHandler(fs))`), so they and this module always
 agree on where a run lives. Credentials come from the standard AWS/gcloud chain and are never logged.
 """
@@ -15,50 +15,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 
 
-def list_names(location: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Names directly under a location (empty when it does not exist)."""
-    fs, path = urls.filesystem(location, storage_options)
-    try:
-        entries = fs.ls(path, detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
-        raise OSError(urls.describe_failure(location, err, storage_options)) from err
-    return sorted({str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries})
-
-
-def read_text(location: str, storage_options: dict[str, Any] | None = None) -> str:
-    return urls.read_bytes(location, storage_options).decode()
-
-
-def write_text(location: str, text: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Write a small file whole: a reader sees the old or the new text, never a part."""
-    with urls.atomic_write(location, storage_options) as f:
-        f.write(text.encode())
-
-
-def pyarrow_filesystem(
-    location: str, storage_options: dict[str, Any] | None = None
-) -> tuple[Any, str]:
+def pyarrow_filesystem(location: Location) -> tuple[Any, str]:
     """(pyarrow filesystem or None for local, path) for Ray Train's and Tune's RunConfig."""
-    if urls.is_local(location):
-        return None, str(urls.local_path(location).resolve())
+    if location.is_local:
+        return None, str(location.local_path().resolve())
     import pyarrow.fs
 
-    fs, path = urls.filesystem(location, storage_options)
+    fs, path = location.filesystem()
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
 
 
-def fetch_dir(
-    location: str, local_dir: Path, storage_options: dict[str, Any] | None = None
-) -> Path:
+def fetch_dir(location: Location, local_dir: Path) -> Path:
     """A local copy of a directory (the directory itself when it is already local)."""
-    if urls.is_local(location):
-        return urls.local_path(location)
-    fs, path = urls.filesystem(location, storage_options)
+    if location.is_local:
+        return location.local_path()
+    fs, path = location.filesystem()
     if local_dir.exists():
         shutil.rmtree(local_dir)
     local_dir.mkdir(parents=True)
@@ -68,15 +42,14 @@ def fetch_dir(
 
 def upload_dir(
     local_dir: Path,
-    location: str,
+    location: Location,
     names: list[str],
-    storage_options: dict[str, Any] | None = None,
     uploaded: dict[str, tuple[int, int]] | None = None,
 ) -> int:
     """Copy the given files and folders of local_dir to location; returns the files copied.
     uploaded: (size, mtime) of what an earlier call copied, so unchanged files are not sent
     again (updated in place)."""
-    fs, path = urls.filesystem(location, storage_options)
+    fs, path = location.filesystem()
     seen = {} if uploaded is None else uploaded
     files = []
     for name in names:
@@ -92,17 +65,15 @@ def upload_dir(
         try:
             fs.put_file(str(file), f"{path}/{relative}")
         except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
-            target = urls.join(location, relative)
-            raise OSError(urls.describe_failure(target, err, storage_options)) from err
+            raise location.join(relative).error(err) from err
         seen[relative] = (stat.st_size, stat.st_mtime_ns)
         num_copied += 1
     return num_copied
 
 
-def fetch_cached(location: str, storage_options: dict[str, Any] | None = None) -> Path:
+def fetch_cached(location: Location) -> Path:
     """A local copy of a directory on a store, under the temp dir: one cache entry per store
     and path, since two endpoints may hold the same bucket name."""
-    endpoint = str((storage_options or {}).get("endpoint_url", ""))
-    digest = hashlib.sha256(f"{endpoint} {location}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{location.endpoint()} {location.url}".encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
-    return fetch_dir(location, cache / urls.split(location)[1], storage_options)
+    return fetch_dir(location, cache / location.name)
