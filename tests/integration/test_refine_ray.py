@@ -48,7 +48,7 @@ def slow_checkpoint(tmp_path_factory) -> Path:
 
 
 def _keys(location: str, options: dict | None = None) -> collections.Counter:
-    corpus = Location(location, options)
+    corpus = Location.of(location, options)
     urls = resolve_shard_urls(corpus)
     return collections.Counter(k for k, _, _, _ in read_samples(urls, store=corpus))
 
