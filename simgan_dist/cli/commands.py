@@ -242,7 +242,7 @@ def _named_arms(texts: list[str]) -> dict[str, str]:
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
-    from simgan_dist.io import storage, urls
+    from simgan_dist.io import urls
 
     # A report for an object store (e.g. next to its run) is written locally, then copied.
     staging = (
@@ -266,7 +266,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if staging:
         with staging:
             names = sorted(p.name for p in Path(out).iterdir())
-            storage.upload_dir(Path(out), location_arg(args, args.out), names)
+            location_arg(args, args.out).upload_dir(Path(out), names)
     print(headline(report))
     print(f"report: {urls.join(args.out, 'report.md')}")
 

@@ -82,8 +82,9 @@ def batch_stream(
 
     shards is a list of URLs or a shard catalog's EpochPlan (catalog.py), which says what each
     rank reads in each epoch; the split is explicit, so RANK/WORLD_SIZE in the environment do not
-    matter. store: where the shards are (the corpus location), whose options reach each shard. Each meta is the sample's json ({} when it has none, or when with_meta is False) plus
-    "__key__", "__url__" and "__epoch__". on_shard_end(epoch, url) is called in this process for
+    matter. Each meta is the sample's json ({} when it has none, or when with_meta is False) plus
+    "__key__", "__url__" and "__epoch__". store: where the shards are (the corpus location), its
+    options reach each shard. on_shard_end(epoch, url) is called in this process for
     each shard a loader has read to its end. Deterministic for a seed, also with loader
     workers (the DataLoader returns their batches round-robin). Bad samples (damaged or unreadable tar,
     undecodable PNG, wrong image shape, no json when require_json) are skipped (logged
@@ -142,11 +143,11 @@ def read_samples(
     require_json: bool = False,
 ) -> Iterator[tuple[str, np.ndarray, dict, str]]:
     """Every sample of every shard, in order, once: (key, image array, json dict or {}, url).
-    store: where the shards are (the corpus location), whose options reach each shard.
 
     For refinement and evaluation. Bad samples are skipped or raise as in batch_stream; images
     of another (C,H,W) than image_shape (or, without it, than the first good sample) count as
-    bad; with require_json, samples without a json annotation do.
+    bad; with require_json, samples without a json annotation do. store: where the shards are
+    (the corpus location), its options reach each shard.
     """
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
         raise InputError(

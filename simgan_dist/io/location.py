@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +181,67 @@ class Location:
         except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
             raise self.error(err) from err
         return sorted({str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries})
+
+    # -- whole folders ----------------------------------------------------------------------------
+
+    def pyarrow_filesystem(self) -> tuple[Any, str]:
+        """(pyarrow filesystem or None for local, path) for Ray Train's and Tune's RunConfig:
+        fsspec's filesystem with this location's options, wrapped for pyarrow, so Ray and this
+        module always agree on where a run lives."""
+        if self.is_local:
+            return None, str(self.local_path().resolve())
+        import pyarrow.fs
+
+        fs, path = self.filesystem()
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+
+    def fetch_dir(self, local_dir: Path) -> Path:
+        """A local copy of this directory (the directory itself when it is already local)."""
+        if self.is_local:
+            return self.local_path()
+        fs, path = self.filesystem()
+        if local_dir.exists():
+            shutil.rmtree(local_dir)
+        local_dir.mkdir(parents=True)
+        fs.get(path.rstrip("/") + "/", str(local_dir), recursive=True)
+        return local_dir
+
+    def fetch_cached(self) -> Path:
+        """A local copy of this directory on a store, under the temp dir: one cache entry per
+        store and path, since two endpoints may hold the same bucket name."""
+        digest = hashlib.sha256(f"{self.endpoint()} {self.url}".encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / "simgan-checkpoints" / digest
+        return self.fetch_dir(cache / self.name)
+
+    def upload_dir(
+        self,
+        local_dir: Path,
+        names: Sequence[str],
+        uploaded: dict[str, tuple[int, int]] | None = None,
+    ) -> int:
+        """Copy the given files and folders of local_dir here; returns the files copied.
+        uploaded: (size, mtime) of what an earlier call copied, so unchanged files are not sent
+        again (updated in place)."""
+        fs, path = self.filesystem()
+        seen = {} if uploaded is None else uploaded
+        files = []
+        for name in names:
+            source = local_dir / name
+            files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+            files += [source] if source.is_file() else []
+        num_copied = 0
+        for file in files:
+            relative = file.relative_to(local_dir).as_posix()
+            stat = file.stat()
+            if seen.get(relative) == (stat.st_size, stat.st_mtime_ns):
+                continue
+            try:
+                fs.put_file(str(file), f"{path}/{relative}")
+            except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
+                raise self.join(relative).error(err) from err
+            seen[relative] = (stat.st_size, stat.st_mtime_ns)
+            num_copied += 1
+        return num_copied
 
 
 def on_store(url: str, store: Location | None) -> Location:

@@ -17,7 +17,7 @@ from typing import Any
 from simgan_dist.config import Config, ModelConfig
 from simgan_dist.data.reader import read_samples
 from simgan_dist.errors import InputError
-from simgan_dist.io import storage, urls
+from simgan_dist.io import urls
 from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import image_chw
 from simgan_dist.model.exported import ARCH_FILE, ExportError, architecture_file, read_exported
@@ -118,7 +118,7 @@ def _fetch_export(location: Location) -> Path | None:
     """A local copy of the export at a URI (the directory or its .json), or None when the
     location holds no export."""
     if location.name.endswith(".json"):
-        return storage.fetch_cached(location.parent) / location.name
+        return location.parent.fetch_cached() / location.name
     if ARCH_FILE not in location.list():
         return None
-    return storage.fetch_cached(location) / ARCH_FILE
+    return location.fetch_cached() / ARCH_FILE

@@ -15,7 +15,6 @@ import torch
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.data.catalog import CATALOG_FILE, ShardSource, stream_world_size
 from simgan_dist.errors import InputError
-from simgan_dist.io import storage
 from simgan_dist.io.location import Location
 from simgan_dist.model.history import History
 from simgan_dist.model.networks import Refiner, build_refiner
@@ -327,10 +326,10 @@ def fetch_checkpoint(location: Location) -> Path:
     """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache."""
     if STATE_FILE in location.list():
         _check_direct(location)
-        return storage.fetch_cached(location)
+        return location.fetch_cached()
     found = complete_checkpoints(location)
     if found:
-        return storage.fetch_cached(found[0])
+        return found[0].fetch_cached()
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 

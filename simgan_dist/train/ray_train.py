@@ -16,7 +16,6 @@ import torch
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
 from simgan_dist.errors import SimganError, kind
-from simgan_dist.io import storage
 from simgan_dist.io.location import Location
 from simgan_dist.train import dist, versions
 from simgan_dist.train.checkpoint import (
@@ -221,7 +220,7 @@ def run_training(
         cfg.run.resource_wait_s,
     )
     # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
-    filesystem, storage_path = storage.pyarrow_filesystem(storage_root(cfg))
+    filesystem, storage_path = storage_root(cfg).pyarrow_filesystem()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from simgan_dist.config import Config
-from simgan_dist.io import storage
 from simgan_dist.train.runs import run_location
 
 log = logging.getLogger(__name__)
@@ -55,5 +54,5 @@ class RunOutputs:
     def publish(self) -> None:
         """Copy what changed since the last call to the run location."""
         if self.remote and self.names:
-            num_copied = storage.upload_dir(self.run_dir, self.location, self.names, self.uploaded)
+            num_copied = self.location.upload_dir(self.run_dir, self.names, self.uploaded)
             log.debug("rank %d: %d output files copied to %s", self.rank, num_copied, self.location)

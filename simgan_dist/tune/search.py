@@ -18,7 +18,7 @@ from simgan_dist.config import (
     load_config,
     parse_yaml,
 )
-from simgan_dist.io import storage, urls
+from simgan_dist.io import urls
 from simgan_dist.io.location import Location
 from simgan_dist.train.runs import (
     absolutize,
@@ -242,7 +242,7 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
     # ASHA passes over them, but Tune's strict check would fail the trial.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # One filesystem for the experiment store: fsspec's, with run.storage_options, for pyarrow.
-    filesystem, path = storage.pyarrow_filesystem(exp.store)
+    filesystem, path = exp.store.pyarrow_filesystem()
     if resume:
         tuner = tune.Tuner.restore(
             path, trainable=_trainable(exp), resume_unfinished=True, resume_errored=True,
@@ -286,7 +286,7 @@ def run_and_report(exp: Experiment, resume: bool = False) -> dict[str, Any]:
     summary = write_results(rows, exp.search, exp.base, results_dir)
     if urls.is_remote(exp.location):  # the tables and plot live with the experiment
         names = sorted(p.name for p in results_dir.iterdir())
-        storage.upload_dir(results_dir, exp.store, names)
+        exp.store.upload_dir(results_dir, names)
     summary["experiment"] = exp.location
     summary["interrupted"] = interrupted
     summary["num_trials"] = len(rows)

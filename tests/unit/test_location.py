@@ -85,3 +85,21 @@ def test_a_store_error_is_one_line_naming_url_and_endpoint() -> None:
     message = location.describe_failure(ConnectionError("refused"))
     assert message == "s3://bucket/x (endpoint http://127.0.0.1:9): ConnectionError: refused"
     assert isinstance(location.error(ConnectionError("refused")), OSError)
+
+
+def test_folders_go_to_a_store_once_and_come_back(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    (staging / "grids").mkdir(parents=True)
+    (staging / "metrics.jsonl").write_text("{}\n")
+    (staging / "grids" / "a.png").write_bytes(b"png")
+    (staging / "not-asked.txt").write_text("x")
+    run = Location(f"memory://simgan-test-location/{tmp_path.name}/run")  # fsspec's in-memory store
+    uploaded: dict[str, tuple[int, int]] = {}
+    assert run.upload_dir(staging, ["metrics.jsonl", "grids"], uploaded) == 2
+    assert run.upload_dir(staging, ["metrics.jsonl", "grids"], uploaded) == 0  # unchanged
+    assert run.list() == ["grids", "metrics.jsonl"] and not run.is_local
+    copy = run.fetch_dir(tmp_path / "copy")
+    assert (copy / "grids" / "a.png").read_bytes() == b"png"
+    local = Location(str(staging))
+    assert local.fetch_dir(tmp_path / "unused") == staging  # local: no copy made
+    assert local.pyarrow_filesystem() == (None, str(staging.resolve()))
