@@ -37,7 +37,7 @@ def train_refiner(
             raise InputError("train: preset and overrides apply to a config source, not a Config")
         cfg, out = start_run(config)
     run_training(cfg, out)
-    return run_location(cfg)
+    return run_location(cfg).url
 
 
 def refine_corpus(

@@ -50,6 +50,7 @@ from simgan_dist.bench.train import bare_loop_one_thread, plan
 from simgan_dist.config import load_config
 from simgan_dist.data.build import build_synthetic_digits
 from simgan_dist.data.reader import batch_stream
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.io.urls import filesystem
 from simgan_dist.model.networks import build_refiner
@@ -115,10 +116,10 @@ def loader_rate(
     shards: str, options: dict[str, Any], batch_size: int, num_batches: int, workers: int
 ) -> dict[str, float]:
     """Images/s of batch_stream after its first batch (which holds start-up and buffer fill)."""
-    urls = resolve_shard_urls(shards, storage_options=options)
+    corpus = Location(shards, options)
+    urls = resolve_shard_urls(corpus)
     stream = batch_stream(urls, batch_size, (1, 28, 28), seed=0, shuffle_window=1000,
-                          num_loader_workers=workers, with_meta=False,
-                          storage_options=options)  # fmt: skip
+                          num_loader_workers=workers, with_meta=False, store=corpus)  # fmt: skip
     started = time.perf_counter()
     next(stream)
     first = time.perf_counter()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import Manifest, ShardInfo
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
@@ -72,13 +73,14 @@ def lay_out_job(
 
 def replan(root: str, options: dict[str, Any]) -> tuple[dict[str, float], JobPlan]:
     """What a rerun does before refining: lease, inputs, ledger; the seconds of each part."""
-    input_location, output = urls.join(root, "input"), urls.join(root, "output")
+    base = Location(root, options)
+    input_location, output = base.join("input"), base.join("output")
     started = time.perf_counter()
-    with OutputLease(output, options):
+    with OutputLease(output):
         leased = time.perf_counter()
-        sources, names = input_shards(input_location, output, False, options)
+        sources, names = input_shards(input_location, output, False)
         listed = time.perf_counter()
-        job = plan_job(input_location, sources, names, output, LINEAGE, options)
+        job = plan_job(input_location, sources, names, output, LINEAGE)
         planned = time.perf_counter()
     times = {"lease_s": leased - started, "inputs_s": listed - leased,
              "ledger_s": planned - listed, "replan_s": planned - started}  # fmt: skip
@@ -88,18 +90,18 @@ def replan(root: str, options: dict[str, Any]) -> tuple[dict[str, float], JobPla
 def write_costs(root: str, options: dict[str, Any], samples_per_shard: int) -> dict[str, float]:
     """Seconds per shard the ledger costs while the job runs: the worker's done-record (the real
     ledger call) and its share of the driver's index segment."""
-    output = urls.join(root, "output-writes")
+    output = Location(root, options).join("output-writes")
     records = [_record("src", f"w-{i:05d}.tar", samples_per_shard) for i in range(INDEX_EVERY)]
     started = time.perf_counter()
     for record in records[:NUM_TIMED_WRITES]:
-        refine_ledger.write_done(output, record, options)
+        refine_ledger.write_done(output, record)
     done_s = (time.perf_counter() - started) / NUM_TIMED_WRITES
     started = time.perf_counter()
-    refine_ledger.write_index(output, records, options)
+    refine_ledger.write_index(output, records)
     index_s = (time.perf_counter() - started) / INDEX_EVERY
     # One listing that returns one key: on a real store a constant round trip; moto's grows
     # with every key in the bucket (it scans them all for each page).
-    fs, path = urls.filesystem(urls.join(output, refine_ledger.INDEX_DIR), options)
+    fs, path = output.join(refine_ledger.INDEX_DIR).filesystem()
     started = time.perf_counter()
     fs.invalidate_cache(path)
     fs.ls(path)

@@ -118,7 +118,7 @@ def bench_refine(
         parts: dict[str, Any] = codec_rates(first)
     finally:
         torch.set_num_threads(threads)
-    records = refine_ledger.read_done(str(out), None).values()
+    records = refine_ledger.read_done(str(out)).values()
     span = max(r["finished"] for r in records) - min(r["started"] for r in records)
     steady = summary["num_images_refined"] / span
     bare_ips, peak = sum(halves) / 2, best_peak(peaks)

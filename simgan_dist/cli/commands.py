@@ -7,13 +7,16 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config
 from simgan_dist.errors import SimganError
 from simgan_dist.io.progress import progress_line
+
+if TYPE_CHECKING:
+    from simgan_dist.io.location import Location
 
 
 def storage_options_from_args(args: argparse.Namespace) -> dict:
@@ -39,6 +42,13 @@ def storage_options_from_args(args: argparse.Namespace) -> dict:
     return options
 
 
+def location_arg(args: argparse.Namespace, url: str | Path) -> Location:
+    """A location given on the command line, with the --storage-option flags as its options."""
+    from simgan_dist.io.location import Location
+
+    return Location(str(url), storage_options_from_args(args))
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -48,36 +58,34 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def cmd_shards_build(args: argparse.Namespace) -> None:
     from simgan_dist.data import build as shard_build
-    from simgan_dist.io.urls import join
 
-    out, options = args.out, storage_options_from_args(args)
+    out = location_arg(args, args.out)
     if args.samples_per_shard < 1:
         raise ConfigError(f"--samples-per-shard: must be >= 1, got {args.samples_per_shard}")
     if args.source == "digits":
         # A colour appearance gets a corpus of its own: digits-synth stays the grey preset's.
         synth_name = "digits-synth" + ("" if args.appearance == "gray" else f"-{args.appearance}")
         synth = shard_build.build_synthetic_digits(
-            join(out, synth_name), args.num_samples, args.samples_per_shard, args.seed, options,
+            out.join(synth_name), args.num_samples, args.samples_per_shard, args.seed,
             appearance=args.appearance,
         )  # fmt: skip
         real_train, real_eval = shard_build.build_real_digits(
-            join(out, "digits-real-train"), join(out, "digits-real-eval"),
-            args.samples_per_shard, storage_options=options,
-        )  # fmt: skip
+            out.join("digits-real-train"), out.join("digits-real-eval"), args.samples_per_shard
+        )
         # The same real training digits with labels: only the oracle row of `simgan eval` reads them.
         real_labeled = shard_build.build_real_train_labeled(
-            join(out, "digits-real-train-labeled"), args.samples_per_shard, storage_options=options
+            out.join("digits-real-train-labeled"), args.samples_per_shard
         )
         manifests = [synth, real_train, real_eval, real_labeled]
     elif args.source == "digits-photo":
         manifests = shard_build.build_photo_digits(
-            out, args.seed, args.num_samples, args.samples_per_shard, options
+            out, args.seed, args.num_samples, args.samples_per_shard
         )
     elif args.source == "eyes":
-        eyes = join(out, "eyes-synth")
+        eyes = out.join("eyes-synth")
         manifests = [
             shard_build.build_synthetic_eyes(
-                eyes, args.num_samples, args.samples_per_shard, args.seed, options
+                eyes, args.num_samples, args.samples_per_shard, args.seed
             )
         ]
     else:
@@ -86,7 +94,7 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
         size = _parse_size(args.size) if args.size else None
         manifests = [
             shard_build.build_from_folder(
-                args.folder, out, args.samples_per_shard, not args.rgb, size, options
+                args.folder, out, args.samples_per_shard, not args.rgb, size
             )
         ]
     for manifest in manifests:
@@ -96,7 +104,7 @@ def cmd_shards_build(args: argparse.Namespace) -> None:
 def cmd_shards_verify(args: argparse.Namespace) -> None:
     from simgan_dist.data.check import verify_shards
 
-    problems = verify_shards(args.location, storage_options_from_args(args))
+    problems = verify_shards(location_arg(args, args.location))
     for problem in problems:
         print(problem)
     print(f"{args.location}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
@@ -107,7 +115,7 @@ def cmd_shards_verify(args: argparse.Namespace) -> None:
 def cmd_shards_stats(args: argparse.Namespace) -> None:
     from simgan_dist.data.check import shard_stats
 
-    print(json.dumps(shard_stats(args.location, storage_options_from_args(args)), indent=1))
+    print(json.dumps(shard_stats(location_arg(args, args.location)), indent=1))
 
 
 def _train_config(args: argparse.Namespace) -> Config:
@@ -125,13 +133,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ConfigError("train: give --resume RUN_DIR or --resume-if-exists, not both")
     if args.print_config:
         if args.resume:
-            cfg = runs.run_config(args.resume, args.overrides, storage_options_from_args(args))
+            cfg = runs.run_config(location_arg(args, args.resume), args.overrides)
         else:
             cfg = runs.absolutize(_train_config(args))
         print(config_to_yaml(cfg), end="")
         return
     if args.resume:
-        cfg = runs.run_config(args.resume, args.overrides, storage_options_from_args(args))
+        cfg = runs.run_config(location_arg(args, args.resume), args.overrides)
     else:
         cfg = runs.prepare_run(_train_config(args))
     try:
@@ -149,12 +157,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
+    from simgan_dist.train.runs import storage_root
     from simgan_dist.tune.search import existing_search, resume_search, run_and_report, start_search
     from simgan_dist.tune.space import load_search
 
     resume = bool(args.resume)
     if args.resume:
-        exp = resume_search(args.resume, storage_options_from_args(args))
+        exp = resume_search(location_arg(args, args.resume))
     else:
         if not (args.search and (args.config or args.preset)):
             raise ConfigError(
@@ -165,8 +174,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
         search = load_search(args.search, cfg)
         existing = existing_search(cfg, search) if args.resume_if_exists else None
         resume = existing is not None
-        options = cfg.run.storage_options
-        exp = resume_search(existing, options) if existing else start_search(cfg, search)
+        if existing:  # the experiment lives on the run store, as start_search puts it
+            exp = resume_search(storage_root(cfg).at(existing))
+        else:
+            exp = start_search(cfg, search)
     print(f"[simgan] search: {exp.location}", flush=True)
     summary = run_and_report(exp, resume=resume)
     print(Path(summary["table"]).read_text())
@@ -231,7 +242,7 @@ def _named_arms(texts: list[str]) -> dict[str, str]:
 def cmd_eval(args: argparse.Namespace) -> None:
     from simgan_dist.eval.protocol import evaluate_digits
     from simgan_dist.eval.report import headline
-    from simgan_dist.io import storage, urls
+    from simgan_dist.io import urls
 
     # A report for an object store (e.g. next to its run) is written locally, then copied.
     staging = (
@@ -255,7 +266,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if staging:
         with staging:
             names = sorted(p.name for p in Path(out).iterdir())
-            storage.upload_dir(Path(out), args.out, names, storage_options_from_args(args))
+            location_arg(args, args.out).upload_dir(Path(out), names)
     print(headline(report))
     print(f"report: {urls.join(args.out, 'report.md')}")
 

@@ -23,7 +23,7 @@ from simgan_dist.data.sim.appearance import apply_appearance
 from simgan_dist.data.sim.photos import blend, load_photographs, random_crops
 from simgan_dist.data.sim.real_digits import IMAGE_SIZE, real_train_labels, split_real_digits
 from simgan_dist.errors import InputError
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.progress import with_progress
 from simgan_dist.io.shardio import MANIFEST_NAME, Manifest, check_key, write_shards
 
@@ -51,11 +51,10 @@ _CROPS_CEILING, _CROPS_REAL_TRAIN, _CROPS_REAL_EVAL = 0, 1, 2
 
 
 def build_synthetic_digits(
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     num_samples: int,
     samples_per_shard: int,
     seed: int,
-    storage_options: dict[str, Any] | None = None,
     appearance: str = "gray",
 ) -> Manifest:
     """num_samples simulated 28x28 digits; each json holds 'label' and the render parameters.
@@ -66,30 +65,28 @@ def build_synthetic_digits(
 
     sim = DigitSimulator(seed, appearance)
     samples = sim.sample(num_samples)
-    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard, storage_options)
+    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard)
 
 
 def build_synthetic_eyes(
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     num_samples: int,
     samples_per_shard: int,
     seed: int,
-    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """num_samples simulated 35x55 eye images; each json holds 'gaze' and the render parameters."""
     from simgan_dist.data.sim.eyes import EyeSimulator
 
     sim = EyeSimulator(seed)
     samples = sim.sample(num_samples)
-    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard, storage_options)
+    return _write_keyed(samples, num_samples, out_dir, "synth", samples_per_shard)
 
 
 def build_real_digits(
-    train_dir: str | Path,
-    eval_dir: str | Path,
+    train_dir: Location | str | Path,
+    eval_dir: Location | str | Path,
     samples_per_shard: int,
     seed: int = 0,
-    storage_options: dict[str, Any] | None = None,
 ) -> tuple[Manifest, Manifest]:
     """The bundled MNIST-5k split into two corpora (see sim/real_digits.py for the rules).
 
@@ -98,51 +95,46 @@ def build_real_digits(
     protocol; nothing may train on it.
     """
     train_images, eval_images, eval_labels = split_real_digits(seed)
-    train = _write_unlabeled(train_images, train_dir, "real", samples_per_shard, storage_options)
-    evaluation = _write_labeled(
-        eval_images, eval_labels, eval_dir, "real-eval", samples_per_shard, storage_options
-    )
+    train = _write_unlabeled(train_images, train_dir, "real", samples_per_shard)
+    evaluation = _write_labeled(eval_images, eval_labels, eval_dir, "real-eval", samples_per_shard)
     return train, evaluation
 
 
 def _write_keyed(
     items: Iterable[tuple[np.ndarray, dict | None]],
     count: int,
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     prefix: str,
     samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """(image, json-or-None) items keyed prefix-NNNNNNN in order, in prefix-*.tar shards."""
-    name = urls.basename(str(out_dir))
+    name = Location.of(out_dir).name
     keyed = ((f"{prefix}-{i:07d}", img, meta) for i, (img, meta) in enumerate(items))
     samples = with_progress(keyed, count, f"build {name}")
-    return write_shards(samples, out_dir, prefix, samples_per_shard, name, storage_options)
+    return write_shards(samples, out_dir, prefix, samples_per_shard, name)
 
 
 def _write_unlabeled(
     images: Any,
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     prefix: str,
     samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """Real images, PNG only (no json: no label can reach training)."""
     items = ((img, None) for img in images)
-    return _write_keyed(items, len(images), out_dir, prefix, samples_per_shard, storage_options)
+    return _write_keyed(items, len(images), out_dir, prefix, samples_per_shard)
 
 
 def _write_labeled(
     images: Any,
     labels: Any,
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     prefix: str,
     samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
 ) -> Manifest:
     """Real digits with json {"label": int}."""
     items = ((img, {"label": int(label)}) for img, label in zip(images, labels, strict=True))
-    return _write_keyed(items, len(labels), out_dir, prefix, samples_per_shard, storage_options)
+    return _write_keyed(items, len(labels), out_dir, prefix, samples_per_shard)
 
 
 def _folder_key(rel: Path) -> str:
@@ -191,11 +183,10 @@ def _folder_samples(
 
 def build_from_folder(
     folder: str | Path,
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     samples_per_shard: int,
     grayscale: bool = True,
     size: tuple[int, int] | None = None,
-    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Shards from every .png/.jpg under folder (sorted by relative path), for bring-your-own data.
 
@@ -212,21 +203,20 @@ def build_from_folder(
     samples = with_progress(
         _folder_samples(folder, paths, grayscale, size), len(paths), f"build {folder.name}"
     )
-    return write_shards(samples, out_dir, "images", samples_per_shard, folder.name, storage_options)
+    return write_shards(samples, out_dir, "images", samples_per_shard, folder.name)
 
 
 def build_real_train_labeled(
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     samples_per_shard: int,
     seed: int = 0,
-    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """The real *training* digits again, with their labels: the real-data oracle's training set
     (and a labeled validation split for choosing settings). Same keys and images as
     digits-real-train; nothing that trains a refiner or a discriminator reads this corpus."""
     train_images, _, _ = split_real_digits(seed)
     labels = real_train_labels(seed)
-    return _write_labeled(train_images, labels, out_dir, "real", samples_per_shard, storage_options)
+    return _write_labeled(train_images, labels, out_dir, "real", samples_per_shard)
 
 
 def ensure_digit_shards(
@@ -250,11 +240,10 @@ def _on_photos(digits: np.ndarray, pool: tuple[np.ndarray, ...], seed: int, use:
 
 
 def build_photo_digits(
-    shards_root: str | Path,
+    shards_root: Location | str | Path,
     seed: int = 0,
     num_synthetic: int = 20_000,
     samples_per_shard: int = 2_000,
-    storage_options: dict[str, Any] | None = None,
     corpora: Collection[str] = PHOTO_CORPORA,
     real_seed: int = 0,
 ) -> list[Manifest]:
@@ -268,19 +257,18 @@ def build_photo_digits(
     if unknown:
         raise InputError(f"unknown digits-photo corpora {unknown}; known: {list(PHOTO_CORPORA)}")
     pool = load_photographs()  # first: a missing photograph stops the build before any write
-    root, spp, opts = str(shards_root), samples_per_shard, storage_options
-    synthetic = _build_photo_synthetic(root, seed, num_synthetic, pool, corpora, spp, opts)
-    return synthetic + _build_photo_real(root, real_seed, pool, corpora, spp, opts)
+    root, spp = Location.of(shards_root), samples_per_shard
+    synthetic = _build_photo_synthetic(root, seed, num_synthetic, pool, corpora, spp)
+    return synthetic + _build_photo_real(root, real_seed, pool, corpora, spp)
 
 
 def _build_photo_synthetic(
-    root: str,
+    root: Location,
     seed: int,
     num: int,
     pool: tuple[np.ndarray, ...],
     corpora: Collection[str],
     samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
 ) -> list[Manifest]:
     """synth (clean), synth-randomized and ceiling: one grey render per key, coloured three ways,
     so the three share keys, labels and stroke geometry."""
@@ -310,18 +298,17 @@ def _build_photo_synthetic(
                 apply_appearance(gray, params, mode, seed, i)
                 for i, (gray, params) in enumerate(rendered)
             )
-        out = urls.join(root, name)
-        manifests.append(_write_keyed(pairs, num, out, "synth", samples_per_shard, storage_options))
+        out = root.join(name)
+        manifests.append(_write_keyed(pairs, num, out, "synth", samples_per_shard))
     return manifests
 
 
 def _build_photo_real(
-    root: str,
+    root: Location,
     real_seed: int,
     pool: tuple[np.ndarray, ...],
     corpora: Collection[str],
     samples_per_shard: int,
-    storage_options: dict[str, Any] | None,
 ) -> list[Manifest]:
     """real-train (no json), real-eval and real-train-labeled: the MNIST-5k split on photo crops.
 
@@ -333,26 +320,22 @@ def _build_photo_real(
     train, eval_images, eval_labels = split_real_digits(real_seed)
     train_rgb = _on_photos(train, pool, real_seed, _CROPS_REAL_TRAIN)  # ~20 ms each: always
     eval_rgb = _on_photos(eval_images, pool, real_seed, _CROPS_REAL_EVAL)
-    spp, opts = samples_per_shard, storage_options
-    writers: dict[str, Callable[[str], Manifest]] = {
-        PHOTO_REAL_TRAIN: lambda out: _write_unlabeled(train_rgb, out, "real", spp, opts),
-        PHOTO_REAL_EVAL: lambda out: _write_labeled(
-            eval_rgb, eval_labels, out, "real-eval", spp, opts
-        ),
+    spp = samples_per_shard
+    writers: dict[str, Callable[[Location], Manifest]] = {
+        PHOTO_REAL_TRAIN: lambda out: _write_unlabeled(train_rgb, out, "real", spp),
+        PHOTO_REAL_EVAL: lambda out: _write_labeled(eval_rgb, eval_labels, out, "real-eval", spp),
         PHOTO_REAL_LABELED: lambda out: _write_labeled(
-            train_rgb, real_train_labels(real_seed), out, "real", spp, opts
+            train_rgb, real_train_labels(real_seed), out, "real", spp
         ),
     }
-    return [write(urls.join(root, name)) for name, write in writers.items() if name in corpora]
+    return [write(root.join(name)) for name, write in writers.items() if name in corpora]
 
 
 def ensure_photo_digit_shards(
     shards_root: str | Path, seed: int, num_synthetic: int = 20_000, samples_per_shard: int = 2_000
 ) -> None:
     """Build whichever digits-on-photographs corpora lack a manifest; later demos reuse them."""
-    root = str(shards_root)
-    missing = [
-        c for c in PHOTO_CORPORA if not urls.exists(urls.join(urls.join(root, c), MANIFEST_NAME))
-    ]
+    root = Location.of(shards_root)
+    missing = [c for c in PHOTO_CORPORA if not root.join(c, MANIFEST_NAME).exists()]
     if missing:
         build_photo_digits(root, seed, num_synthetic, samples_per_shard, corpora=missing)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simgan_dist.io import urls as urlmod
+from simgan_dist.io.location import Location, on_store
 from simgan_dist.io.shardio import MANIFEST_NAME, read_manifest, resolve_shard_urls
 from simgan_dist.seeds import seed_for
 
@@ -91,13 +92,13 @@ class EpochPlan:
         return self._count_of[url]
 
 
-def shard_counts(shard_urls: list[str], storage_options: dict[str, Any] | None = None) -> list[int]:
+def shard_counts(shard_urls: list[str], store: Location | None = None) -> list[int]:
     """Samples per shard from the manifest beside each shard; 1 each where there is none (the
-    deal then balances shard counts instead of sample counts)."""
+    deal then balances shard counts instead of sample counts). store: where the shards are."""
     by_url: dict[str, int] = {}
     for parent in dict.fromkeys(u.rsplit("/", 1)[0] for u in shard_urls):
         try:
-            manifest = read_manifest(urlmod.join(parent, MANIFEST_NAME), storage_options)
+            manifest = read_manifest(on_store(parent, store).join(MANIFEST_NAME))
         except (FileNotFoundError, ValueError):
             continue
         by_url.update({urlmod.join(parent, s.name): s.num_samples for s in manifest.shards})
@@ -117,17 +118,17 @@ class ShardCatalog:
     @classmethod
     def open(
         cls,
-        location: str,
+        location: Location | str,
         seed: int,
         world_size: int,
         *,
-        storage_options: dict[str, Any] | None = None,
         allow_pipe: bool = False,
     ) -> ShardCatalog:
         """List a corpus (the one listing of the run) and read its manifests' sample counts."""
-        shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
-        counts = shard_counts(shard_urls, storage_options)
-        return cls(location, EpochPlan(tuple(shard_urls), tuple(counts), seed, world_size))
+        corpus = Location.of(location)
+        shard_urls = resolve_shard_urls(corpus, allow_pipe)
+        counts = shard_counts(shard_urls, corpus)
+        return cls(corpus.url, EpochPlan(tuple(shard_urls), tuple(counts), seed, world_size))
 
     def plan(self) -> EpochPlan:
         return self._plan
@@ -228,12 +229,16 @@ class ShardSource(Protocol):
 def open_catalog(cfg: Config, corpus: str, num_workers: int) -> ShardCatalog:
     """A corpus's catalog for a run of num_workers ranks: listed once, seeded by run.seed."""
     return ShardCatalog.open(
-        getattr(cfg.data, corpus),
+        data_location(cfg, getattr(cfg.data, corpus)),
         stream_seed(cfg, corpus),
         stream_world_size(cfg, num_workers),
-        storage_options=cfg.data.storage_options,
         allow_pipe=cfg.data.allow_pipe_urls,
     )
+
+
+def data_location(cfg: Config, url: str) -> Location:
+    """A data URL (a corpus, an eval set) with data.storage_options, the options of its store."""
+    return Location(url, cfg.data.storage_options)
 
 
 def local_catalogs(cfg: Config, num_workers: int) -> dict[str, ShardCatalog]:

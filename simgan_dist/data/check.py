@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simgan_dist.errors import InputError
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.progress import progress_bar
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import (
@@ -37,9 +37,8 @@ class _HashingReader:
         return data
 
 
-def _base(location: str) -> str:
-    location = str(location)
-    return location.rsplit("/", 1)[0] if urls.basename(location) == MANIFEST_NAME else location
+def _base(location: Location) -> Location:
+    return location.parent if location.name == MANIFEST_NAME else location
 
 
 def _check_sample(
@@ -61,32 +60,28 @@ def _check_sample(
     return img, decode_annotations(sample) if has_annotation(sample) else None
 
 
-def verify_shards(location: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def verify_shards(where: Location | str) -> list[str]:
     """Check every shard of a manifest: size, sha256, sample count, and that each PNG decodes
     to the manifest's image shape. Returns the problems found; an empty list means all is well."""
-    manifest = read_manifest(location, storage_options)
+    location = Location.of(where)
+    manifest = read_manifest(location)
     base = _base(location)
     problems: list[str] = []
     seen: set[str] = set()  # keys over the whole corpus: ~100 bytes each
     with progress_bar(manifest.num_samples, f"verify {manifest.name}") as bar:
         for info in manifest.shards:
-            problems.extend(_verify_shard(base, info, manifest, seen, storage_options, bar))
+            problems.extend(_verify_shard(base.join(info.name), info, manifest, seen, bar))
     return problems
 
 
 def _verify_shard(
-    base: str,
-    info: ShardInfo,
-    manifest: Manifest,
-    seen: set[str],
-    storage_options: dict[str, Any] | None,
-    bar: tqdm,
+    shard: Location, info: ShardInfo, manifest: Manifest, seen: set[str], bar: tqdm
 ) -> list[str]:
     """One shard's problems; the bar advances per sample read."""
     problems: list[str] = []
-    url = urls.join(base, info.name)
+    url = shard.url
     try:
-        stream = urls.open_url(url, "rb", storage_options)
+        stream = shard.open("rb")
     except FileNotFoundError:
         bar.update(info.num_samples)
         return [f"{info.name}: missing"]
@@ -165,18 +160,19 @@ class CorpusStats:
         }
 
 
-def shard_stats(location: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def shard_stats(where: Location | str) -> dict[str, Any]:
     """Decode every sample of a manifest's corpus and summarise counts, sizes and pixels."""
-    manifest = read_manifest(location, storage_options)
+    location = Location.of(where)
+    manifest = read_manifest(location)
     base = _base(location)
     stats = CorpusStats(manifest.name, manifest.image_shape)
     seen: set[str] = set()
     with progress_bar(manifest.num_samples, f"stats {manifest.name}") as bar:
         for info in manifest.shards:
-            url = urls.join(base, info.name)
+            shard = base.join(info.name)
             num_in_shard = 0
-            with urls.open_url(url, "rb", storage_options) as stream:
-                for sample in iter_tar_stream(stream, url):
+            with shard.open("rb") as stream:
+                for sample in iter_tar_stream(stream, shard.url):
                     bar.update(1)
                     try:
                         img, meta = _check_sample(sample, manifest, seen)

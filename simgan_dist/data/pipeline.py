@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from simgan_dist.data.catalog import EpochPlan
 from simgan_dist.errors import InputError, kind
-from simgan_dist.io import urls as urlmod
+from simgan_dist.io.location import Location, on_store, prefetch
 from simgan_dist.io.shardio import iter_tar_samples, iter_tar_stream
 from simgan_dist.model.pixels import to_batch
 from simgan_dist.seeds import seed_for
@@ -102,22 +102,22 @@ class _Raw:
 
 
 def raw_samples(
-    url: str,
+    shard: Location,
     stride: int = 1,
     offset: int = 0,
-    storage_options: dict[str, Any] | None = None,
     fetched: bytes | BaseException | None = None,
     first: int = 0,
 ) -> Iterator[tuple[int, dict[str, Any]] | _Skip]:
     """(position, raw sample) of one shard for positions % stride == offset and >= first; one
     _Skip naming the last good key when the tar cannot be read to its end (a tar stream cannot
-    resync). fetched: the shard's bytes (or download error) from urlmod.prefetch; None opens it."""
-    last_key = "<start of shard>"
+    resync). fetched: the shard's bytes (or download error) from location.prefetch; None opens
+    it."""
+    url, last_key = shard.url, "<start of shard>"
     try:
         if isinstance(fetched, BaseException):
             raise fetched
         if fetched is None:
-            raws = iter_tar_samples(url, storage_options)
+            raws = iter_tar_samples(shard)
         else:
             raws = iter_tar_stream(io.BytesIO(fetched), url)
         for pos, raw in enumerate(raws):
@@ -134,7 +134,7 @@ def _source(
     rank: int,
     worker: int,
     num_workers: int,
-    storage_options: dict[str, Any] | None,
+    store: Location | None,
     start: dict[str, int] | None,
 ) -> Iterator[_Raw | _Skip | _ShardEnd]:
     """Endless epochs over this loader worker's share, from start (a cursor) on.
@@ -153,11 +153,11 @@ def _source(
         resumed = start is not None and epoch == first_epoch
         first_shard = start["shard"] if start and resumed else 0
         num_raw = 0
-        fetched = urlmod.prefetch(mine[first_shard:], storage_options)
+        fetched = prefetch([on_store(url, store) for url in mine[first_shard:]])
         for index, (url, data) in enumerate(zip(mine[first_shard:], fetched, strict=True)):
             shard = first_shard + index
             first = start["member"] if start and resumed and index == 0 else 0
-            for item in raw_samples(url, stride, offset, storage_options, data, first):
+            for item in raw_samples(on_store(url, store), stride, offset, data, first):
                 if isinstance(item, _Skip):
                     yield item
                     continue
@@ -268,7 +268,7 @@ class PipelineSpec:
     shuffle_window: int
     seed: int
     stop_on_bad: bool
-    storage_options: dict[str, Any] | None = None
+    store: Location | None = None  # where the plan's shards are (its options reach each one)
 
 
 class _RankPipeline(IterableDataset):
@@ -285,7 +285,7 @@ class _RankPipeline(IterableDataset):
         physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         worker = (physical + self.rotation) % num_workers
         s, start = self.spec, self.starts.get(worker)
-        raws = _source(s.plan, s.rank, worker, num_workers, s.storage_options, start)
+        raws = _source(s.plan, s.rank, worker, num_workers, s.store, start)
         windows = _windows(raws, s.shuffle_window, f"{s.seed}/shuffle/{s.rank}/{worker}", start)
         exempt = set(s.plan.redealt) | ({start["epoch"]} if start else set())
         return _decoded_batches(windows, s.decode, s.batch_size, s.stop_on_bad, worker, exempt)

@@ -22,6 +22,7 @@ from simgan_dist.data.pipeline import (
     raw_samples,
 )
 from simgan_dist.errors import InputError, kind
+from simgan_dist.io.location import Location, on_store
 from simgan_dist.io.sample_fields import decode_annotations, decode_image, has_annotation
 from simgan_dist.io.shardio import check_key, declared_shape, image_chw, resolve_shard_urls
 from simgan_dist.model.pixels import to_batch
@@ -46,19 +47,17 @@ def _decode(
     return img, meta
 
 
-def _shard_items(
-    url: str, decode: Any, storage_options: dict[str, Any] | None = None
-) -> Iterator[Any]:
+def _shard_items(shard: Location, decode: Any) -> Iterator[Any]:
     """Decoded samples of one shard in order; _Skip for bad ones. A damaged tar ends the shard
     with one _Skip naming the last good key, so the samples before the damage are still used."""
-    for item in raw_samples(url, storage_options=storage_options):
+    for item in raw_samples(shard):
         if isinstance(item, _Skip):
             yield item
             continue
         try:
             yield decode(item[1])
         except Exception as err:  # PIL, json and shape errors all mean "bad sample"
-            yield _Skip(url, item[1]["__key__"], f"{kind(err)}: {err}")
+            yield _Skip(shard.url, item[1]["__key__"], f"{kind(err)}: {err}")
 
 
 def batch_stream(
@@ -74,7 +73,7 @@ def batch_stream(
     on_bad_sample: str = "skip",
     with_meta: bool = True,
     stats: StreamStats | None = None,
-    storage_options: dict[str, Any] | None = None,
+    store: Location | None = None,
     on_shard_end: Callable[[int, str], None] | None = None,
     require_json: bool = False,
     pin_memory: bool = False,
@@ -84,7 +83,8 @@ def batch_stream(
     shards is a list of URLs or a shard catalog's EpochPlan (catalog.py), which says what each
     rank reads in each epoch; the split is explicit, so RANK/WORLD_SIZE in the environment do not
     matter. Each meta is the sample's json ({} when it has none, or when with_meta is False) plus
-    "__key__", "__url__" and "__epoch__". on_shard_end(epoch, url) is called in this process for
+    "__key__", "__url__" and "__epoch__". store: where the shards are (the corpus location), its
+    options reach each shard. on_shard_end(epoch, url) is called in this process for
     each shard a loader has read to its end. Deterministic for a seed, also with loader
     workers (the DataLoader returns their batches round-robin). Bad samples (damaged or unreadable tar,
     undecodable PNG, wrong image shape, no json when require_json) are skipped (logged
@@ -113,7 +113,7 @@ def batch_stream(
     else:
         plan = EpochPlan(tuple(shards), (1,) * len(shards), seed, world_size)
     spec = PipelineSpec(plan, rank, decode, batch_size, shuffle_window, seed,
-                        on_bad_sample == "stop", storage_options)  # fmt: skip
+                        on_bad_sample == "stop", store)  # fmt: skip
     return BatchStream(spec, num_loader_workers, stats, on_shard_end, pin_memory)
 
 
@@ -139,14 +139,15 @@ def read_samples(
     stats: StreamStats | None = None,
     *,
     image_shape: tuple[int, int, int] | None = None,
-    storage_options: dict[str, Any] | None = None,
+    store: Location | None = None,
     require_json: bool = False,
 ) -> Iterator[tuple[str, np.ndarray, dict, str]]:
     """Every sample of every shard, in order, once: (key, image array, json dict or {}, url).
 
     For refinement and evaluation. Bad samples are skipped or raise as in batch_stream; images
     of another (C,H,W) than image_shape (or, without it, than the first good sample) count as
-    bad; with require_json, samples without a json annotation do.
+    bad; with require_json, samples without a json annotation do. store: where the shards are
+    (the corpus location), its options reach each shard.
     """
     if on_bad_sample not in BAD_SAMPLE_CHOICES:
         raise InputError(
@@ -155,7 +156,7 @@ def read_samples(
     stats = stats if stats is not None else StreamStats()
     decode = _OneShape(image_shape, with_meta=True, require_json=require_json)
     for url in urls:
-        for item in _shard_items(url, decode, storage_options=storage_options):
+        for item in _shard_items(on_store(url, store), decode):
             if isinstance(item, _Skip):
                 if on_bad_sample == "stop":
                     raise BadSampleError(f"bad sample {item.describe()}")
@@ -171,22 +172,21 @@ def read_samples(
 
 
 def _load(
-    location: str,
+    location: Location,
     allow_pipe: bool,
     on_bad_sample: str,
     limit: int | None,
     stats: StreamStats | None,
-    storage_options: dict[str, Any] | None,
     image_shape: tuple[int, int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[dict]]:
     """Each image in its own dtype, all of one (C, H, W): image_shape, else the one the
     corpus's manifest declares, else the first good sample's; and their metas, in shard order."""
     images, metas = [], []
-    shard_urls = resolve_shard_urls(location, allow_pipe, storage_options)
+    shard_urls = resolve_shard_urls(location, allow_pipe)
     if image_shape is None:  # so an odd first sample is the one skipped, not all after it
-        image_shape = declared_shape(location, storage_options)
+        image_shape = declared_shape(location)
     samples = read_samples(
-        shard_urls, on_bad_sample, stats, image_shape=image_shape, storage_options=storage_options
+        shard_urls, on_bad_sample, stats, image_shape=image_shape, store=location
     )
     for key, img, meta, url in itertools.islice(samples, limit):
         images.append(img)
@@ -197,13 +197,12 @@ def _load(
 
 
 def load_batch(
-    location: str,
+    location: Location | str,
     *,
     allow_pipe: bool = False,
     on_bad_sample: str = "skip",
     limit: int | None = None,
     stats: StreamStats | None = None,
-    storage_options: dict[str, Any] | None = None,
     image_shape: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """All images of a (small) corpus as one float batch (N,C,H,W) in [-1, 1], each image
@@ -211,24 +210,23 @@ def load_batch(
     their metas (json plus "__key__" and "__url__"), in shard order; at most limit samples.
     Images of another (C,H,W) than image_shape (or the first good sample's) are bad samples."""
     images, metas = _load(
-        location, allow_pipe, on_bad_sample, limit, stats, storage_options, image_shape
+        Location.of(location), allow_pipe, on_bad_sample, limit, stats, image_shape
     )
     return to_batch(images), metas
 
 
 def load_arrays(
-    location: str,
+    location: Location | str,
     *,
     allow_pipe: bool = False,
     on_bad_sample: str = "skip",
     limit: int | None = None,
     stats: StreamStats | None = None,
-    storage_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """All images of a (small) corpus stacked as they are stored, uint8 or uint16 (N,H,W[,C]),
     and their metas as load_batch gives them. A corpus of both bit depths is refused: stacking
     would promote its 8-bit images to 16-bit levels (load_batch maps each image by its own)."""
-    images, metas = _load(location, allow_pipe, on_bad_sample, limit, stats, storage_options)
+    images, metas = _load(Location.of(location), allow_pipe, on_bad_sample, limit, stats)
     odd = next((i for i, img in enumerate(images) if img.dtype != images[0].dtype), None)
     if odd is not None:
         raise InputError(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from simgan_dist.config import Config
-from simgan_dist.data.catalog import ShardSource, stream_seed
+from simgan_dist.data.catalog import ShardSource, data_location, stream_seed
 from simgan_dist.data.pipeline import BatchStream
 from simgan_dist.data.reader import StreamStats, batch_stream, read_samples
 from simgan_dist.io.shardio import resolve_shard_urls
@@ -150,7 +150,7 @@ def make_batch_source(
             catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
             rank=stream_rank, world_size=stream_world, shuffle_window=cfg.data.shuffle_window,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
-            with_meta=False, stats=stats, storage_options=cfg.data.storage_options,
+            with_meta=False, stats=stats, store=data_location(cfg, getattr(cfg.data, corpus)),
             on_shard_end=on_end, require_json=corpus == "synthetic", pin_memory=pin,
         )  # fmt: skip
         return RowSlices(it, rank, world_size) if by_rows else it
@@ -192,8 +192,7 @@ class KeyLog:
 def grid_images(location: str, cfg: Config) -> torch.Tensor:
     """The first NUM_GRID_IMAGES good samples of a corpus as a batch in [-1, 1]. Read apart from
     the training streams, so grids compare the same images and the data position stays put."""
-    urls = resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
-    samples = read_samples(
-        urls, "skip", image_shape=image_shape(cfg), storage_options=cfg.data.storage_options
-    )
+    corpus = data_location(cfg, location)
+    urls = resolve_shard_urls(corpus, cfg.data.allow_pipe_urls)
+    samples = read_samples(urls, "skip", image_shape=image_shape(cfg), store=corpus)
     return to_batch([image for _, image, _, _ in itertools.islice(samples, NUM_GRID_IMAGES)])

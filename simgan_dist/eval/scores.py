@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from simgan_dist.config import Config
+from simgan_dist.data.catalog import data_location
 from simgan_dist.data.reader import load_batch
 from simgan_dist.errors import InputError
 from simgan_dist.eval.classifier import (
@@ -90,11 +91,10 @@ def fidelity_l1(refined: torch.Tensor, synthetic: torch.Tensor) -> float:
 def _tensors(location: str, limit: int, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
     model = cfg.model
     return load_batch(
-        location,
+        data_location(cfg, location),
         image_shape=(model.image_channels, model.image_height, model.image_width),
         allow_pipe=cfg.data.allow_pipe_urls,
         limit=limit,
-        storage_options=cfg.data.storage_options,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 
 CONDITIONAL_PROTOCOLS = ("s3", "s3a")
 
@@ -20,25 +20,25 @@ class ConditionFailed(Exception):
     """The object exists (create) or changed since it was read (replace): another writer won."""
 
 
-def supported(url: str) -> bool:
-    """Whether writes to url can be conditional (an S3-compatible store)."""
-    return urls.protocol(url) in CONDITIONAL_PROTOCOLS
+def supported(target: Location) -> bool:
+    """Whether writes to target can be conditional (an S3-compatible store)."""
+    return target.protocol in CONDITIONAL_PROTOCOLS
 
 
-def read_tagged(url: str, storage_options: dict[str, Any] | None) -> tuple[bytes, str] | None:
+def read_tagged(target: Location) -> tuple[bytes, str] | None:
     """(content, ETag) of the object, or None when it is absent. The tag is read first: if the
     object changes in between, the tag is the older one and a put_if with it fails, which is
     the safe side (a decision made on newer content is never written over a newer object)."""
-    fs, path = urls.filesystem(url, storage_options)
+    fs, path = target.filesystem()
     try:
         tag = str(fs.info(path, refresh=True)["ETag"])
-        data = urls.read_bytes(url, storage_options)
+        data = target.read_bytes()
     except FileNotFoundError:
         return None
     except OSError:
         raise
     except Exception as err:  # botocore/aiohttp errors: one line naming URL and endpoint
-        raise OSError(urls.describe_failure(url, err, storage_options)) from err
+        raise target.error(err) from err
     return data, tag
 
 
@@ -51,32 +51,30 @@ def _precondition_failed(err: BaseException) -> bool:
     return response.get("Error", {}).get("Code") == "PreconditionFailed"
 
 
-def put_if(
-    url: str, data: bytes, storage_options: dict[str, Any] | None, *, tag: str | None
-) -> str:
+def put_if(target: Location, data: bytes, *, tag: str | None) -> str:
     """Write data as one PUT only if the object is absent (tag None) or still has ETag tag;
     return the new ETag. ConditionFailed when another writer got there first; FileNotFoundError
     when a tag is given and the object is gone."""
-    fs, path = urls.filesystem(url, storage_options)
+    fs, path = target.filesystem()
     condition: dict[str, Any] = {"mode": "create"} if tag is None else {"IfMatch": tag}
     try:
         response = fs.pipe_file(path, data, **condition)
     except (FileExistsError, FileNotFoundError, OSError) as err:
         if _precondition_failed(err):
-            raise ConditionFailed(url) from err
+            raise ConditionFailed(str(target)) from err
         if isinstance(err, FileNotFoundError):
             raise
-        raise OSError(urls.describe_failure(url, err, storage_options)) from err
+        raise target.error(err) from err
     except Exception as err:
-        raise OSError(urls.describe_failure(url, err, storage_options)) from err
+        raise target.error(err) from err
     return str(response["ETag"])
 
 
-def honours_conditions(url: str, data: bytes, storage_options: dict[str, Any] | None) -> bool:
-    """Whether the store refuses a second create of url, which must exist with content data
+def honours_conditions(target: Location, data: bytes) -> bool:
+    """Whether the store refuses a second create of target, which must exist with content data
     (the caller's own object: rewriting it with the same bytes changes nothing it relies on)."""
     try:
-        put_if(url, data, storage_options, tag=None)
+        put_if(target, data, tag=None)
     except ConditionFailed:
         return True
     return False

@@ -25,10 +25,10 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from simgan_dist.errors import SimganError, kind
-from simgan_dist.io import conditional, urls
+from simgan_dist.io import conditional
+from simgan_dist.io.location import Location
 
 LEASE_TTL_S = 120.0  # a holder silent this long is presumed dead
 REFRESH_S = 15.0  # several refreshes fit in one ttl, so a slow store does not lose the lease
@@ -78,24 +78,23 @@ class Lease:
 
     def __init__(
         self,
-        output: str,
-        storage_options: dict[str, Any] | None,
+        output: Location | str,
         *,
         ttl_s: float = LEASE_TTL_S,
         refresh_s: float = REFRESH_S,
         settle_s: float = SETTLE_S,
         conditional_writes: bool = True,
     ) -> None:
-        self.url = urls.join(output, self.NAME)
-        self.output = output
-        self.options = storage_options
+        self.output = Location.of(output)
+        self.lease = self.output.join(self.NAME)
+        self.url = self.lease.url
         self.ttl_s, self.refresh_s, self.settle_s = ttl_s, refresh_s, settle_s
         self.token = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.started = time.time()
         self.lost: str | None = None  # set by the refresher when another job took the lease
         # The ETag of this job's last write while writes are conditional; None: write-wait-read.
-        self.conditional = conditional_writes and conditional.supported(self.url)
+        self.conditional = conditional_writes and conditional.supported(self.lease)
         self.tag: str | None = None
         self.written_at = time.monotonic()  # of this job's last write of the lease
         self._stop = threading.Event()
@@ -103,14 +102,14 @@ class Lease:
 
     def read(self) -> LeaseRecord | None:
         try:
-            blob = urls.read_bytes(self.url, self.options)
+            blob = self.lease.read_bytes()
         except FileNotFoundError:
             return None
         return self._parse(blob)
 
     def _read_tagged(self) -> tuple[LeaseRecord | None, str | None]:
         """(record, its ETag), both None when there is no lease."""
-        found = conditional.read_tagged(self.url, self.options)
+        found = conditional.read_tagged(self.lease)
         return (None, None) if found is None else (self._parse(found[0]), found[1])
 
     def _parse(self, blob: bytes) -> LeaseRecord:
@@ -144,15 +143,11 @@ class Lease:
     def _put(self) -> None:
         if self.conditional:  # only over this job's own last write (or where none is)
             try:
-                self.tag = conditional.put_if(
-                    self.url, self._record_bytes(), self.options, tag=self.tag
-                )
+                self.tag = conditional.put_if(self.lease, self._record_bytes(), tag=self.tag)
             except FileNotFoundError:  # deleted by hand: this job still holds it
-                self.tag = conditional.put_if(
-                    self.url, self._record_bytes(), self.options, tag=None
-                )
+                self.tag = conditional.put_if(self.lease, self._record_bytes(), tag=None)
             return
-        with urls.atomic_write(self.url, self.options) as f:
+        with self.lease.atomic_write() as f:
             f.write(self._record_bytes())
 
     def _refuse(self, record: LeaseRecord) -> LeaseBusyError:
@@ -182,10 +177,10 @@ class Lease:
         data = self._record_bytes()
         try:
             # Absent: create it; stale or dead holder: replace exactly what was read.
-            self.tag = conditional.put_if(self.url, data, self.options, tag=tag)
+            self.tag = conditional.put_if(self.lease, data, tag=tag)
         except (conditional.ConditionFailed, FileNotFoundError):
             raise self._lost_race(self.read()) from None
-        if not conditional.honours_conditions(self.url, data, self.options):
+        if not conditional.honours_conditions(self.lease, data):
             self.conditional, self.tag = False, None  # a store that ignores If-None-Match
 
     def _lost_race(self, winner: LeaseRecord | None) -> LeaseBusyError:
@@ -246,5 +241,5 @@ class Lease:
             self._thread.join()
         current = self.read()
         if current is not None and current.token == self.token:
-            fs, path = urls.filesystem(self.url, self.options)
+            fs, path = self.lease.filesystem()
             fs.rm(path)

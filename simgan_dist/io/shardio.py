@@ -23,6 +23,7 @@ from webdataset.tariterators import base_plus_ext
 
 from simgan_dist.errors import InputError, kind
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location, register_gopen_schemes
 from simgan_dist.io.tar_reader import DamagedMember, iter_tar_files
 
 MANIFEST_NAME = "manifest.json"
@@ -240,14 +241,11 @@ class _SampleCheck:
 
 
 def _write_shard(
-    url: str,
-    samples: Iterable[tuple[str, np.ndarray, dict | None]],
-    check: _SampleCheck,
-    storage_options: dict[str, Any] | None = None,
+    shard: Location, samples: Iterable[tuple[str, np.ndarray, dict | None]], check: _SampleCheck
 ) -> ShardInfo:
     count = 0
     # A crash leaves at most a temporary, never a truncated shard under the real name.
-    with urls.atomic_write(url, storage_options) as raw:
+    with shard.atomic_write() as raw:
         hashed = _HashingFile(raw)
         writer = webdataset.TarWriter(hashed, mtime=_TAR_MTIME, encoder=False)
         try:
@@ -260,39 +258,34 @@ def _write_shard(
                 count += 1
         finally:
             writer.close()  # before the file closes, or tarfile's __del__ writes to it late
-    return ShardInfo(urls.basename(url), count, hashed.sha.hexdigest(), hashed.num_bytes)
+    return ShardInfo(shard.name, count, hashed.sha.hexdigest(), hashed.num_bytes)
 
 
 def write_shard(
-    url: str | Path,
-    samples: Iterable[tuple[str, np.ndarray, dict | None]],
-    storage_options: dict[str, Any] | None = None,
+    url: Location | str | Path, samples: Iterable[tuple[str, np.ndarray, dict | None]]
 ) -> ShardInfo:
     """Write one WebDataset tar of (key, image, json-or-None) samples, atomically.
 
     The shard appears under its name only once complete, so "the file exists" means "done":
     resumable jobs (refinement) rely on that. url may be a local path or an fsspec URL.
     """
-    return _write_shard(str(url), samples, _SampleCheck(), storage_options)
+    return _write_shard(Location.of(url), samples, _SampleCheck())
 
 
-def write_manifest(
-    out_dir: str | Path, manifest: Manifest, storage_options: dict[str, Any] | None = None
-) -> str:
+def write_manifest(out_dir: Location | str | Path, manifest: Manifest) -> str:
     """Write out_dir/manifest.json atomically: readers see the old one or the new one."""
-    url = urls.join(str(out_dir), MANIFEST_NAME)
-    with urls.atomic_write(url, storage_options) as f:
+    location = Location.of(out_dir).join(MANIFEST_NAME)
+    with location.atomic_write() as f:
         f.write(manifest.to_json().encode())
-    return url
+    return location.url
 
 
 def write_shards(
     samples: Iterable[tuple[str, np.ndarray, dict | None]],
-    out_dir: str | Path,
+    out_dir: Location | str | Path,
     prefix: str,
     samples_per_shard: int,
     name: str | None = None,
-    storage_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Stream (key, image, json-or-None) into out_dir/{prefix}-NNNNNN.tar and write the manifest.
 
@@ -302,18 +295,17 @@ def write_shards(
     """
     if samples_per_shard < 1:
         raise InputError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    out = str(out_dir)
+    out = Location.of(out_dir)
     check = _SampleCheck()
     shards: list[ShardInfo] = []
     it = iter(samples)
     for first in it:  # each pass of the loop writes one shard, starting with `first`
         chunk = itertools.chain([first], itertools.islice(it, samples_per_shard - 1))
-        shard_url = urls.join(out, f"{prefix}-{len(shards):06d}.tar")
-        shards.append(_write_shard(shard_url, chunk, check, storage_options))
+        shards.append(_write_shard(out.join(f"{prefix}-{len(shards):06d}.tar"), chunk, check))
     if check.shape is None:
         raise InputError(f"write_shards: no samples for {out}/{prefix}-*.tar")
     manifest = Manifest(name or prefix, tuple(shards), check.shape, check.all_json)
-    write_manifest(out, manifest, storage_options)
+    write_manifest(out, manifest)
     return manifest
 
 
@@ -322,13 +314,13 @@ def write_shards(
 # .tar, a glob, or a brace range; local paths, file:// and any fsspec protocol (s3://, gs://).
 
 
-def read_manifest(location: str | Path, storage_options: dict[str, Any] | None = None) -> Manifest:
+def read_manifest(where: Location | str | Path) -> Manifest:
     """The Manifest in a shard directory or prefix, or at a manifest.json URL."""
-    location = str(location)
-    if urls.basename(location) != MANIFEST_NAME:
-        location = urls.join(location, MANIFEST_NAME)
+    location = Location.of(where)
+    if location.name != MANIFEST_NAME:
+        location = location.join(MANIFEST_NAME)
     try:
-        text = urls.read_bytes(location, storage_options).decode()
+        text = location.read_text()
     except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no {MANIFEST_NAME}") from None
     try:
@@ -354,11 +346,11 @@ def plain_tar_name(name: str) -> str:
     return name
 
 
-def declared_shape(
-    location: str, storage_options: dict[str, Any] | None = None
-) -> tuple[int, int, int] | None:
+def declared_shape(where: Location | str) -> tuple[int, int, int] | None:
     """The (C, H, W) a corpus's manifest declares; None where the location is a pattern, a
     single shard or a folder without a (readable) manifest."""
+    base = Location.of(where)
+    location = base.url
     if (
         location.startswith("pipe:")
         or is_shard_name(location)
@@ -366,7 +358,7 @@ def declared_shape(
     ):
         return None
     try:
-        return read_manifest(location, storage_options).image_shape
+        return read_manifest(base).image_shape
     except (FileNotFoundError, ValueError, OSError):
         return None  # the readers report what is wrong with the location
 
@@ -375,8 +367,8 @@ def _has_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[str]:
-    fs, path = urls.filesystem(pattern, storage_options)
+def _expand_one(pattern: Location) -> list[str]:
+    fs, path = pattern.filesystem()
     if _has_glob(path):
         return sorted(urls.to_url(fs, p) for p in fs.glob(path))
     if is_shard_name(path):  # one HEAD request: brace ranges may name thousands of shards
@@ -384,7 +376,7 @@ def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[st
     manifest_path = path if urls.basename(path) == MANIFEST_NAME else f"{path}/{MANIFEST_NAME}"
     if fs.exists(manifest_path):
         base = manifest_path.rsplit("/", 1)[0]
-        manifest = read_manifest(urls.to_url(fs, manifest_path), storage_options)
+        manifest = read_manifest(pattern.at(urls.to_url(fs, manifest_path)))
         return [urls.to_url(fs, f"{base}/{s.name}") for s in manifest.shards]
     if fs.isdir(path):
         found = fs.glob(f"{path.rstrip('/')}/*.t*")  # one listing for every suffix
@@ -394,9 +386,7 @@ def _expand_one(pattern: str, storage_options: dict[str, Any] | None) -> list[st
     return []
 
 
-def resolve_shard_urls(
-    location: str, allow_pipe: bool = False, storage_options: dict[str, Any] | None = None
-) -> list[str]:
+def resolve_shard_urls(where: Location | str, allow_pipe: bool = False) -> list[str]:
     """Shard URLs for a directory or prefix, manifest, brace pattern, glob, or single .tar.
 
     A directory with a manifest gives its shards in manifest order; one without gives its sorted
@@ -404,7 +394,8 @@ def resolve_shard_urls(
     they are refused unless allow_pipe is set.
     An unreachable store raises OSError naming the location and the endpoint.
     """
-    location = str(location)
+    base = Location.of(where)
+    location = base.url
     if location.startswith("pipe:"):
         if not allow_pipe:
             raise InputError(
@@ -416,11 +407,11 @@ def resolve_shard_urls(
     found = []
     for pattern in braceexpand.braceexpand(location):
         try:
-            expanded = _expand_one(pattern, storage_options)
+            expanded = _expand_one(base.at(pattern))
         except (FileNotFoundError, ValueError):
             raise
         except Exception as err:  # connection refused, access denied, bad endpoint...
-            raise OSError(urls.describe_failure(pattern, err, storage_options)) from err
+            raise base.at(pattern).error(err) from err
         if not expanded and "{" in location:
             raise FileNotFoundError(f"{location}: expands to {pattern}, which does not exist")
         found.extend(expanded)
@@ -444,19 +435,16 @@ def _refuse_repeats(location: str, shard_urls: list[str]) -> None:
 # Reading
 
 
-def iter_tar_samples(
-    url: str, storage_options: dict[str, Any] | None = None
-) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(shard: Location | str) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard, in order: {"__key__", "__url__", ext: bytes, ...}.
 
-    Opens local and fsspec URLs (s3://...) through urls.open_url, pipe: through webdataset.gopen.
+    Opens local and fsspec URLs (s3://...) through Location.open, pipe: through webdataset.gopen.
     A truncated or corrupt tar raises tarfile.ReadError after the samples before the damage.
     """
-    urls.register_gopen_schemes()
-    if url.startswith("pipe:"):
-        stream = webdataset.gopen(url, "rb")
-    else:
-        stream = urls.open_url(url, "rb", storage_options)
+    register_gopen_schemes()
+    shard = Location.of(shard)
+    url = shard.url
+    stream = webdataset.gopen(url, "rb") if url.startswith("pipe:") else shard.open("rb")
     try:
         yield from iter_tar_stream(stream, url)
     finally:

@@ -1,4 +1,6 @@
-"""Shard locations over fsspec: local paths, file://, s3://, gs:// or any fsspec protocol.
+"""URL strings over fsspec (local paths, file://, s3://, gs://...): names, filesystems, failures.
+
+What reads and writes them is Location (location.py), a URL with the options of its store.
 
 Object-store settings come from the standard chain (AWS environment variables, ~/.aws/config,
 instance roles; gcloud's for gs://) plus optional fsspec `storage_options` from the config, e.g.
@@ -8,20 +10,16 @@ process forked from a parent that already used s3fs builds its own (s3fs is not 
 
 Transient errors (HTTP 5xx, throttling, dropped connections) are retried with exponential
 backoff inside botocore/s3fs (5 attempts each); what still fails is raised as an OSError
-naming the URL and the endpoint.
+naming the URL and the endpoint (describe_failure).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import fsspec
-import webdataset
 
 from simgan_dist.errors import InputError, kind
 from simgan_dist.io import store_waits
@@ -122,113 +120,3 @@ def describe_failure(url: str, err: BaseException, storage_options: dict[str, An
     timed_out = store_waits.is_timeout(err)
     waited = store_waits.describe_timeout(storage_options, protocol(url)) if timed_out else ""
     return f"{url}{where}: {kind(err)}: {err}{waited}"
-
-
-def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None) -> IO:
-    """Open a location for reading or writing bytes."""
-    fs, path = filesystem(url, storage_options)
-    try:
-        return fs.open(path, mode)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: not found") from None
-    except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
-        raise OSError(describe_failure(url, err, storage_options)) from err
-
-
-def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    """A whole object in one request (no size lookup first, no file object)."""
-    fs, path = filesystem(url, storage_options)
-    try:
-        return fs.cat_file(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: not found") from None
-    except Exception as err:  # botocore/aiohttp errors: one line with URL and endpoint
-        raise OSError(describe_failure(url, err, storage_options)) from err
-
-
-@contextlib.contextmanager
-def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Iterator[IO]:
-    """Write to a temporary name, then publish under url only when the block completes.
-
-    Local: rename in the same directory. Object stores: upload a temporary key, then a server-side
-    move (an S3 object appears whole or not at all). On error the temporary is removed, so a
-    crash never leaves a partial object under the final name.
-    """
-    fs, path = filesystem(url, storage_options)
-    parent = path.rsplit("/", 1)[0]
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        if is_local(url):
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(tmp, "wb") as f:
-            yield f
-        if is_local(url):
-            os.replace(tmp, path)
-        else:
-            fs.mv(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        raise
-
-
-SINGLE_PUT_PROTOCOLS = ("s3", "s3a", "gs", "gcs")  # one PUT shows the whole object or nothing
-
-
-def publish_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
-    """atomic_write for a payload already in memory: on S3 and GCS one PUT, which is atomic
-    already (a quarter of atomic_write's requests: no temporary, copy and delete)."""
-    if protocol(url) in SINGLE_PUT_PROTOCOLS:
-        fs, path = filesystem(url, storage_options)
-        fs.pipe_file(path, data)
-        return
-    with atomic_write(url, storage_options) as f:
-        f.write(data)
-
-
-def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    fs, path = filesystem(url, storage_options)
-    return fs.exists(path)
-
-
-def prefetch(
-    shard_urls: list[str] | tuple[str, ...], storage_options: dict[str, Any] | None = None
-) -> Iterator[bytes | BaseException | None]:
-    """For each URL in order: its bytes, downloaded one shard ahead in a thread, or the error
-    that stopped the download; None for local files (the OS reads ahead on its own).
-
-    Hides an object store's latency behind decoding the current shard. Costs memory for two
-    shards per reader (keep shards at a few hundred MB at most).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def fetch(url: str) -> bytes | BaseException | None:
-        if is_local(url):
-            return None
-        try:
-            return read_bytes(url, storage_options)
-        except Exception as err:  # handed to the reader, which reports it with the URL
-            return err
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch")
-    try:
-        pending = pool.submit(fetch, shard_urls[0]) if shard_urls else None
-        for i in range(len(shard_urls)):
-            current = pending
-            assert current is not None  # submitted for every i < len(shard_urls)
-            pending = pool.submit(fetch, shard_urls[i + 1]) if i + 1 < len(shard_urls) else None
-            yield current.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _open_for_webdataset(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO:
-    return open_url(url, mode, kw.get("storage_options"))
-
-
-def register_gopen_schemes() -> None:
-    """Let webdataset.gopen (and so wds.WebDataset) open object-store URLs through fsspec, with
-    settings from the standard environment. WebDataset 1.0.2 has no s3:// handler of its own.
-    Called where shards are opened (shardio.iter_tar_samples), not at import; idempotent."""
-    for scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs", "hf", "memory"):
-        webdataset.gopen_schemes.setdefault(scheme, _open_for_webdataset)

@@ -29,6 +29,7 @@ from typing import Any
 
 from simgan_dist.errors import InputError
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import Manifest, ShardInfo, write_manifest
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,11 @@ LEDGER_DIR = "_refine"
 DONE_DIR = f"{LEDGER_DIR}/done"
 INDEX_DIR = f"{LEDGER_DIR}/index"
 REPORT_NAME = f"{LEDGER_DIR}/report.json"
-TEMPORARY_MARK = ".tmp-"  # urls.atomic_write names its temporaries <name>.tmp-<hex>
+TEMPORARY_MARK = ".tmp-"  # Location.atomic_write names its temporaries <name>.tmp-<hex>
 
 
-def done_url(output: str, name: str) -> str:
-    return urls.join(urls.join(output, DONE_DIR), f"{name}.json")
+def done_location(output: Location, name: str) -> Location:
+    return output.join(DONE_DIR, f"{name}.json")
 
 
 def record_bytes(record: dict[str, Any]) -> bytes:
@@ -57,29 +58,27 @@ def index_name() -> str:
     return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
 
 
-def write_done(output: str, record: dict[str, Any], storage_options: dict | None) -> None:
+def write_done(output: Location | str, record: dict[str, Any]) -> None:
     """Record one input shard as finished; call only after its output shard is published."""
-    urls.publish_bytes(done_url(output, record["name"]), record_bytes(record), storage_options)
+    done_location(Location.of(output), record["name"]).publish_bytes(record_bytes(record))
 
 
-def probe_writable(output: str, storage_options: dict | None) -> None:
+def probe_writable(output: Location) -> None:
     """Write and delete a small object under output, so a read-only or missing location stops
     the job before any shard is refined."""
-    probe = urls.join(urls.join(output, LEDGER_DIR), f"probe-{uuid.uuid4().hex[:12]}")
+    probe = output.join(LEDGER_DIR, f"probe-{uuid.uuid4().hex[:12]}")
     try:
-        with urls.atomic_write(probe, storage_options) as f:
+        with probe.atomic_write() as f:
             f.write(b"simgan refine write probe\n")
-        fs, path = urls.filesystem(probe, storage_options)
+        fs, path = probe.filesystem()
         fs.rm(path)
     except Exception as err:
-        raise OSError(
-            f"refine output cannot be written: {urls.describe_failure(output, err, storage_options)}"
-        ) from err
+        raise OSError(f"refine output cannot be written: {output.describe_failure(err)}") from err
 
 
-def _listing(location: str, storage_options: dict | None) -> tuple[Any, list[dict]]:
+def _listing(location: Location) -> tuple[Any, list[dict]]:
     """(filesystem, fresh file entries with name and size) of one directory or prefix."""
-    fs, path = urls.filesystem(location, storage_options)
+    fs, path = location.filesystem()
     fs.invalidate_cache(path)  # s3fs caches listings; other processes wrote since
     if not fs.exists(path):
         return fs, []
@@ -90,13 +89,12 @@ def _fetch(fs: Any, paths: list[str]) -> list[bytes]:
     return list(fs.cat(paths).values()) if paths else []  # concurrent GETs on s3fs
 
 
-def read_done(
-    output: str, storage_options: dict | None, *, compact: bool = False
-) -> dict[str, dict[str, Any]]:
+def read_done(output: Location | str, *, compact: bool = False) -> dict[str, dict[str, Any]]:
     """Every done-record under output, by output shard name: the listing of done/ says which
     exist, the index gives their bodies, the rest are fetched. compact (the lease holder only):
     afterwards, rewrite the index as one segment when it took more than one read or fetch."""
-    fs, entries = _listing(urls.join(output, DONE_DIR), storage_options)
+    output = Location.of(output)
+    fs, entries = _listing(output.join(DONE_DIR))
     listed = {
         urls.basename(e["name"])[: -len(".json")]: e["name"]
         for e in entries
@@ -104,7 +102,7 @@ def read_done(
     }
     if not listed:
         return {}
-    index_fs, segments = _listing(urls.join(output, INDEX_DIR), storage_options)
+    index_fs, segments = _listing(output.join(INDEX_DIR))
     segment_paths = sorted(
         e["name"] for e in segments if TEMPORARY_MARK not in urls.basename(e["name"])
     )
@@ -119,23 +117,22 @@ def read_done(
         record = json.loads(blob)
         records[record["name"]] = record
     if compact and (len(segment_paths) > 1 or missing):
-        write_index(output, list(records.values()), storage_options)
+        write_index(output, list(records.values()))
         for path in segment_paths:
             index_fs.rm(path)
     return records
 
 
-def write_index(output: str, records: list[dict[str, Any]], storage_options: dict | None) -> None:
+def write_index(output: Location | str, records: list[dict[str, Any]]) -> None:
     """One index segment with copies of these done-records (already written under done/)."""
     if not records:
         return
-    url = urls.join(urls.join(output, INDEX_DIR), index_name())
-    urls.publish_bytes(url, index_bytes(records), storage_options)
+    Location.of(output).join(INDEX_DIR, index_name()).publish_bytes(index_bytes(records))
 
 
-def published_sizes(output: str, storage_options: dict | None) -> dict[str, int]:
+def published_sizes(output: Location) -> dict[str, int]:
     """Byte sizes of the files directly under output, by name (temporaries excluded)."""
-    _, entries = _listing(output, storage_options)
+    _, entries = _listing(output)
     return {
         urls.basename(e["name"]): int(e["size"])
         for e in entries
@@ -143,7 +140,7 @@ def published_sizes(output: str, storage_options: dict | None) -> dict[str, int]
     }
 
 
-def check_lineage(records: dict[str, dict], lineage: dict[str, str], output: str) -> None:
+def check_lineage(records: dict[str, dict], lineage: dict[str, str], output: Location) -> None:
     """Refuse to add shards from another checkpoint or refiner config to a half-done output."""
     for name, record in records.items():
         theirs = {k: record["lineage"].get(k) for k in lineage}
@@ -170,27 +167,23 @@ def finished(records: dict[str, dict], sizes: dict[str, int], names: list[str]) 
 
 
 def assemble_manifest(
-    output: str,
-    names: list[str],
-    records: dict[str, dict],
-    image_shape: tuple[int, int, int],
-    storage_options: dict | None,
+    output: Location, names: list[str], records: dict[str, dict], image_shape: tuple[int, int, int]
 ) -> Manifest:
     """manifest.json over the shards of `names` (input order) that have a done-record."""
     shards = tuple(
         ShardInfo(**records[n]["shard"]) for n in names if n in records and records[n]["shard"]
     )
-    manifest = Manifest(urls.basename(output), shards, image_shape, has_labels=True)
-    write_manifest(output, manifest, storage_options)
+    manifest = Manifest(output.name, shards, image_shape, has_labels=True)
+    write_manifest(output, manifest)
     return manifest
 
 
-def remove_temporaries(output: str, storage_options: dict | None) -> int:
+def remove_temporaries(output: Location) -> int:
     """Delete what killed writers left behind (<name>.tmp-<hex>); readers never list them, so
     this only saves space. Run it when the job is done: one job per output at a time."""
     removed = 0
-    for location in (output, urls.join(output, DONE_DIR), urls.join(output, INDEX_DIR)):
-        fs, entries = _listing(location, storage_options)
+    for location in (output, output.join(DONE_DIR), output.join(INDEX_DIR)):
+        fs, entries = _listing(location)
         stale = [e["name"] for e in entries if TEMPORARY_MARK in urls.basename(e["name"])]
         for path in stale:
             fs.rm(path)
@@ -198,8 +191,7 @@ def remove_temporaries(output: str, storage_options: dict | None) -> int:
     return removed
 
 
-def write_report(output: str, report: dict[str, Any], storage_options: dict | None) -> str:
-    url = urls.join(output, REPORT_NAME)
-    with urls.atomic_write(url, storage_options) as f:
-        f.write(json.dumps(report, indent=1).encode())
-    return url
+def write_report(output: Location, report: dict[str, Any]) -> str:
+    location = output.join(REPORT_NAME)
+    location.write_text(json.dumps(report, indent=1))
+    return location.url

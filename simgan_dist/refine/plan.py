@@ -12,6 +12,7 @@ from typing import Any
 
 from simgan_dist.errors import InputError
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import plain_tar_name, read_manifest, resolve_shard_urls
 from simgan_dist.refine import ledger as refine_ledger
 
@@ -31,15 +32,16 @@ class JobPlan:
 
 
 def input_shards(
-    input_location: str, output: str, allow_pipe: bool, options: dict[str, Any]
+    input_location: Location | str, output: Location | str, allow_pipe: bool
 ) -> tuple[list[str], list[str]]:
     """(source URLs, output names) of a job, refused if outputs would overwrite inputs or clash."""
-    found = resolve_shard_urls(input_location, allow_pipe, options)
+    input_location, output = Location.of(input_location), Location.of(output)
+    found = resolve_shard_urls(input_location, allow_pipe)
     # Per folder, not per shard: resolving 100,000 local paths one by one takes seconds.
     folders = {f: urls.absolute(f) for f in dict.fromkeys(s.rsplit("/", 1)[0] for s in found)}
     sources = [f"{folders[s.rsplit('/', 1)[0]]}/{urls.basename(s)}" for s in found]
     names = [plain_tar_name(urls.basename(s)) for s in sources]  # refined copies: plain tars
-    clash = next((f for f in folders.values() if urls.nested(f, output)), None)
+    clash = next((f for f in folders.values() if urls.nested(f, output.url)), None)
     if clash is not None:
         # Refined copies keep their input's name: they would overwrite the corpus they come from.
         raise InputError(
@@ -48,7 +50,7 @@ def input_shards(
         )
     if len(set(names)) != len(names):
         raise InputError(f"{input_location}: input shards share base names; outputs would clash")
-    nested = next((n for n in expected_counts(input_location, options) or {} if "/" in n), None)
+    nested = next((n for n in expected_counts(input_location) or {} if "/" in n), None)
     if nested is not None:
         # Refined shards keep their input's base name in one output folder, and the ledger and
         # the output manifest know shards by that name alone.
@@ -61,29 +63,29 @@ def input_shards(
 
 
 def plan_job(
-    input_location: str,
+    input_location: Location | str,
     sources: list[str],
     names: list[str],
-    output: str,
+    output: Location | str,
     lineage: dict[str, str],
-    options: dict[str, Any],
 ) -> JobPlan:
     """Read the output's ledger (call while holding its lease: this compacts the index) and
     split the inputs into done and to do. Costs a listing of done/, of the output and of the
     index, one GET per index segment and per record the index lacks, and the input manifest."""
-    records = refine_ledger.read_done(output, options, compact=True)
+    input_location, output = Location.of(input_location), Location.of(output)
+    records = refine_ledger.read_done(output, compact=True)
     refine_ledger.check_lineage(records, lineage, output)
-    done = refine_ledger.finished(records, refine_ledger.published_sizes(output, options), names)
+    done = refine_ledger.finished(records, refine_ledger.published_sizes(output), names)
     todo = [s for s, n in zip(sources, names, strict=True) if n not in done]
     log.info(
         "refine: %d input shards, %d already done, %d to do", len(sources), len(done), len(todo)
     )
-    return JobPlan(sources, names, records, done, todo, expected_counts(input_location, options))
+    return JobPlan(sources, names, records, done, todo, expected_counts(input_location))
 
 
-def expected_counts(location: str, options: dict[str, Any]) -> dict[str, int] | None:
+def expected_counts(location: Location) -> dict[str, int] | None:
     """Samples per input shard from the input's manifest (for the ETA); None without one."""
     try:
-        return {s.name: s.num_samples for s in read_manifest(location, options).shards}
+        return {s.name: s.num_samples for s in read_manifest(location).shards}
     except (FileNotFoundError, ValueError, OSError):
         return None

@@ -30,6 +30,7 @@ from simgan_dist.config.credentials import check_storage_options
 from simgan_dist.data.pipeline import MAX_SKIPS_KEPT
 from simgan_dist.errors import InputError, SimganError, kind
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.progress import progress_bar
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.lease import OutputLease
@@ -62,13 +63,12 @@ class RefineWorker:
         model: ModelConfig,
         settings: RefineSettings,
         lineage: dict[str, str],
-        storage_options: dict[str, Any],
     ) -> None:
         torch.set_num_threads(settings.threads_per_worker)
-        self.refiner = ShardRefiner(weights, model, settings, lineage, storage_options)
+        self.refiner = ShardRefiner(weights, model, settings, lineage)
 
     @ray.method(concurrency_group="work")
-    def refine(self, source: str, output: str, expected: int | None) -> dict[str, Any]:
+    def refine(self, source: Location, output: Location, expected: int | None) -> dict[str, Any]:
         return self.refiner.refine_shard(source, output, expected).to_dict()
 
     @ray.method(concurrency_group="progress")
@@ -96,11 +96,14 @@ def refine_shards(
     settings = settings or RefineSettings()
     options = dict(storage_options or {})
     check_storage_options(options)
-    output = urls.absolute(str(output))
-    sources, names = input_shards(input_location, output, allow_pipe, options)
-    loaded = open_refiner(checkpoint, storage_options=options)
+    # One set of options reaches the input, the output and the checkpoint, as the CLI's.
+    source = Location.of(input_location, options)
+    out = Location(urls.absolute(str(output)), options)
+    output = out.url
+    sources, names = input_shards(source, out, allow_pipe)
+    loaded = open_refiner(Location(str(checkpoint), options))
     model, checkpoint_dir = loaded.model, loaded.origin
-    check_input_images(loaded, input_location, sources[0], options)  # before Ray starts
+    check_input_images(loaded, source, sources[0])  # before Ray starts
     if settings.num_variants > 1 and model.refiner_noise_channels == 0:
         raise InputError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "
@@ -110,10 +113,10 @@ def refine_shards(
     lineage = dict(loaded.lineage)
     if settings.num_variants > 1:  # a rerun with another count must not mix into this output
         lineage["num_variants"] = str(settings.num_variants)
-    refine_ledger.probe_writable(output, options)  # before any work: fail fast on bad output
+    refine_ledger.probe_writable(out)  # before any work: fail fast on bad output
     # Held from here to the end: a second job on this output is refused before it writes.
-    with OutputLease(output, options) as lease:
-        job = plan_job(input_location, sources, names, output, lineage, options)
+    with OutputLease(out) as lease:
+        job = plan_job(source, sources, names, out, lineage)
         records, done, todo, counts = job.records, job.done, job.todo, job.counts
         total = None  # for the bar's ETA: known when the input's manifest counts every shard
         if counts and all(urls.basename(s) in counts for s in todo):
@@ -127,14 +130,14 @@ def refine_shards(
                 bar = progress_bar(total, "refine", enabled=progress)
                 with bar:
                     _run_pool(
-                        todo, output, weights, model, settings, lineage, options, bar, results,
+                        todo, source, out, weights, model, settings, lineage, bar, results,
                         counts or {}, lease,
                     )  # fmt: skip
         except BaseException as err:
             # Shards still in flight when the job stopped may have finished: count what the
             # done-records say, not only the results collected before the error.
             with contextlib.suppress(Exception):
-                records = {**records, **refine_ledger.read_done(output, options)}
+                records = {**records, **refine_ledger.read_done(out)}
             finished_late = {n for n in names if n in records and n not in done} - {
                 r["name"] for r in results
             }
@@ -142,15 +145,15 @@ def refine_shards(
                                str(checkpoint_dir), finished_late)  # fmt: skip
             summary["error"] = f"{kind(err)}: {err}"
             with contextlib.suppress(Exception):  # the output may be what failed; err says more
-                refine_ledger.write_report(output, summary, options)
+                refine_ledger.write_report(out, summary)
             raise
 
         records.update({r["name"]: r for r in results if not r["failed"]})
         shape = (model.image_channels, model.image_height, model.image_width)
-        refine_ledger.assemble_manifest(output, names, records, shape, options)
-        refine_ledger.remove_temporaries(output, options)
+        refine_ledger.assemble_manifest(out, names, records, shape)
+        refine_ledger.remove_temporaries(out)
         summary = _summary(output, records, results, names, done, started, str(checkpoint_dir))
-        summary["report"] = refine_ledger.write_report(output, summary, options)
+        summary["report"] = refine_ledger.write_report(out, summary)
         print(format_summary(summary), file=sys.stderr, flush=True)
         if summary["failed_shards"]:
             failed = summary["failed_shards"]
@@ -163,19 +166,19 @@ def refine_shards(
 
 def _run_pool(
     todo: list[str],
-    output: str,
+    source: Location,
+    output: Location,
     weights: dict[str, torch.Tensor],
     model: ModelConfig,
     settings: RefineSettings,
     lineage: dict[str, str],
-    options: dict[str, Any],
     bar: tqdm,
     results: list[dict[str, Any]],
     counts: dict[str, int],
     lease: OutputLease,
 ) -> None:
     """Feed shards to the actors, shards_per_worker in flight each, until all are done; append
-    each shard's result to results. Without --num-workers the pool follows the cluster's
+    each shard's result to results. todo: shard URLs on source's store. Without --num-workers the pool follows the cluster's
     resources (pool_size.target_workers, looked at every RESIZE_EVERY_S). A lost actor's shards
     go back in the queue and it is replaced while the cluster still holds it; the job gives up
     when the losses exceed pool_size.LossBudget (counted per node-loss event)."""
@@ -202,14 +205,14 @@ def _run_pool(
     weights_ref = ray.put(weights)  # once in the object store, whatever the number of actors
 
     def start() -> Any:
-        return worker.remote(weights_ref, model, settings, lineage, options)
+        return worker.remote(weights_ref, model, settings, lineage)
 
     actors = [start() for _ in range(num_workers)]
     nodes = [actor.node_id.remote() for actor in actors]  # where each runs, for LossBudget
     queue, in_flight = deque(todo), dict[Any, tuple[Any, Any]]()
     images_done = num_indexed = 0
     budget, resized_at = LossBudget(), time.monotonic()
-    metrics, pool_started = RefineMetrics(output), time.monotonic()
+    metrics, pool_started = RefineMetrics(str(output)), time.monotonic()
 
     def target() -> int:
         return target_workers(settings, ray.cluster_resources(), len(queue) + len(in_flight))
@@ -227,16 +230,16 @@ def _run_pool(
         nonlocal num_indexed
         if len(results) - num_indexed >= at_least:
             fresh = [r for r in results[num_indexed:] if not r["failed"]]
-            refine_ledger.write_index(output, fresh, options)
+            refine_ledger.write_index(output, fresh)
             num_indexed = len(results)
 
     def feed(actor: Any) -> None:
         held = sum(1 for _, a in in_flight.values() if a is actor)
         for _ in range(settings.shards_per_worker - held):
             if queue:
-                source = queue.popleft()
-                expected = counts.get(urls.basename(source))
-                in_flight[actor.refine.remote(source, output, expected)] = (source, actor)
+                shard = queue.popleft()
+                expected = counts.get(urls.basename(shard))
+                in_flight[actor.refine.remote(source.at(shard), output, expected)] = (shard, actor)
 
     try:
         while in_flight or queue:
@@ -247,21 +250,21 @@ def _run_pool(
                 feed(actor)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
             for ref in ready:
-                source, actor = in_flight.pop(ref)
+                shard, actor = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:  # raised in refine_shard itself
                     cause = err.cause if err.cause is not None else err
                     raise RefineError(
-                        f"{source} (refined into {output}): {kind(cause)}: {cause}"
+                        f"{shard} (refined into {output}): {kind(cause)}: {cause}"
                     ) from cause
                 except ray.exceptions.RayActorError as err:  # the process died: OOM, node lost
-                    queue.appendleft(source)  # its temporary is never published
+                    queue.appendleft(shard)  # its temporary is never published
                     slot = next((i for i, a in enumerate(actors) if a is actor), None)
                     if slot is not None:  # the first of its shards to report the death
                         budget.record(_node_of(nodes[slot]))
                         if not budget.allows():
-                            raise RefineError(f"{source}: {budget.describe()}: {err}") from err
+                            raise RefineError(f"{shard}: {budget.describe()}: {err}") from err
                         if len(actors) > target():  # the cluster shrank: so does the pool
                             log.warning("refine worker lost (%s); the pool shrinks", err)
                             del actors[slot], nodes[slot]

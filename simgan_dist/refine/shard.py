@@ -24,7 +24,7 @@ from simgan_dist.config import BAD_SAMPLE_CHOICES, REFINE_PRECISION_CHOICES, Mod
 from simgan_dist.config.rules import Rule, Section, at_least, checked, one_of
 from simgan_dist.config.schema import OnBadSample, RefinePrecision
 from simgan_dist.data.reader import StreamStats, read_samples
-from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.sample_fields import kept_annotations
 from simgan_dist.io.shardio import plain_tar_name, write_shard
 from simgan_dist.model.networks import build_refiner
@@ -114,9 +114,8 @@ class ShardRefiner:
         model: ModelConfig,
         settings: RefineSettings,
         lineage: dict[str, str],
-        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self.settings, self.lineage, self.storage_options = settings, lineage, storage_options
+        self.settings, self.lineage = settings, lineage
         self.device = torch.device("cuda" if settings.use_gpu else "cpu")
         self.image_shape = (model.image_channels, model.image_height, model.image_width)
         self.memory_format = (
@@ -141,20 +140,25 @@ class ShardRefiner:
         return to_uint8(y)
 
     def refine_shard(
-        self, source: str, output: str, expected_samples: int | None = None
+        self,
+        shard: Location | str,
+        output: Location | str,
+        expected_samples: int | None = None,
     ) -> ShardResult:
         """Refine one input shard into output/<its name> and record it done; raises on a write
         failure, and on a bad sample when settings.on_bad_sample is "stop". expected_samples
         (the input manifest's count) sizes the loss of a damaged tar; a shard that cannot be
         read to its end is returned with `failed` set, neither published nor recorded done."""
-        name = plain_tar_name(urls.basename(source))  # written uncompressed, whatever it was
-        out_url = urls.join(output, name)
+        shard, output = Location.of(shard), Location.of(output)
+        source = shard.url
+        name = plain_tar_name(shard.name)  # written uncompressed, whatever it was
+        out_shard = output.join(name)
         result = ShardResult(source, name, lineage=self.lineage)
         result.started = time.time()
         stats = StreamStats()
         decoded: queue.Queue = queue.Queue(QUEUE_BATCHES)
         stop = threading.Event()  # set when the consumer gives up: the reader stops early
-        reader = threading.Thread(target=self._read, args=(source, stats, decoded, stop))
+        reader = threading.Thread(target=self._read, args=(shard, stats, decoded, stop))
         reader.start()
         writer: _Writer | None = None
         num_variants = self.settings.num_variants
@@ -169,7 +173,7 @@ class ShardRefiner:
                     raise item
                 keys, tensor, metas = item
                 if writer is None:  # started on the first batch: a shard with none is not written
-                    writer = _Writer(out_url, self.storage_options)
+                    writer = _Writer(out_shard)
                 for variant, generator in enumerate(generators):
                     with self._forward_lock:
                         refined = self.forward(tensor, generator)
@@ -190,7 +194,7 @@ class ShardRefiner:
         except BaseException:
             stop.set()
             if writer is not None:
-                writer.abort()  # its temporary is removed; nothing appears under out_url
+                writer.abort()  # its temporary is removed; nothing appears under out_shard
             raise
         finally:
             self.in_progress.pop(source, None)
@@ -213,7 +217,7 @@ class ShardRefiner:
             if expected_samples is not None:
                 result.num_lost = max(0, expected_samples - num_read)
                 result.num_skipped = num_bad + result.num_lost
-        refine_ledger.write_done(output, result.to_dict(), self.storage_options)
+        refine_ledger.write_done(output, result.to_dict())
         return result
 
     def _annotate(self, meta: dict, source: str, key: str, variant: int) -> dict:
@@ -230,16 +234,16 @@ class ShardRefiner:
         batch = to_batch(images)
         return batch.pin_memory() if self.device.type == "cuda" else batch
 
-    def _read(self, source: str, stats: StreamStats, out: queue.Queue, stop: threading.Event):
+    def _read(self, shard: Location, stats: StreamStats, out: queue.Queue, stop: threading.Event):
         """Reader thread: decoded samples in batches of (keys, float tensor, metas), then _END,
         or the exception that stopped it."""
         try:
             samples = read_samples(
-                [source],
+                [shard.url],
                 self.settings.on_bad_sample,
                 stats,
                 image_shape=self.image_shape,
-                storage_options=self.storage_options,
+                store=shard,
                 require_json=True,  # a refined copy without its annotation is of no use
             )
             keys, images, metas = [], [], []
@@ -261,11 +265,11 @@ class ShardRefiner:
 class _Writer:
     """Writer thread: encodes and streams samples into one atomically published shard."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
+    def __init__(self, shard: Location) -> None:
         self.items: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self.info: dict | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(url, storage_options))
+        self.thread = threading.Thread(target=self._run, args=(shard,))
         self.thread.start()
 
     def _samples(self) -> Iterator[tuple]:
@@ -274,9 +278,9 @@ class _Writer:
                 raise batch  # inside atomic_write: the temporary is removed
             yield from batch
 
-    def _run(self, url: str, storage_options: dict[str, Any] | None) -> None:
+    def _run(self, shard: Location) -> None:
         try:
-            self.info = vars(write_shard(url, self._samples(), storage_options))
+            self.info = vars(write_shard(shard, self._samples()))
         except BaseException as err:
             self.error = err
 

@@ -17,7 +17,8 @@ from typing import Any
 from simgan_dist.config import Config, ModelConfig
 from simgan_dist.data.reader import read_samples
 from simgan_dist.errors import InputError
-from simgan_dist.io import storage, urls
+from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import image_chw
 from simgan_dist.model.exported import ARCH_FILE, ExportError, architecture_file, read_exported
 from simgan_dist.model.networks import Refiner
@@ -58,27 +59,23 @@ def lineage_of(cfg: Config, checkpoint_dir: Path, weights_file: Path) -> dict[st
     }
 
 
-def open_refiner(
-    location: str | Path, storage_options: dict[str, Any] | None = None
-) -> RefinerSource:
+def open_refiner(where: Location | str | Path) -> RefinerSource:
     """R from a run directory (its newest checkpoint that loads), a checkpoint directory, an
-    export directory or its refiner.json; local, or a URI reached with storage_options."""
-    if urls.is_remote(str(location)):
-        exported = _fetch_export(str(location), storage_options)
+    export directory or its refiner.json; local, or a URI reached with the location's options."""
+    location = Location.of(where)
+    if location.is_local:
+        exported = architecture_file(location.url)
     else:
-        exported = architecture_file(location)
+        exported = _fetch_export(location)
     if exported is not None:
         return _from_export(exported)
-    refiner, cfg, directory = load_refiner(location, storage_options=storage_options)
+    refiner, cfg, directory = load_refiner(location)
     lineage = lineage_of(cfg, directory, directory / NETWORKS_FILE)
     return RefinerSource(refiner, cfg.model, lineage, directory)
 
 
 def check_input_images(
-    source: RefinerSource,
-    input_location: str,
-    shard_url: str,
-    storage_options: dict[str, Any] | None = None,
+    source: RefinerSource, input_location: Location | str, shard_url: str
 ) -> None:
     """Stop in one line naming both when the input's first good sample is not the (C, H, W) the
     refiner takes, e.g. a grey refiner on colour shards. Without it every sample would be
@@ -86,7 +83,8 @@ def check_input_images(
     model = source.model
     expected = (model.image_channels, model.image_height, model.image_width)
     # The reader is dropped (and its tar closed) as soon as it has yielded one sample.
-    first = next(read_samples([shard_url], "skip", storage_options=storage_options), None)
+    store = Location.of(input_location)
+    first = next(read_samples([shard_url], "skip", store=store), None)
     if first is None:
         return  # no readable sample here: the job itself reports the shard
     key, img, _, _ = first
@@ -116,12 +114,11 @@ def _from_export(arch_file: Path) -> RefinerSource:
     )
 
 
-def _fetch_export(location: str, storage_options: dict[str, Any] | None) -> Path | None:
+def _fetch_export(location: Location) -> Path | None:
     """A local copy of the export at a URI (the directory or its .json), or None when the
     location holds no export."""
-    parent, name = urls.split(location)
-    if name.endswith(".json"):
-        return storage.fetch_cached(parent, storage_options) / name
-    if ARCH_FILE not in storage.list_names(location, storage_options):
+    if location.name.endswith(".json"):
+        return location.parent.fetch_cached() / location.name
+    if ARCH_FILE not in location.list():
         return None
-    return storage.fetch_cached(location, storage_options) / ARCH_FILE
+    return location.fetch_cached() / ARCH_FILE

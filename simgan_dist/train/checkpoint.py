@@ -15,7 +15,7 @@ import torch
 from simgan_dist.config import Config, from_dict, save_config
 from simgan_dist.data.catalog import CATALOG_FILE, ShardSource, stream_world_size
 from simgan_dist.errors import InputError
-from simgan_dist.io import storage, urls
+from simgan_dist.io.location import Location
 from simgan_dist.model.history import History
 from simgan_dist.model.networks import Refiner, build_refiner
 from simgan_dist.train import dist
@@ -285,31 +285,29 @@ def _is_complete(names: set[str], state: bytes | None, where: str = STATE_FILE) 
     return all(rank_file(r) in names for r in range(world_size))
 
 
-def complete_checkpoints(
-    location: str | Path, storage_options: dict[str, Any] | None = None
-) -> list[str]:
+def complete_checkpoints(run: Location | str | Path) -> list[Location]:
     """The complete checkpoint-* of a run (a local directory or a URI), newest first; an
     incomplete one (files missing, a state.json that does not parse) is left out."""
-    location = str(location)
+    location = Location.of(run)
     found = []
-    for name in sorted(storage.list_names(location, storage_options), reverse=True):
+    for name in sorted(location.list(), reverse=True):
         if not name.startswith("checkpoint-"):
             continue
-        candidate = urls.join(location, name)
-        files = set(storage.list_names(candidate, storage_options))
-        state_location = urls.join(candidate, STATE_FILE)
-        state = urls.read_bytes(state_location, storage_options) if STATE_FILE in files else None
-        if _is_complete(files, state, state_location):
+        candidate = location.join(name)
+        files = set(candidate.list())
+        state_location = candidate.join(STATE_FILE)
+        state = state_location.read_bytes() if STATE_FILE in files else None
+        if _is_complete(files, state, state_location.url):
             found.append(candidate)
     return found
 
 
-def _check_direct(location: str, storage_options: dict[str, Any] | None = None) -> None:
+def _check_direct(location: Location) -> None:
     """A checkpoint named on its own is used as it is or refused, never substituted: its
     state.json must parse (else one line naming it) and its files must all be there."""
-    state_location = urls.join(location, STATE_FILE)
-    meta = parse_state(urls.read_bytes(state_location, storage_options), state_location)
-    names = set(storage.list_names(location, storage_options))
+    state_location = location.join(STATE_FILE)
+    meta = parse_state(state_location.read_bytes(), state_location.url)
+    names = set(location.list())
     needed = [NETWORKS_FILE] + [rank_file(r) for r in range(meta["world_size"])]
     missing = [name for name in needed if name not in names]
     if missing:
@@ -320,49 +318,53 @@ def find_latest_checkpoint(location: str | Path) -> Path:
     """A checkpoint directory itself, or the newest complete checkpoint-* in a run directory."""
     location = Path(location)
     if (location / STATE_FILE).exists():
-        _check_direct(str(location))
+        _check_direct(Location(str(location)))
         return location
     found = complete_checkpoints(location)
     if found:
-        return Path(found[0])
+        return found[0].local_path()
     raise FileNotFoundError(
         f"{location}: no complete checkpoint (expected {STATE_FILE}, {NETWORKS_FILE} and the "
         "rank files, or checkpoint-*/ holding them)"
     )
 
 
-def fetch_checkpoint(location: str, storage_options: dict[str, Any] | None = None) -> Path:
-    """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache.
-    storage_options: fsspec options for the store (endpoint_url, ...), as for shards."""
-    if STATE_FILE in storage.list_names(location, storage_options):
-        _check_direct(location, storage_options)
-        return storage.fetch_cached(location, storage_options)
-    found = complete_checkpoints(location, storage_options)
+def fetch_checkpoint(location: Location) -> Path:
+    """The newest complete checkpoint of a run or checkpoint URI, copied to a local cache."""
+    if STATE_FILE in location.list():
+        _check_direct(location)
+        return location.fetch_cached()
+    found = complete_checkpoints(location)
     if found:
-        return storage.fetch_cached(found[0], storage_options)
+        return found[0].fetch_cached()
     raise FileNotFoundError(f"{location}: no complete checkpoint found")
 
 
-def load_latest(location: str | Path, storage_options: dict[str, Any] | None = None) -> Path:
+def load_latest(location: Location | str | Path) -> Path:
     """The newest complete checkpoint of a run or checkpoint location, as a local directory: a
-    local one in place, a remote one (a URI, reached with storage_options) copied to a cache."""
-    if urls.is_remote(str(location)):
-        return fetch_checkpoint(str(location), storage_options)
-    return find_latest_checkpoint(location)
+    local one in place, a remote one (a URI, reached with the location's options) copied to a
+    cache."""
+    where = Location.of(location)
+    if not where.is_local:
+        return fetch_checkpoint(where)
+    return find_latest_checkpoint(where.url)
 
 
 def load_refiner(
-    location: str | Path, device: str = "cpu", storage_options: dict[str, Any] | None = None
+    location: Location | str | Path,
+    device: str = "cpu",
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[Refiner, Config, Path]:
     """The trained refiner (eval mode), its config and the checkpoint directory it came from.
     location: a checkpoint or run directory, or the same on an object store (a URI, reached
-    with storage_options when given)."""
-    if urls.is_remote(str(location)) or (Path(location) / STATE_FILE).exists():
-        directories = [load_latest(location, storage_options)]
+    with storage_options when given, or a Location with its options)."""
+    where = Location.of(location, storage_options)
+    if not where.is_local or (Path(where.url) / STATE_FILE).exists():
+        directories = [load_latest(where)]
     else:  # a run directory: the newest complete checkpoint that loads, older ones if it does not
-        directories = [Path(c) for c in complete_checkpoints(location)]
+        directories = [c.local_path() for c in complete_checkpoints(where)]
         if not directories:
-            find_latest_checkpoint(location)  # raises the error that says what is missing
+            find_latest_checkpoint(where.url)  # raises the error that says what is missing
     errors = []
     for directory in directories:
         try:

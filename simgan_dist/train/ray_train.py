@@ -16,7 +16,7 @@ import torch
 from simgan_dist.config import Config, from_dict
 from simgan_dist.config.verbosity import third_party_verbose
 from simgan_dist.errors import SimganError, kind
-from simgan_dist.io import storage, urls
+from simgan_dist.io.location import Location
 from simgan_dist.train import dist, versions
 from simgan_dist.train.checkpoint import (
     STATE_FILE,
@@ -31,7 +31,7 @@ from simgan_dist.train.ray_metrics import RayMetrics
 from simgan_dist.train.ray_start import check_resources, ensure_ray
 from simgan_dist.train.ray_trackers import TrainTrackers
 from simgan_dist.train.run_outputs import RunOutputs
-from simgan_dist.train.runs import run_location
+from simgan_dist.train.runs import run_location, storage_root
 from simgan_dist.train.session import TrainingSession
 
 
@@ -144,7 +144,7 @@ def _recorded_names(blob: bytes) -> tuple[str | None, set[str]]:
         return None, set()
 
 
-def _ray_record(location: str, checkpoints: list[str], options: dict[str, Any]) -> str:
+def _ray_record(location: Location, checkpoints: list[str]) -> str:
     """Ray's record of a run listing checkpoints (oldest first; the last is the latest)."""
     versions.require(versions.RAY_CHECKPOINT_RECORD)
     from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (
@@ -154,8 +154,8 @@ def _ray_record(location: str, checkpoints: list[str], options: dict[str, Any]) 
 
     results = []
     for name in checkpoints:
-        state_location = urls.join(urls.join(location, name), STATE_FILE)
-        meta = parse_state(urls.read_bytes(state_location, options), state_location)
+        state_location = location.join(name, STATE_FILE)
+        meta = parse_state(state_location.read_bytes(), state_location.url)
         metrics = {"cur_nimg": meta["loop"]["cur_nimg"]}
         results.append(_TrainingResultState(checkpoint_dir_name=name, metrics=metrics))
     return _CheckpointManagerState(
@@ -179,18 +179,18 @@ def align_checkpoint_record(cfg: Config) -> None:
     another checkpoint (the newest was cut short) or one that is gone, is rewritten from the
     run's complete checkpoints, with a warning. A run whose checkpoints are all incomplete is
     refused: nothing to resume from, and starting over would overwrite them."""
-    location, options = run_location(cfg), cfg.run.storage_options
-    names = storage.list_names(location, options)
+    location = run_location(cfg)
+    names = location.list()
     if not any(name.startswith("checkpoint-") for name in names):
         return
-    complete = [urls.split(c)[1] for c in complete_checkpoints(location, options)]
+    complete = [c.name for c in complete_checkpoints(location)]
     if not complete:
         raise CheckpointError(
             f"{location}: no complete checkpoint to resume from (each lacks files or has a "
             f"{STATE_FILE} that does not parse); choose another run.name, or remove the run"
         )
-    record_location = urls.join(location, RAY_RECORD_FILE)
-    blob = urls.read_bytes(record_location, options) if RAY_RECORD_FILE in names else b""
+    record_location = location.join(RAY_RECORD_FILE)
+    blob = record_location.read_bytes() if RAY_RECORD_FILE in names else b""
     latest, recorded = _recorded_names(blob)
     if latest == complete[0] and recorded <= set(complete):
         return
@@ -203,7 +203,7 @@ def align_checkpoint_record(cfg: Config) -> None:
         "%s: Ray's checkpoint record (%s) is %s; rewritten to resume from %s",
         location, RAY_RECORD_FILE, why, complete[0],
     )  # fmt: skip
-    storage.write_text(record_location, _ray_record(location, complete[::-1], options), options)
+    record_location.write_text(_ray_record(location, complete[::-1]))
 
 
 def run_training(
@@ -234,9 +234,7 @@ def run_training(
         cfg.run.resource_wait_s,
     )
     # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
-    filesystem, storage_path = storage.pyarrow_filesystem(
-        cfg.run.storage_path, cfg.run.storage_options
-    )
+    filesystem, storage_path = storage_root(cfg).pyarrow_filesystem()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={

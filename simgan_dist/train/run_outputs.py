@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from simgan_dist.config import Config
-from simgan_dist.io import storage, urls
 from simgan_dist.train.runs import run_location
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,7 @@ class RunOutputs:
     def __init__(self, cfg: Config, run_dir: Path, rank: int) -> None:
         self.run_dir, self.rank = run_dir, rank
         self.location = run_location(cfg)
-        self.options = cfg.run.storage_options
-        self.remote = urls.is_remote(self.location)
+        self.remote = not self.location.is_local
         self.names = RANK0_OUTPUTS if rank == 0 else []
         if cfg.data.record_keys:
             self.names = [*self.names, key_log_name(rank)]
@@ -47,16 +45,14 @@ class RunOutputs:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for name in [n for n in self.names if n.endswith(".jsonl")]:
-            remote = urls.join(self.location, name)
-            if urls.exists(remote, self.options):
+            remote = self.location.join(name)
+            if remote.exists():
                 local = self.run_dir / name
                 local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(urls.read_bytes(remote, self.options))
+                local.write_bytes(remote.read_bytes())
 
     def publish(self) -> None:
         """Copy what changed since the last call to the run location."""
         if self.remote and self.names:
-            num_copied = storage.upload_dir(
-                self.run_dir, self.location, self.names, self.options, self.uploaded
-            )
+            num_copied = self.location.upload_dir(self.run_dir, self.names, self.uploaded)
             log.debug("rank %d: %d output files copied to %s", self.rank, num_copied, self.location)

@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from simgan_dist.config import Config, ConfigError, config_to_yaml, load_config, parse_yaml
-from simgan_dist.io import storage, urls
+from simgan_dist.data.catalog import data_location
+from simgan_dist.io import urls
 from simgan_dist.io.lease import Lease, LeaseBusyError
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.model.networks import build_discriminator, build_refiner
 
@@ -39,14 +41,18 @@ def new_run_name(prefix: str = "simgan") -> str:
     return f"{prefix}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
-def has_checkpoints(run_location: str, storage_options: dict[str, Any] | None = None) -> bool:
-    names = storage.list_names(run_location, storage_options)
-    return any(name.startswith("checkpoint-") for name in names)
+def has_checkpoints(run: Location | str) -> bool:
+    return any(name.startswith("checkpoint-") for name in Location.of(run).list())
 
 
-def run_location(cfg: Config) -> str:
+def storage_root(cfg: Config) -> Location:
+    """run.storage_path, where runs go, with run.storage_options."""
+    return Location(cfg.run.storage_path, cfg.run.storage_options)
+
+
+def run_location(cfg: Config) -> Location:
     """Where Ray Train keeps the run's checkpoints: a local directory or an object-store URI."""
-    return urls.join(cfg.run.storage_path, cfg.run.name)
+    return storage_root(cfg).join(cfg.run.name)
 
 
 def output_dir(cfg: Config) -> Path:
@@ -61,8 +67,8 @@ def output_dir(cfg: Config) -> Path:
 def _save_run_config(cfg: Config, out: Path) -> None:
     text = config_to_yaml(cfg)
     location = run_location(cfg)
-    if urls.is_remote(location):  # `--resume URI` reads it back from the store
-        storage.write_text(urls.join(location, RUN_CONFIG_FILE), text, cfg.run.storage_options)
+    if not location.is_local:  # `--resume URI` reads it back from the store
+        location.join(RUN_CONFIG_FILE).write_text(text)
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_CONFIG_FILE).write_text(text)
@@ -86,7 +92,7 @@ class RunLease(Lease):
 
 def run_lease(cfg: Config) -> RunLease:
     """The lease on cfg's run (use as `with run_lease(cfg):` around save_run and the training)."""
-    return RunLease(run_location(cfg), cfg.run.storage_options)
+    return RunLease(run_location(cfg))
 
 
 def start_run(cfg: Config) -> tuple[Config, Path]:
@@ -111,14 +117,14 @@ def prepare_run(cfg: Config) -> Config:
     if not cfg.run.name:
         cfg = cfg.replace(run={"name": new_run_name()})
     location = run_location(cfg)
-    if has_checkpoints(location, cfg.run.storage_options):
+    if has_checkpoints(location):
         if cfg.run.resume != "auto":
             raise ConfigError(
                 f"run.name: {location} already holds a run; continue it with "
                 f"`simgan train --resume {location}` (or --resume-if-exists) or choose another "
                 "run.name"
             )
-        saved = run_config(location, storage_options=cfg.run.storage_options)
+        saved = run_config(location)
         _refuse_shape_changes(saved, cfg, location)
         changed = changed_fields(saved, cfg)
         log.info(
@@ -180,7 +186,7 @@ def _field(dotted: str) -> str:
     return dotted.split(".", 1)[1]
 
 
-def _refuse_shape_changes(saved: Config, cfg: Config, location: str) -> None:
+def _refuse_shape_changes(saved: Config, cfg: Config, location: Location) -> None:
     """Before Ray starts: a resumed run keeps its networks' layout."""
     fields = shape_changes(saved, cfg)
     if fields:
@@ -196,45 +202,39 @@ def _refuse_shape_changes(saved: Config, cfg: Config, location: str) -> None:
 def _check_data_exists(cfg: Config) -> None:
     """Resolve both corpora's shard lists (a listing each; the workers resolve them again)."""
     for field_name in ("synthetic", "real"):
-        location = getattr(cfg.data, field_name)
+        location = data_location(cfg, getattr(cfg.data, field_name))
         try:
-            resolve_shard_urls(location, cfg.data.allow_pipe_urls, cfg.data.storage_options)
+            resolve_shard_urls(location, cfg.data.allow_pipe_urls)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.{field_name}: {err}") from None
 
 
-def run_config(
-    location: str | Path,
-    overrides: list[str] | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> Config:
+def run_config(run: Location | str | Path, overrides: list[str] | None = None) -> Config:
     """The config an existing run (local directory or URI) was started with, overrides applied;
-    reads only (resume_run saves it). storage_options reach the store (they replace the saved
-    run.storage_options when given, e.g. for a store that moved)."""
-    location = urls.absolute(str(location))
-    config_location = urls.join(location, RUN_CONFIG_FILE)
-    if not urls.exists(config_location, storage_options):
+    reads only (resume_run saves it). The location's options reach the store (they replace the
+    saved run.storage_options when given, e.g. for a store that moved)."""
+    location = Location.of(run).absolute()
+    config_location = location.join(RUN_CONFIG_FILE)
+    if not config_location.exists():
         raise ConfigError(f"{location}: not a run directory (no {RUN_CONFIG_FILE})")
-    if not has_checkpoints(location, storage_options):
+    if not has_checkpoints(location):
         raise ConfigError(f"{location}: no checkpoint to resume from")
-    data = parse_yaml(storage.read_text(config_location, storage_options), config_location)
-    cfg = load_config(data, overrides=overrides, source=config_location)
+    source = config_location.url
+    data = parse_yaml(config_location.read_text(), source)
+    cfg = load_config(data, overrides=overrides, source=source)
     if overrides:
-        _refuse_shape_changes(load_config(data, source=config_location), cfg, location)
+        _refuse_shape_changes(load_config(data, source=source), cfg, location)
     # The run keeps its name and location even if the directory was moved.
-    storage_path, name = urls.split(location)
-    run: dict[str, Any] = {"name": name, "storage_path": storage_path}
-    if storage_options:
-        run["storage_options"] = storage_options
-    return cfg.replace(run=run)
+    run_fields: dict[str, Any] = {"name": location.name, "storage_path": location.parent.url}
+    if location.options:
+        run_fields["storage_options"] = dict(location.options)
+    return cfg.replace(run=run_fields)
 
 
 def resume_run(
-    location: str | Path,
-    overrides: list[str] | None = None,
-    storage_options: dict[str, Any] | None = None,
+    run: Location | str | Path, overrides: list[str] | None = None
 ) -> tuple[Config, Path]:
     """An existing run, with the config it was started with; overrides (e.g. a longer
     schedule.adversarial_nimg) are applied and saved with the run."""
-    cfg = run_config(location, overrides, storage_options)
+    cfg = run_config(run, overrides)
     return cfg, save_run(cfg)

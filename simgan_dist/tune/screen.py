@@ -19,6 +19,7 @@ from typing import Any, cast
 import torch
 
 from simgan_dist.config import Config, config_to_yaml
+from simgan_dist.data.catalog import data_location
 from simgan_dist.data.reader import load_arrays, load_batch
 from simgan_dist.errors import InputError
 from simgan_dist.eval.protocol import evaluate_digits
@@ -54,10 +55,9 @@ class MemoryBatchSource:
 
 def _images(location: str, cfg: Config) -> tuple[torch.Tensor, list[dict]]:
     return load_batch(
-        location,
+        data_location(cfg, location),
         allow_pipe=cfg.data.allow_pipe_urls,
         on_bad_sample=cfg.data.on_bad_sample,
-        storage_options=cfg.data.storage_options,
     )
 
 

@@ -18,8 +18,16 @@ from simgan_dist.config import (
     load_config,
     parse_yaml,
 )
-from simgan_dist.io import storage, urls
-from simgan_dist.train.runs import absolutize, has_checkpoints, resume_run, run_location, start_run
+from simgan_dist.io import urls
+from simgan_dist.io.location import Location
+from simgan_dist.train.runs import (
+    absolutize,
+    has_checkpoints,
+    resume_run,
+    run_location,
+    start_run,
+    storage_root,
+)
 from simgan_dist.tune.space import (
     Search,
     apply_params,
@@ -50,9 +58,8 @@ def tune_trial(params: dict[str, Any], base: dict[str, Any], train_root: str) ->
     cfg = apply_params(from_dict(base, source=BASE_FILE), params)
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = cfg.replace(run={"storage_path": train_root, "name": trial_id})
-    options = cfg.run.storage_options
-    if has_checkpoints(run_location(cfg), options):
-        cfg, run_dir = resume_run(run_location(cfg), storage_options=options)
+    if has_checkpoints(run_location(cfg)):
+        cfg, run_dir = resume_run(run_location(cfg))
         sys.stdout.write(f"[simgan] trial {trial_id}: continuing {run_dir}\n")
     else:
         cfg, run_dir = start_run(cfg)
@@ -128,8 +135,9 @@ class Experiment:
         return urls.split(self.location)[1]
 
     @property
-    def options(self) -> dict[str, Any]:
-        return self.base.run.storage_options
+    def store(self) -> Location:
+        """The experiment's location with run.storage_options."""
+        return Location(self.location, self.base.run.storage_options)
 
     def results_dir(self) -> Path:
         """Tables, plot and best config: the experiment directory, or for an object store a
@@ -139,11 +147,11 @@ class Experiment:
         return Path(self.location)
 
 
-def _experiment_location(cfg: Config, search: Search) -> str:
+def _experiment_location(cfg: Config, search: Search) -> Location:
     settings = search.settings
     name = settings.name or f"tune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     root = settings.storage_path or cfg.run.storage_path
-    return urls.join(urls.absolute(root), name)
+    return storage_root(cfg).at(root).absolute().join(name)
 
 
 def existing_search(cfg: Config, search: Search) -> str | None:
@@ -155,9 +163,7 @@ def existing_search(cfg: Config, search: Search) -> str | None:
             "job finds its search by name)"
         )
     location = _experiment_location(absolutize(apply_params(cfg, fixed_params(search))), search)
-    return (
-        location if urls.exists(urls.join(location, SEARCH_FILE), cfg.run.storage_options) else None
-    )
+    return location.url if location.join(SEARCH_FILE).exists() else None
 
 
 def start_search(cfg: Config, search: Search) -> Experiment:
@@ -170,34 +176,33 @@ def start_search(cfg: Config, search: Search) -> Experiment:
             "the objective); set it under space: or with --set"
         )
     location = _experiment_location(cfg, search)
-    options = cfg.run.storage_options
-    if urls.exists(urls.join(location, SEARCH_FILE), options):
+    if location.join(SEARCH_FILE).exists():
         raise ConfigError(
             f"tune.name: {location} already holds a search; continue it with "
             f"`simgan tune --resume {location}` or choose another tune.name"
         )
-    storage.write_text(urls.join(location, BASE_FILE), config_to_yaml(cfg), options)
-    storage.write_text(urls.join(location, SEARCH_FILE), search.to_yaml(), options)
-    return Experiment(location, cfg, search)
+    location.join(BASE_FILE).write_text(config_to_yaml(cfg))
+    location.join(SEARCH_FILE).write_text(search.to_yaml())
+    return Experiment(location.url, cfg, search)
 
 
-def resume_search(
-    location: str | Path, storage_options: dict[str, Any] | None = None
-) -> Experiment:
-    """The experiment at location, with the base config and search it was started with.
-    storage_options reach the store (and replace the saved run.storage_options when given)."""
-    location = urls.absolute(str(location))
+def resume_search(where: Location | str | Path) -> Experiment:
+    """The experiment at a location, with the base config and search it was started with.
+    The location's options reach the store (and replace the saved run.storage_options when
+    given)."""
+    location = Location.of(where).absolute()
     for name in (SEARCH_FILE, BASE_FILE):
-        if not urls.exists(urls.join(location, name), storage_options):
+        if not location.join(name).exists():
             raise ConfigError(f"{location}: not a simgan tune experiment (no {name})")
-    base_location, search_location = (urls.join(location, n) for n in (BASE_FILE, SEARCH_FILE))
-    base_text = storage.read_text(base_location, storage_options)
-    base = load_config(parse_yaml(base_text, base_location), source=base_location)
-    if storage_options:
-        base = base.replace(run={"storage_options": storage_options})
-    search_text = storage.read_text(search_location, storage_options)
-    search = parse_search(parse_yaml(search_text, search_location), base, search_location)
-    return Experiment(location, base, search)
+    base_location, search_location = (location.join(n) for n in (BASE_FILE, SEARCH_FILE))
+    base_text = base_location.read_text()
+    base = load_config(parse_yaml(base_text, base_location.url), source=base_location.url)
+    if location.options:
+        base = base.replace(run={"storage_options": dict(location.options)})
+    search_text = search_location.read_text()
+    search_source = search_location.url
+    search = parse_search(parse_yaml(search_text, search_source), base, search_source)
+    return Experiment(location.url, base, search)
 
 
 def _trainable(exp: Experiment) -> Any:
@@ -237,7 +242,7 @@ def run_search(exp: Experiment, resume: bool = False) -> Any:
     # ASHA passes over them, but Tune's strict check would fail the trial.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # One filesystem for the experiment store: fsspec's, with run.storage_options, for pyarrow.
-    filesystem, path = storage.pyarrow_filesystem(exp.location, exp.options)
+    filesystem, path = exp.store.pyarrow_filesystem()
     if resume:
         tuner = tune.Tuner.restore(
             path, trainable=_trainable(exp), resume_unfinished=True, resume_errored=True,
@@ -281,7 +286,7 @@ def run_and_report(exp: Experiment, resume: bool = False) -> dict[str, Any]:
     summary = write_results(rows, exp.search, exp.base, results_dir)
     if urls.is_remote(exp.location):  # the tables and plot live with the experiment
         names = sorted(p.name for p in results_dir.iterdir())
-        storage.upload_dir(results_dir, exp.location, names, exp.options)
+        exp.store.upload_dir(results_dir, names)
     summary["experiment"] = exp.location
     summary["interrupted"] = interrupted
     summary["num_trials"] = len(rows)

@@ -15,6 +15,7 @@ import pytest
 
 from simgan_dist.config import load_config
 from simgan_dist.data.build import build_real_digits, build_synthetic_digits
+from simgan_dist.io.location import Location
 from simgan_dist.train.ray_train import run_training
 from simgan_dist.train.runs import start_run
 
@@ -50,8 +51,10 @@ def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
 ) -> None:
     options = {"endpoint_url": s3_server}
     root = "s3://simgan-test/corpora"
-    build_synthetic_digits(f"{root}/synth", NUM_SYNTHETIC, 40, seed=1, storage_options=options)
-    build_real_digits(f"{root}/real", f"{root}/real-eval", 1000, storage_options=options)
+    build_synthetic_digits(Location(f"{root}/synth", options), NUM_SYNTHETIC, 40, seed=1)
+    build_real_digits(
+        Location(f"{root}/real", options), Location(f"{root}/real-eval", options), 1000
+    )
     overrides = {
         "data.synthetic": f"{root}/synth",
         "data.real": f"{root}/real",

@@ -12,6 +12,7 @@ import pytest
 
 from simgan_dist.cli import main
 from simgan_dist.data.reader import read_samples
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.model.exported import ARCH_FILE
 from simgan_dist.refine.source import open_refiner
@@ -84,10 +85,10 @@ def test_an_export_on_a_store_is_fetched_and_read(
         "s3://simgan-test/exports/export",
         f"s3://simgan-test/exports/export/{ARCH_FILE}",
     ):
-        remote = open_refiner(location, storage_options=options)
+        remote = open_refiner(Location(location, options))
         assert remote.lineage == local.lineage and remote.model == local.model
         assert remote.origin.name == ARCH_FILE and remote.origin.exists()
     # A store location without an export is still read as a run or checkpoint.
     fs.put(str(checkpoint), "simgan-test/runs/run/", recursive=True)
-    from_store = open_refiner("s3://simgan-test/runs/run", storage_options=options)
+    from_store = open_refiner(Location("s3://simgan-test/runs/run", options))
     assert from_store.lineage == open_refiner(checkpoint).lineage

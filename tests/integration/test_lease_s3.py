@@ -12,14 +12,15 @@ from fault_proxy import fault_proxy
 
 from simgan_dist.io import conditional
 from simgan_dist.io.lease import LeaseRecord
+from simgan_dist.io.location import Location
 from simgan_dist.refine.lease import LEASE_NAME, OutputBusyError, OutputLease
 
 OUTPUT = "s3://simgan-test/refined"
 FAST = {"refresh_s": 0.05}
 
 
-def _options(endpoint: str) -> dict:
-    return {"endpoint_url": endpoint}
+def _output(endpoint: str) -> Location:
+    return Location(OUTPUT, {"endpoint_url": endpoint})
 
 
 def _foreign(renewed: float) -> bytes:
@@ -36,29 +37,29 @@ def _lease_blob(client) -> bytes:
 
 
 def test_put_if_creates_once_and_replaces_only_what_was_read(s3_server, s3_bucket) -> None:
-    url, options = f"{OUTPUT}/obj", _options(s3_server)
-    first = conditional.put_if(url, b"one", options, tag=None)
+    target = _output(s3_server).join("obj")
+    first = conditional.put_if(target, b"one", tag=None)
     with pytest.raises(conditional.ConditionFailed):
-        conditional.put_if(url, b"two", options, tag=None)
-    second = conditional.put_if(url, b"three", options, tag=first)
+        conditional.put_if(target, b"two", tag=None)
+    second = conditional.put_if(target, b"three", tag=first)
     with pytest.raises(conditional.ConditionFailed):  # written since `first` was read
-        conditional.put_if(url, b"four", options, tag=first)
-    assert conditional.read_tagged(url, options) == (b"three", second)
-    assert conditional.honours_conditions(url, b"three", options)
+        conditional.put_if(target, b"four", tag=first)
+    assert conditional.read_tagged(target) == (b"three", second)
+    assert conditional.honours_conditions(target, b"three")
 
 
 def test_a_second_job_is_refused_without_waiting(s3_server, s3_bucket) -> None:
-    options = _options(s3_server)
+    output = _output(s3_server)
     started = time.monotonic()
     # settle_s is the fallback's wait: a conditional take never sleeps it.
-    with OutputLease(OUTPUT, options, settle_s=30.0, **FAST) as lease:
+    with OutputLease(output, settle_s=30.0, **FAST) as lease:
         assert lease.conditional and lease.tag is not None
         with pytest.raises(OutputBusyError, match=r"another refine job.*pid \d+"):
-            OutputLease(OUTPUT, options, settle_s=30.0, **FAST).acquire()
+            OutputLease(output, settle_s=30.0, **FAST).acquire()
         time.sleep(0.3)  # a few refreshes, each replacing only this job's own last write
         lease.check()
     assert time.monotonic() - started < 30.0
-    assert not conditional.read_tagged(f"{OUTPUT}/{LEASE_NAME}", options)  # given back
+    assert not conditional.read_tagged(output.join(LEASE_NAME))  # given back
 
 
 class _Overtaken(OutputLease):
@@ -73,28 +74,28 @@ class _Overtaken(OutputLease):
 
 
 def test_the_store_decides_a_race_to_take_a_free_or_stale_lease(s3_server, s3_bucket) -> None:
-    options = _options(s3_server)
+    output = _output(s3_server)
     # Absent when read, created by another job before this one's write: the create fails.
-    racer = _Overtaken(OUTPUT, options, **FAST)
+    racer = _Overtaken(output, **FAST)
     racer.s3, racer.foreign = s3_bucket, _foreign(time.time())
     with pytest.raises(OutputBusyError, match="host other-host, pid 4242"):
         racer.acquire()
     assert _lease_blob(s3_bucket) == racer.foreign  # the winner's lease is left as it was
     # Stale when read (its holder silent for an hour), taken over by another job first.
     _put_lease(s3_bucket, _foreign(time.time() - 3600))
-    racer = _Overtaken(OUTPUT, options, **FAST)
+    racer = _Overtaken(output, **FAST)
     racer.s3, racer.foreign = s3_bucket, _foreign(time.time())
     with pytest.raises(OutputBusyError, match="host other-host"):
         racer.acquire()
     assert _lease_blob(s3_bucket) == racer.foreign
     # Stale and untouched: this job replaces exactly what it read.
     _put_lease(s3_bucket, _foreign(time.time() - 3600))
-    with OutputLease(OUTPUT, options, **FAST) as lease:
+    with OutputLease(output, **FAST) as lease:
         assert lease.read().token == lease.token
 
 
 def test_a_job_overtaken_on_s3_stops_and_leaves_the_new_lease(s3_server, s3_bucket) -> None:
-    with OutputLease(OUTPUT, _options(s3_server), **FAST) as lease:
+    with OutputLease(_output(s3_server), **FAST) as lease:
         taker = _foreign(time.time())
         _put_lease(s3_bucket, taker)  # another job presumed this one dead
         deadline = time.monotonic() + 5
@@ -110,18 +111,18 @@ def test_a_store_that_ignores_conditions_falls_back_to_write_wait_read(
 ) -> None:
     with fault_proxy(s3_server) as proxy:
         proxy.set("unconditional")
-        options = _options(proxy.endpoint)
-        with OutputLease(OUTPUT, options, settle_s=0.05, **FAST) as lease:
+        output = Location(OUTPUT, {"endpoint_url": proxy.endpoint})
+        with OutputLease(output, settle_s=0.05, **FAST) as lease:
             assert not lease.conditional  # the second create went through: not honoured
             with pytest.raises(OutputBusyError, match="another refine job"):
-                OutputLease(OUTPUT, options, settle_s=0.05, **FAST).acquire()
+                OutputLease(output, settle_s=0.05, **FAST).acquire()
             time.sleep(0.2)
             lease.check()
 
 
 def test_write_wait_read_on_s3_when_conditions_are_turned_off(s3_server, s3_bucket) -> None:
-    options = _options(s3_server)
-    with OutputLease(OUTPUT, options, settle_s=0.05, conditional_writes=False, **FAST) as lease:
+    output = _output(s3_server)
+    with OutputLease(output, settle_s=0.05, conditional_writes=False, **FAST) as lease:
         assert not lease.conditional
         with pytest.raises(OutputBusyError, match="another refine job"):
-            OutputLease(OUTPUT, options, settle_s=0.05, conditional_writes=False).acquire()
+            OutputLease(output, settle_s=0.05, conditional_writes=False).acquire()

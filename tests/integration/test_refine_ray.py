@@ -19,6 +19,7 @@ import webdataset
 
 from simgan_dist.config import load_config
 from simgan_dist.data.reader import read_samples
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import encode_png, read_manifest, resolve_shard_urls, write_shards
 from simgan_dist.refine import ledger as refine_ledger
 from simgan_dist.refine.ray_pool import RefineError, refine_shards
@@ -47,8 +48,9 @@ def slow_checkpoint(tmp_path_factory) -> Path:
 
 
 def _keys(location: str, options: dict | None = None) -> collections.Counter:
-    urls = resolve_shard_urls(location, storage_options=options)
-    return collections.Counter(k for k, _, _, _ in read_samples(urls, storage_options=options))
+    corpus = Location.of(location, options)
+    urls = resolve_shard_urls(corpus)
+    return collections.Counter(k for k, _, _, _ in read_samples(urls, store=corpus))
 
 
 def _bucket_keys(client, prefix: str) -> list[str]:
@@ -61,9 +63,7 @@ def test_killed_job_rerun_gives_every_key_exactly_once(
 ) -> None:
     options = {"endpoint_url": s3_server}
     source, output = "s3://simgan-test/synth", "s3://simgan-test/refined"
-    write_shards(
-        _samples(NUM_SHARDS * PER_SHARD), source, "synth", PER_SHARD, storage_options=options
-    )
+    write_shards(_samples(NUM_SHARDS * PER_SHARD), Location(source, options), "synth", PER_SHARD)
     # The driver runs in its own process, joined to this session's Ray, and is SIGKILLed once a
     # few shards are published: its actors die with it, mid-shard or between shards.
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
@@ -90,7 +90,7 @@ def test_killed_job_rerun_gives_every_key_exactly_once(
     assert summary["num_shards_refined"] == NUM_SHARDS - summary["num_shards_skipped_already_done"]
     keys = _keys(output, options)  # through the manifest, read back from the bucket
     assert keys == collections.Counter({k: 1 for k, _, _ in _samples(NUM_SHARDS * PER_SHARD)})
-    assert read_manifest(output, options).num_samples == NUM_SHARDS * PER_SHARD
+    assert read_manifest(Location(output, options)).num_samples == NUM_SHARDS * PER_SHARD
     assert not [k for k in _bucket_keys(s3_bucket, "refined/") if ".tmp-" in k]
     assert "refined/_refine/report.json" in _bucket_keys(s3_bucket, "refined/_refine/")
 
@@ -160,7 +160,7 @@ def test_bad_input_is_skipped_and_reported_or_stops(
     stopped = json.loads((tmp_path / "stopped" / refine_ledger.REPORT_NAME).read_text())
     assert "error" in stopped
     # Issue 18, item 16: shards that finished while the job was stopping are counted.
-    on_disk = refine_ledger.read_done(str(tmp_path / "stopped"), None)
+    on_disk = refine_ledger.read_done(str(tmp_path / "stopped"))
     assert stopped["num_shards"] == sum(1 for r in on_disk.values() if r["shard"])
     assert stopped["num_images"] == sum(r["num_samples"] for r in on_disk.values())
 
@@ -186,7 +186,7 @@ def test_vanished_shard_is_not_done_and_a_rerun_after_restore_completes(
     num_cut = sum(1 for k in _keys(str(out)) if k.startswith("s0002"))
     assert report["num_lost_samples"] == 10 - num_cut > 0
     assert report["num_skipped_samples"] == report["num_lost_samples"]
-    assert "synth-000001.tar" not in refine_ledger.read_done(str(out), None)
+    assert "synth-000001.tar" not in refine_ledger.read_done(str(out))
 
     gone.write_bytes(kept)  # restored: the rerun refines exactly what was missing
     summary = refine_shards(slow_checkpoint, str(corpus), out, ONE_WORKER, progress=False)
@@ -274,9 +274,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_the_first_completes(
 
     options = {"endpoint_url": s3_server}
     source, output = "s3://simgan-test/synth-busy", "s3://simgan-test/refined-busy"
-    write_shards(
-        _samples(NUM_SHARDS * PER_SHARD), source, "synth", PER_SHARD, storage_options=options
-    )
+    write_shards(_samples(NUM_SHARDS * PER_SHARD), Location(source, options), "synth", PER_SHARD)
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     cmd = [sys.executable, "-m", "simgan_dist.cli", "refine", "--checkpoint", str(slow_checkpoint),
            "--input", source, "--output", output, "--storage-option", f"endpoint_url={s3_server}",

@@ -16,6 +16,7 @@ import webdataset
 
 from simgan_dist.cli import main
 from simgan_dist.data.reader import BadSampleError, StreamStats, batch_stream, read_samples
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import encode_png, resolve_shard_urls, write_shard, write_shards
 
 BUCKET = "simgan-test"
@@ -72,29 +73,27 @@ def test_build_verify_stats_in_a_bucket(s3_server, s3_bucket, capsys) -> None:
 def test_urls_in_a_bucket(s3_server, s3_bucket) -> None:
     options = {"endpoint_url": s3_server}
     root = f"s3://{BUCKET}/data/synth"
-    write_shards(_samples("s", 12), root, "part", 4, storage_options=options)
-    write_shard(f"s3://{BUCKET}/loose/one.tar", _samples("t", 2), options)
+    write_shards(_samples("s", 12), Location(root, options), "part", 4)
+    write_shard(Location(f"s3://{BUCKET}/loose/one.tar", options), _samples("t", 2))
     shards = [f"{root}/part-{i:06d}.tar" for i in range(3)]
-    assert resolve_shard_urls(root, storage_options=options) == shards  # manifest order
-    assert resolve_shard_urls(f"{root}/manifest.json", storage_options=options) == shards
-    assert (
-        resolve_shard_urls(f"{root}/part-{{000000..000002}}.tar", storage_options=options) == shards
-    )
-    assert resolve_shard_urls(f"{root}/part-*.tar", storage_options=options) == shards
+    assert resolve_shard_urls(Location(root, options)) == shards  # manifest order
+    assert resolve_shard_urls(Location(f"{root}/manifest.json", options)) == shards
+    assert resolve_shard_urls(Location(f"{root}/part-{{000000..000002}}.tar", options)) == shards
+    assert resolve_shard_urls(Location(f"{root}/part-*.tar", options)) == shards
     loose = f"s3://{BUCKET}/loose"
-    assert resolve_shard_urls(loose, storage_options=options) == [f"{loose}/one.tar"]
+    assert resolve_shard_urls(Location(loose, options)) == [f"{loose}/one.tar"]
     with pytest.raises(FileNotFoundError, match="part-000008"):
-        resolve_shard_urls(f"{root}/part-{{000008..000009}}.tar", storage_options=options)
+        resolve_shard_urls(Location(f"{root}/part-{{000008..000009}}.tar", options))
     with pytest.raises(ValueError, match="allow_pipe"):
         resolve_shard_urls(f"pipe:aws s3 cp {root}/part-000000.tar -")
-    keys = [k for k, _, _, _ in read_samples(shards, storage_options=options)]
+    keys = [k for k, _, _, _ in read_samples(shards, store=Location(root, options))]
     assert keys == [f"s-{i:04d}" for i in range(12)]
 
 
 def test_bad_samples_in_a_bucket_are_skipped_and_counted_or_stop(s3_server, s3_bucket) -> None:
     options = {"endpoint_url": s3_server}
     root = f"s3://{BUCKET}/bad"
-    write_shard(f"{root}/a-good.tar", _samples("good", 8), options)
+    write_shard(Location(f"{root}/a-good.tar", options), _samples("good", 8))
     png = _samples("p", 1)[0][1]
     s3_bucket.put_object(Bucket=BUCKET, Key="bad/b-corrupt-png.tar", Body=_raw_tar([
         {"__key__": "corrupt-png", "png": b"\x89PNG not really", "json": b'{"label": 1}'},
@@ -104,19 +103,21 @@ def test_bad_samples_in_a_bucket_are_skipped_and_counted_or_stop(s3_server, s3_b
         {"__key__": "no-json", "png": encode_png(png)},
         {"__key__": "fine-2", "png": encode_png(png), "json": b'{"label": 2}'},
     ]))  # fmt: skip
-    write_shard(f"{root}/d-wrong-size.tar", _samples("wrong-size", 1, shape=(20, 20)), options)
+    write_shard(
+        Location(f"{root}/d-wrong-size.tar", options), _samples("wrong-size", 1, shape=(20, 20))
+    )
     whole = _raw_tar(
         [{"__key__": f"cut-{i}", "png": encode_png(png), "json": b"{}"} for i in range(6)]
     )
     s3_bucket.put_object(
         Bucket=BUCKET, Key="bad/e-truncated.tar", Body=whole[: len(whole) // 2 + 100]
     )
-    urls = resolve_shard_urls(root, storage_options=options)
+    urls = resolve_shard_urls(Location(root, options))
     assert len(urls) == 5
 
     stats = StreamStats()
     keys = [k for k, *_ in read_samples(urls, stats=stats, image_shape=(1, 28, 28),
-                                        storage_options=options, require_json=True)]  # fmt: skip
+                                        store=Location(root, options), require_json=True)]  # fmt: skip
     assert keys == [f"good-{i:04d}" for i in range(8)] + [
         "fine-1",
         "fine-2",
@@ -136,14 +137,14 @@ def test_bad_samples_in_a_bucket_are_skipped_and_counted_or_stop(s3_server, s3_b
     # The training stream: the same skips are counted (4 per epoch)...
     stats = StreamStats()
     stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_window=1, stats=stats,
-                          storage_options=options, require_json=True)  # fmt: skip
+                          store=Location(root, options), require_json=True)  # fmt: skip
     for _ in range(7):  # 28 samples: two whole epochs of 13 good ones
         next(stream)
     assert stats.num_skipped >= 8 and "c-no-json.tar key no-json" in "".join(stats.skipped)
     # ...or, with on_bad_sample="stop", the first one stops it, naming the shard and the key.
     with pytest.raises(BadSampleError, match=r"s3://simgan-test/bad/\S+ key \S+"):
         stream = batch_stream(urls, 4, (1, 28, 28), seed=0, shuffle_window=1, on_bad_sample="stop",
-                              storage_options=options)  # fmt: skip
+                              store=Location(root, options))  # fmt: skip
         for _ in range(4):
             next(stream)
 
@@ -194,13 +195,14 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 def test_transient_5xx_are_retried_and_wrong_endpoint_stops(s3_server, s3_bucket) -> None:
     options = {"endpoint_url": s3_server}
-    write_shards(_samples("r", 6), f"s3://{BUCKET}/retry", "part", 3, storage_options=options)
+    write_shards(_samples("r", 6), Location(f"s3://{BUCKET}/retry", options), "part", 3)
     proxy = _FlakyProxy(s3_server, failures=2)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         flaky = {"endpoint_url": f"http://127.0.0.1:{proxy.server_address[1]}"}
-        urls = resolve_shard_urls(f"s3://{BUCKET}/retry", storage_options=flaky)
-        keys = [k for k, _, _, _ in read_samples(urls, on_bad_sample="stop", storage_options=flaky)]
+        retry = Location(f"s3://{BUCKET}/retry", flaky)
+        urls = resolve_shard_urls(retry)
+        keys = [k for k, _, _, _ in read_samples(urls, on_bad_sample="stop", store=retry)]
     finally:
         proxy.shutdown()
     assert keys == [f"r-{i:04d}" for i in range(6)]
@@ -213,7 +215,7 @@ def test_transient_5xx_are_retried_and_wrong_endpoint_stops(s3_server, s3_bucket
     with pytest.raises(
         OSError, match=f"s3://{BUCKET}/retry \\(endpoint http://127.0.0.1:{closed_port}\\)"
     ):
-        resolve_shard_urls(f"s3://{BUCKET}/retry", storage_options=wrong)
+        resolve_shard_urls(Location(f"s3://{BUCKET}/retry", wrong))
 
 
 def test_storage_options_refuse_credentials(tmp_path: Path) -> None:

@@ -91,10 +91,11 @@ def test_the_endpoint_has_one_spelling(tmp_path: Path) -> None:
 
 
 def test_wrong_endpoint_stops_with_clear_error(tmp_path: Path) -> None:
+    from simgan_dist.io.location import Location
     from simgan_dist.train.runs import has_checkpoints
 
     with pytest.raises(OSError, match=r"s3://nobucket/runs/x \(endpoint http://127.0.0.1:1\)"):
-        has_checkpoints("s3://nobucket/runs/x", {"endpoint_url": "http://127.0.0.1:1"})
+        has_checkpoints(Location("s3://nobucket/runs/x", {"endpoint_url": "http://127.0.0.1:1"}))
 
 
 def test_refine_checkpoint_on_s3_is_read_through_the_storage_options(

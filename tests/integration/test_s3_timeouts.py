@@ -12,6 +12,7 @@ from fault_proxy import FaultProxy, fault_proxy
 
 from simgan_dist.cli import main
 from simgan_dist.io import urls
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import write_shards
 
 BUCKET = "simgan-test"
@@ -47,24 +48,24 @@ def test_single_faults_are_retried_and_a_silent_store_is_given_up_in_one_line(
     s3_server: str, proxy: FaultProxy
 ) -> None:
     write_shards(
-        _samples(20), f"s3://{BUCKET}/c", "part", 10, storage_options={"endpoint_url": s3_server}
+        _samples(20), Location(f"s3://{BUCKET}/c", {"endpoint_url": s3_server}), "part", 10
     )
     url = f"s3://{BUCKET}/c/part-000000.tar"
-    whole = urls.read_bytes(url, {"endpoint_url": s3_server})
+    whole = Location(url, {"endpoint_url": s3_server}).read_bytes()
     options = {"endpoint_url": proxy.endpoint, "config_kwargs": {"read_timeout": 1}}
     # One bad answer among good ones is retried: refused, cut in the headers, cut mid-body, silent.
     for fault, cut_after in (("drop", 0), ("cut", 100), ("cut", len(whole) // 2), ("stall", 0)):
         proxy.set(fault, cut_after=cut_after, faulty_connections=1)
         s3fs.S3FileSystem.clear_instance_cache()
-        assert urls.read_bytes(url, options) == whole, fault
+        assert Location(url, options).read_bytes() == whole, fault
     proxy.set("delay", delay_s=0.5)  # slower than usual, within the read timeout
-    assert urls.read_bytes(url, options) == whole
+    assert Location(url, options).read_bytes() == whole
 
     proxy.set("stall")  # accepts, never answers
     s3fs.S3FileSystem.clear_instance_cache()
     started = time.monotonic()
     with pytest.raises(OSError) as err:
-        urls.read_bytes(url, options)
+        Location(url, options).read_bytes()
     waited = time.monotonic() - started
     assert 5 < waited < 15  # 2 x 3 tries of 1 s each, plus backoff (25 tries before)
     assert proxy.num_connections == 6
@@ -77,7 +78,7 @@ def test_shards_verify_on_a_silent_store_errs_in_one_line(
     s3_server: str, proxy: FaultProxy, capsys
 ) -> None:
     write_shards(
-        _samples(20), f"s3://{BUCKET}/c", "part", 10, storage_options={"endpoint_url": s3_server}
+        _samples(20), Location(f"s3://{BUCKET}/c", {"endpoint_url": s3_server}), "part", 10
     )
     proxy.set("stall")
     started = time.monotonic()
@@ -96,7 +97,7 @@ def test_train_on_a_silent_store_stops_before_ray_starts(
     import ray
 
     write_shards(
-        _samples(20), f"s3://{BUCKET}/c", "part", 10, storage_options={"endpoint_url": s3_server}
+        _samples(20), Location(f"s3://{BUCKET}/c", {"endpoint_url": s3_server}), "part", 10
     )
     proxy.set("stall")
     options = json.dumps({"endpoint_url": proxy.endpoint, "config_kwargs": {"read_timeout": 1}})

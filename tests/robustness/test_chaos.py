@@ -18,6 +18,7 @@ import pytest
 
 from simgan_dist.config import load_config
 from simgan_dist.data.reader import read_samples
+from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls, write_shards
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
@@ -49,9 +50,7 @@ def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
     rng = random.Random(SEED)
     options = {"endpoint_url": s3_server}
     source, output = f"s3://{BUCKET}/chaos-in", f"s3://{BUCKET}/chaos-out"
-    write_shards(
-        _samples(NUM_SHARDS * PER_SHARD), source, "chaos", PER_SHARD, storage_options=options
-    )
+    write_shards(_samples(NUM_SHARDS * PER_SHARD), Location(source, options), "chaos", PER_SHARD)
     cfg = load_config(
         preset="debug", overrides=["model.refiner_features=48", "model.refiner_blocks=2"]
     )
@@ -103,8 +102,9 @@ def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
     )
     assert not summary["failed_shards"] and summary["num_input_shards"] == NUM_SHARDS
     assert summary["num_shards_skipped_already_done"] == num_done
-    urls = resolve_shard_urls(output, storage_options=options)
-    keys = collections.Counter(k for k, _, _, _ in read_samples(urls, storage_options=options))
+    refined = Location(output, options)
+    urls = resolve_shard_urls(refined)
+    keys = collections.Counter(k for k, _, _, _ in read_samples(urls, store=refined))
     assert keys == collections.Counter({k: 1 for k, _, _ in _samples(NUM_SHARDS * PER_SHARD)})
-    assert read_manifest(output, options).num_samples == NUM_SHARDS * PER_SHARD
+    assert read_manifest(Location(output, options)).num_samples == NUM_SHARDS * PER_SHARD
     assert "chaos-out/_refine/lease.json" not in _done_records(client, "chaos-out/_refine/")

@@ -355,7 +355,7 @@ def test_refine_writes_a_tar_gz_input_as_a_plain_tar_of_the_same_stem(
 
     _gzip_corpus(tmp_path / "c")
     out = str(tmp_path / "out")
-    sources, names = input_shards(str(tmp_path / "c"), out, False, {})
+    sources, names = input_shards(str(tmp_path / "c"), out, False)
     assert names == ["part-000000.tar", "part-000001.tar", "part-000002.tar"]
     refiner, cfg, _ = load_refiner(checkpoint)
     settings = RefineSettings(batch_size=8, channels_last=False)
@@ -366,7 +366,7 @@ def test_refine_writes_a_tar_gz_input_as_a_plain_tar_of_the_same_stem(
     assert [m["__key__"] for m in refined] == [f"s{i:04d}" for i in range(20, 30)]
     (tmp_path / "c" / "part-000000.tar.gz").write_bytes(b"")  # would be refined into a clash
     with pytest.raises(ValueError, match="share base names"):
-        input_shards(str(tmp_path / "c"), out, False, {})
+        input_shards(str(tmp_path / "c"), out, False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def test_a_spoilt_tar_is_refined_up_to_the_damage_and_recorded_done(
     result = _refiner(checkpoint).refine_shard(str(source), str(out), 20)
     assert not result.failed and result.damaged.startswith("damaged: ") and what in result.damaged
     assert result.num_samples == num_good and result.num_lost == 20 - num_good
-    assert "part-000000.tar" in ledger.read_done(str(out), None)  # a rerun does not redo it
+    assert "part-000000.tar" in ledger.read_done(str(out))  # a rerun does not redo it
     assert len(load_batch(str(out / "part-000000.tar"))[1]) == num_good
 
 

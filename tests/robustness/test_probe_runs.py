@@ -67,7 +67,7 @@ def test_a_second_train_on_a_held_run_stops_in_one_line_naming_run_and_holder(
     debug_overrides, tmp_path: Path, capsys
 ) -> None:
     run = tmp_path / "shared"
-    with RunLease(str(run), None, **FAST):  # the first job, still running
+    with RunLease(str(run), **FAST):  # the first job, still running
         status, _, err = _run(_train_args(debug_overrides(**{"run.name": "shared"})), capsys)
     assert status == 1
     line = _last_line(err)

@@ -25,14 +25,14 @@ def test_records_come_from_the_index_and_the_listing_decides(tmp_path: Path) -> 
     out = str(tmp_path)
     records = [_record(f"s{i}.tar") for i in range(4)]
     for r in records:
-        ledger.write_done(out, r, None)
-    ledger.write_index(out, records[:2], None)
-    ledger.write_index(out, [_record("s0.tar", num_samples=7)], None)  # a later copy wins
-    ledger.write_index(out, [_record("gone.tar")], None)  # indexed, but its record is deleted
+        ledger.write_done(out, r)
+    ledger.write_index(out, records[:2])
+    ledger.write_index(out, [_record("s0.tar", num_samples=7)])  # a later copy wins
+    ledger.write_index(out, [_record("gone.tar")])  # indexed, but its record is deleted
     # The record bodies under done/ are changed: what read_done returns for s0, s1 is the index's.
     for name in ("s0.tar", "s1.tar"):
         (tmp_path / ledger.DONE_DIR / f"{name}.json").write_text(json.dumps(_record(name, 99)))
-    got = ledger.read_done(out, None)
+    got = ledger.read_done(out)
     assert set(got) == {"s0.tar", "s1.tar", "s2.tar", "s3.tar"}
     assert [got[n]["num_samples"] for n in ("s0.tar", "s1.tar", "s2.tar")] == [7, 3, 3]
     assert len(_segments(tmp_path)) == 3  # read-only without compact
@@ -42,17 +42,17 @@ def test_compacting_leaves_one_segment_with_every_listed_record(tmp_path: Path) 
     out = str(tmp_path)
     records = [_record(f"s{i}.tar") for i in range(5)]
     for r in records:
-        ledger.write_done(out, r, None)
-    ledger.write_index(out, records[:2], None)
-    ledger.write_index(out, records[2:3], None)
-    first = ledger.read_done(out, None, compact=True)
+        ledger.write_done(out, r)
+    ledger.write_index(out, records[:2])
+    ledger.write_index(out, records[2:3])
+    first = ledger.read_done(out, compact=True)
     (segment,) = _segments(tmp_path)
     lines = [json.loads(line) for line in segment.read_text().splitlines()]
     assert sorted(r["name"] for r in lines) == sorted(first) == [r["name"] for r in records]
     # Once compact, a read fetches nothing: done/ bodies are not looked at.
     for r in records:
         (tmp_path / ledger.DONE_DIR / f"{r['name']}.json").write_text("not json")
-    assert ledger.read_done(out, None, compact=True) == first
+    assert ledger.read_done(out, compact=True) == first
     assert _segments(tmp_path) == [segment]
 
 
@@ -62,12 +62,12 @@ def test_plan_counts_a_record_done_only_with_its_published_shard(tmp_path: Path)
     for i in range(4):
         (inputs / f"s{i}.tar").write_bytes(b"")
     for name in ("s0.tar", "s1.tar"):
-        ledger.write_done(str(out), _record(name), None)
-    ledger.write_index(str(out), [_record("s0.tar"), _record("s1.tar")], None)
+        ledger.write_done(str(out), _record(name))
+    ledger.write_index(str(out), [_record("s0.tar"), _record("s1.tar")])
     (out / "s0.tar").write_bytes(b"12345")  # the size its record gives; s1's shard is missing
-    sources, names = input_shards(str(inputs), str(out), False, {})
+    sources, names = input_shards(str(inputs), str(out), False)
     assert names == ["s0.tar", "s1.tar", "s2.tar", "s3.tar"]
-    job = plan_job(str(inputs), sources, names, str(out), LINEAGE, {})
+    job = plan_job(str(inputs), sources, names, str(out), LINEAGE)
     assert job.done == {"s0.tar"}
     assert [Path(s).name for s in job.todo] == ["s1.tar", "s2.tar", "s3.tar"]
     assert job.counts is None  # no input manifest

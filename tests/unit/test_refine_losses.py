@@ -49,7 +49,7 @@ def test_a_damaged_tar_counts_every_sample_it_lost(checkpoint, tmp_path) -> None
     assert result.num_lost == NUM_SAMPLES - result.num_samples
     assert result.num_skipped == result.num_lost  # every lost sample, not one for the shard
     # What came before the damage is published and recorded: reading it again gives the same.
-    assert "synth-000000.tar" in ledger.read_done(str(out), None)
+    assert "synth-000000.tar" in ledger.read_done(str(out))
     assert len(load_arrays(str(out / "synth-000000.tar"))[1]) == result.num_samples
 
     unknown = _refiner(checkpoint).refine_shard(str(source), str(tmp_path / "out2"))
@@ -75,7 +75,7 @@ def test_an_unreadable_shard_is_not_recorded_done(checkpoint, tmp_path) -> None:
     missing = tmp_path / "in" / "synth-000001.tar"  # listed, but gone (deleted mid-run)
     result = _refiner(checkpoint).refine_shard(str(missing), str(out), NUM_SAMPLES)
     assert result.failed.startswith("unreadable: ") and "FileNotFoundError" in result.failed
-    assert result.shard is None and ledger.read_done(str(out), None) == {}
+    assert result.shard is None and ledger.read_done(str(out)) == {}
     assert not list(out.glob("*.tar"))
     # Restored: the same call refines it in full.
     _shard(missing)

@@ -28,7 +28,7 @@ def test_a_name_with_a_checkpoint_is_refused_unless_resume_is_auto(
     debug_overrides, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg, _ = start_run(_config(debug_overrides, **{"run.name": "again"}))
-    save_initial_checkpoint(cfg, Path(run_location(cfg)) / "checkpoint-000000000048")
+    save_initial_checkpoint(cfg, run_location(cfg).local_path() / "checkpoint-000000000048")
     with pytest.raises(ConfigError, match="already holds a run.*--resume-if-exists"):
         start_run(_config(debug_overrides, **{"run.name": "again"}))
 
@@ -36,7 +36,7 @@ def test_a_name_with_a_checkpoint_is_refused_unless_resume_is_auto(
     with caplog.at_level("INFO", logger="simgan_dist"):
         resumed, out = start_run(_config(debug_overrides, **longer))
     assert resumed.run.name == "again" and resumed.schedule.adversarial_nimg == 192
-    assert out == Path(run_location(cfg))
+    assert out == run_location(cfg).local_path()
     assert "resuming it (config changed: run.resume, schedule.adversarial_nimg)" in caplog.text
 
 
