@@ -155,10 +155,19 @@ def _check_shape(data: Any, source: str) -> None:
 # Renamed fields: (section, old name) -> new name. The old name is read for one release, with a
 # deprecation line; a config giving both is refused.
 RENAMED_FIELDS = {("data", "shuffle_buffer"): "shuffle_window"}
+# Removed fields: (section, name) -> what to do instead. A config giving one is refused naming it.
+REMOVED_FIELDS = {
+    ("data", "rank_split"): "each rank always reads its own shards; drop the field",
+    ("optim", "disc_optimizer"): "R and D both use optim.optimizer; drop the field",
+}
 
 
 def rename_deprecated(data: dict[str, Any], source: str) -> dict[str, Any]:
     """data with each renamed field under its new name (a copy when anything changed)."""
+    for (section, name), instead in REMOVED_FIELDS.items():
+        values = data.get(section)
+        if isinstance(values, dict) and name in values:
+            raise InputError(f"{section}.{name}: removed in this release: {instead}")
     for (section, old), new in RENAMED_FIELDS.items():
         values = data.get(section)
         if not isinstance(values, dict) or old not in values:

@@ -130,9 +130,8 @@ class OptimConfig(Section):
     """One optimizer per engine; SGD with lr 1e-3 is the paper's common setting."""
 
     SECTION: ClassVar[str] = "optim"
-    # sgd (the paper's) or adam, for R and, unless disc_optimizer says otherwise, D.
+    # sgd (the paper's) or adam, for R and D
     optimizer: Literal["sgd", "adam"] = "sgd"
-    disc_optimizer: Literal["same", "sgd", "adam"] = "same"  # D's own choice, if it differs
     # R's learning rate
     refiner_lr: float = checked(1e-3, above(0))
     # D's learning rate
@@ -232,9 +231,6 @@ class DataConfig(Section):
     # D sees each real image under a random flip and (square images) transpose: 8x the variety
     # of a small real pool, for a local D that judges texture, not which way a digit faces.
     augment_real: bool = False
-    # "shards": each rank streams its own shards (scales). "batch_rows": every rank reads the
-    # same global batch and keeps its rows (W x decode cost, but identical for any worker count).
-    rank_split: Literal["shards", "batch_rows"] = "shards"
     allow_pipe_urls: bool = False  # pipe: URLs run shell commands; off unless asked for
     # fsspec options for s3:// / gs:// locations, e.g. {endpoint_url: "http://127.0.0.1:9000"}.
     # Never credentials: those come from the AWS/gcloud environment and config files.

@@ -206,11 +206,6 @@ def stream_seed(cfg: Config, corpus: str) -> int:
     return seed_for(cfg.run.seed, "stream", corpus)
 
 
-def stream_world_size(cfg: Config, num_workers: int) -> int:
-    """With data.rank_split == "batch_rows" every rank reads the same (single) stream."""
-    return 1 if cfg.data.rank_split == "batch_rows" else num_workers
-
-
 class ShardSource(Protocol):
     """What a rank's stream needs of a corpus's catalog: a local ShardCatalog, or the Ray
     adapter's client of a shared catalog actor (train.ray_catalog.CatalogClient)."""
@@ -231,7 +226,7 @@ def open_catalog(cfg: Config, corpus: str, num_workers: int) -> ShardCatalog:
     return ShardCatalog.open(
         data_location(cfg, getattr(cfg.data, corpus)),
         stream_seed(cfg, corpus),
-        stream_world_size(cfg, num_workers),
+        num_workers,
         allow_pipe=cfg.data.allow_pipe_urls,
     )
 

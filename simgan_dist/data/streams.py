@@ -100,23 +100,6 @@ def image_shape(cfg: Config) -> tuple[int, int, int]:
     return (cfg.model.image_channels, cfg.model.image_height, cfg.model.image_width)
 
 
-class RowSlices:
-    """data.rank_split == "batch_rows": every rank reads the same global batch and keeps its rows.
-    Costs world_size x the decoding, but the run is then identical for any number of workers."""
-
-    def __init__(self, stream: Any, rank: int, world_size: int) -> None:
-        self.stream, self.rank, self.world_size = stream, rank, world_size
-
-    def __iter__(self) -> RowSlices:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, list[dict]]:
-        images, metas = next(self.stream)
-        size = len(images) // self.world_size
-        lo, hi = self.rank * size, (self.rank + 1) * size
-        return images[lo:hi], metas[lo:hi]
-
-
 def make_batch_source(
     cfg: Config,
     rank: int,
@@ -129,11 +112,8 @@ def make_batch_source(
     and seeded by run.seed alone: a resumed run rebuilds them and seeks them to its saved
     position (load_state_dict). A synthetic sample without its json annotation counts as bad: its refined copy
     could not keep the label."""
-    by_rows = cfg.data.rank_split == "batch_rows"
-    stream_rank, stream_world = (0, 1) if by_rows else (rank, world_size)
     # Micro-batches: with gradient accumulation each optimizer step takes grad_accum_steps.
-    global_micro = cfg.schedule.batch_size // cfg.engine.grad_accum_steps
-    batch = global_micro if by_rows else global_micro // world_size
+    batch = cfg.schedule.batch_size // cfg.engine.grad_accum_steps // world_size
     pin = cfg.data.pin_memory and device.type == "cuda"
 
     positioned: dict[str, BatchStream] = {}
@@ -142,18 +122,16 @@ def make_batch_source(
         catalog = catalogs[corpus]
 
         def on_end(epoch: int, url: str) -> None:
-            # In batch_rows mode every rank reads the same stream: rank 0 alone reports it.
-            if rank == 0 or not by_rows:
-                catalog.record_finished(epoch, stream_rank, url)
+            catalog.record_finished(epoch, rank, url)
 
         positioned[corpus] = it = batch_stream(
             catalog.plan(), batch, image_shape(cfg), seed=stream_seed(cfg, corpus),
-            rank=stream_rank, world_size=stream_world, shuffle_window=cfg.data.shuffle_window,
+            rank=rank, world_size=world_size, shuffle_window=cfg.data.shuffle_window,
             num_loader_workers=cfg.data.num_loader_workers, on_bad_sample=cfg.data.on_bad_sample,
             with_meta=False, stats=stats, store=data_location(cfg, getattr(cfg.data, corpus)),
             on_shard_end=on_end, require_json=corpus == "synthetic", pin_memory=pin,
         )  # fmt: skip
-        return RowSlices(it, rank, world_size) if by_rows else it
+        return it
 
     return StreamBatchSource(
         stream("synthetic"), stream("real"), device, pin_memory=pin, positioned=positioned

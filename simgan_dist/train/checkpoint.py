@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from simgan_dist.config import Config, from_dict, save_config
-from simgan_dist.data.catalog import CATALOG_FILE, ShardSource, stream_world_size
+from simgan_dist.data.catalog import CATALOG_FILE, ShardSource
 from simgan_dist.errors import InputError
 from simgan_dist.io.location import Location
 from simgan_dist.model.history import History
@@ -108,7 +108,7 @@ class CatalogRecord:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for corpus, catalog in self.catalogs.items():
             if self.rank == 0 or not catalog.shared:
-                catalog.load_state_dict(state[corpus], stream_world_size(self.cfg, self.world_size))
+                catalog.load_state_dict(state[corpus], self.world_size)
 
     def save_to(self, directory: Path) -> None:
         """Every rank calls this (a barrier); rank 0 writes."""

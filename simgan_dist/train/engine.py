@@ -37,13 +37,11 @@ class Updater(Protocol):
 
 
 def make_optimizer(
-    params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float, kind: str | None = None
+    params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float
 ) -> torch.optim.Optimizer:
-    """The paper's SGD, or Adam (kind defaults to cfg.optimizer). A torch optimizer (not
-    DeepSpeed's "Adam" type, which becomes AdamW with a slow CPU JIT build) so both updaters
-    share it."""
-    kind = cfg.optimizer if kind in (None, "same") else kind
-    if kind == "sgd":
+    """The paper's SGD, or Adam (cfg.optimizer). A torch optimizer (not DeepSpeed's "Adam" type,
+    which becomes AdamW with a slow CPU JIT build) so both updaters share it."""
+    if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
     return torch.optim.Adam(params, lr=lr, betas=cfg.adam_betas)
 

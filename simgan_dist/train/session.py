@@ -49,9 +49,7 @@ def build_updaters(
     disc_net = build_discriminator(cfg.model).to(device)
     refiner_steps, disc_steps = optimizer_steps(cfg.schedule)
     r_optim = make_optimizer(refiner_net.parameters(), cfg.optim, cfg.optim.refiner_lr)
-    d_optim = make_optimizer(
-        disc_net.parameters(), cfg.optim, cfg.optim.disc_lr, kind=cfg.optim.disc_optimizer
-    )
+    d_optim = make_optimizer(disc_net.parameters(), cfg.optim, cfg.optim.disc_lr)
     r_schedule = make_lr_schedule(r_optim, cfg.optim, refiner_steps)
     d_schedule = make_lr_schedule(d_optim, cfg.optim, disc_steps)
     if kind == "torch":

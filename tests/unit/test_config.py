@@ -165,3 +165,10 @@ def test_an_elastic_run_needs_a_batch_that_splits_over_every_worker_count_it_may
                                                "schedule.batch_size=16"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"run.min_workers: must be at most run.num_workers=2"):
         load_config(preset="debug", overrides=["run.min_workers=3"])
+
+
+@pytest.mark.parametrize("field", ["data.rank_split=batch_rows", "optim.disc_optimizer=adam"])
+def test_a_removed_field_is_refused_naming_it_and_what_to_do(field: str) -> None:
+    name = field.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{name}: removed in this release: .*drop the field"):
+        load_config(preset="debug", overrides=[field])
