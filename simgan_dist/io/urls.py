@@ -21,6 +21,7 @@ from typing import Any
 
 import fsspec
 
+from simgan_dist.config.credentials import redact_userinfo
 from simgan_dist.errors import InputError, kind
 from simgan_dist.io import store_waits
 
@@ -115,7 +116,10 @@ def basename(url: str) -> str:
 def describe_failure(url: str, err: BaseException, storage_options: dict[str, Any] | None) -> str:
     """One line for a storage error: URL, endpoint (no credentials), and the cause."""
     endpoint = (storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-    where = f" (endpoint {endpoint})" if endpoint and not is_local(url) else ""
+    # AWS_ENDPOINT_URL is not checked like a config's endpoint: a user:secret@ in it stays unsaid.
+    where = (
+        f" (endpoint {redact_userinfo(str(endpoint))})" if endpoint and not is_local(url) else ""
+    )
     # A timeout says what was waited for and which setting changes it.
     timed_out = store_waits.is_timeout(err)
     waited = store_waits.describe_timeout(storage_options, protocol(url)) if timed_out else ""

@@ -14,6 +14,7 @@ import yaml
 
 from simgan_dist.config import Config, ConfigError, build_dataclass, read_yaml, require
 from simgan_dist.config.rules import Section, above, at_least, checked
+from simgan_dist.config.schema import ONE_PATH_COMPONENT
 from simgan_dist.config.trackers import TuneMLflow, TuneWandb
 from simgan_dist.errors import InputError
 from simgan_dist.tune.trackers import SearcherName, check_searcher
@@ -29,7 +30,8 @@ class SearchSettings(Section):
     """The `tune:` section of a search file."""
 
     SECTION: ClassVar[str] = "tune"
-    name: str = ""  # experiment name (empty: tune-<timestamp>)
+    # experiment name, one path component under the storage path (empty: tune-<timestamp>)
+    name: str = checked("", ONE_PATH_COMPONENT)
     storage_path: str = ""  # where the experiment goes (empty: the base config's run.storage_path)
     # trials drawn from the space (each grid point counts num_samples times)
     num_samples: int = checked(4, at_least(1))

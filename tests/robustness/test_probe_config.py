@@ -267,3 +267,27 @@ def test_a_seed_argument_out_of_range_is_refused(tmp_path: Path, capsys) -> None
 
 def test_negative_max_failures_is_refused(capsys) -> None:
     _refused(_print_config("run.max_failures=-1"), capsys, "run.max_failures", ">= 0")
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/abs/exp", "a/b"])
+def test_a_tune_experiment_name_is_one_path_component(name: str, tmp_path) -> None:
+    """Item 6 for `simgan tune`: tune.name is joined under the storage path as run.name is."""
+    import yaml
+
+    from simgan_dist.config import ConfigError, load_config
+    from simgan_dist.tune.space import load_search
+
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({"space": {"loss.reg_lambda": 0.5}, "tune": {"name": name}}))
+    with pytest.raises(ConfigError, match=r"search.yaml: tune.name: must be one path component"):
+        load_search(path, load_config(preset="debug"))
+
+
+def test_a_secret_in_aws_endpoint_url_is_never_printed(monkeypatch) -> None:
+    """Item 7: the endpoint a store error names comes from AWS_ENDPOINT_URL too, which no config
+    check sees; its user:password@ is left out of the line."""
+    from simgan_dist.io.urls import describe_failure
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9")
+    line = describe_failure("s3://b/k", ConnectionError("refused"), None)
+    assert "s3cr3t" not in line and "AKIAEXAMPLE" not in line and "127.0.0.1:9" in line
