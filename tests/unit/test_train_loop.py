@@ -7,9 +7,8 @@ import torch
 
 from simgan_dist.config import load_config
 from simgan_dist.model.history import HistoryBuffer
-from simgan_dist.model.networks import build_discriminator, build_refiner
-from simgan_dist.train.engine import TorchUpdater, make_optimizer
 from simgan_dist.train.loop import LoopState, disc_step, phases_for, refiner_step, train
+from simgan_dist.train.session import build_updaters
 from simgan_dist.train.stats import NonFiniteLossError, check_finite
 
 
@@ -34,10 +33,10 @@ def _setup(**overrides):
     cfg = load_config(
         preset="debug", overrides=[f"{k}={v}" for k, v in overrides.items()] + ["run.num_workers=1"]
     )
-    torch.manual_seed(0)
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    refiner = TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.01))
-    disc = TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.01))
+    # R and D as every Ray-free run gets them (the session's build_updaters), at lr 0.01.
+    refiner, disc = build_updaters(
+        cfg.replace(optim={"refiner_lr": 0.01, "disc_lr": 0.01}), torch.device("cpu")
+    )
     return cfg, refiner, disc
 
 

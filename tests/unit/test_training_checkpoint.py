@@ -9,15 +9,14 @@ import torch
 
 from simgan_dist.config import load_config
 from simgan_dist.model.history import HistoryBuffer
-from simgan_dist.model.networks import build_discriminator, build_refiner
 from simgan_dist.train.checkpoint import (
     CheckpointError,
     TrainingCheckpoint,
     load_tensors,
     rank_file,
 )
-from simgan_dist.train.engine import TorchUpdater, make_optimizer
 from simgan_dist.train.loop import LoopState, iteration_seed, train
+from simgan_dist.train.session import build_updaters
 
 # An R with a noise input: the loop draws from torch's RNG at every R and D step.
 NOISE = [
@@ -59,10 +58,9 @@ def _run_parts(adversarial_nimg: int, seed: int = 0):
     cfg = load_config(
         preset="debug", overrides=[*NOISE, f"schedule.adversarial_nimg={adversarial_nimg}"]
     )
-    torch.manual_seed(seed)
-    r_net, d_net = build_refiner(cfg.model), build_discriminator(cfg.model)
-    refiner = TorchUpdater(r_net, make_optimizer(r_net.parameters(), cfg.optim, 0.003))
-    disc = TorchUpdater(d_net, make_optimizer(d_net.parameters(), cfg.optim, 0.003))
+    cfg = cfg.replace(optim={"refiner_lr": 0.003, "disc_lr": 0.003})
+    # seed: other initial weights only; the run's own draws stay run.seed's.
+    refiner, disc = build_updaters(cfg.replace(run={"seed": seed}), torch.device("cpu"))
     buffer = HistoryBuffer(32, (1, 28, 28), seed=cfg.run.seed)
     batches = CountedBatches(cfg.schedule.batch_size)
     return cfg, refiner, disc, buffer, batches
