@@ -7,6 +7,7 @@ in-process runs) builds a local catalog instead: same plan, the record kept per 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
@@ -38,6 +39,9 @@ def start_catalogs(cfg: Config) -> dict[str, Any]:
     return handles
 
 
+RESTART_WAIT_S = 60.0  # a catalog process restarts in seconds; a longer absence is a failure
+
+
 class CatalogClient:
     """A worker's view of one corpus's catalog: an actor handle, or a local ShardCatalog."""
 
@@ -47,13 +51,23 @@ class CatalogClient:
         self.target = target
         self.is_actor = isinstance(target, ray.actor.ActorHandle)
 
-    def _call(self, method: str, *args: Any) -> Any:
-        if self.is_actor:
-            return ray.get(getattr(self.target, method).remote(*args))
-        return getattr(self.target, method)(*args)
+    def _call(self, method: str, *args: Any, wait_for_restart: bool = False) -> Any:
+        """The method's result. wait_for_restart: for calls that are safe to repeat (reads,
+        restoring a saved record), a catalog that is restarting is waited for, up to
+        RESTART_WAIT_S, instead of failing the run a second time right after a restart."""
+        if not self.is_actor:
+            return getattr(self.target, method)(*args)
+        deadline = time.monotonic() + (RESTART_WAIT_S if wait_for_restart else 0.0)
+        while True:
+            try:
+                return ray.get(getattr(self.target, method).remote(*args))
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def plan(self) -> EpochPlan:
-        return self._call("plan")
+        return self._call("plan", wait_for_restart=True)
 
     def record_finished(self, epoch: int, rank: int, url: str) -> None:
         # Synchronous (one small call per shard): at a checkpoint's barrier the record is whole.
@@ -63,7 +77,7 @@ class CatalogClient:
         return self._call("state_dict")
 
     def load_state_dict(self, state: dict[str, Any], world_size: int) -> EpochPlan:
-        return self._call("load_state_dict", state, world_size)
+        return self._call("load_state_dict", state, world_size, wait_for_restart=True)
 
     def progress(self) -> dict[str, Any]:
         return self._call("progress")

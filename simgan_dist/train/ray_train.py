@@ -235,12 +235,13 @@ def run_training(
     )
     # One filesystem for the run store: fsspec's, with run.storage_options, wrapped for pyarrow.
     filesystem, storage_path = storage_root(cfg).pyarrow_filesystem()
+    catalogs = start_catalogs(cfg)  # killed when the run ends (below)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
             "config": cfg.to_dict(),
             "run_dir": str(run_dir),
-            "catalogs": start_catalogs(cfg),
+            "catalogs": catalogs,
         },
         torch_config=TorchConfig(timeout_s=cfg.run.collective_timeout_s),
         scaling_config=ScalingConfig(
@@ -276,6 +277,9 @@ def run_training(
         result = trainer.fit()
     except TrainingFailedError as err:
         raise TrainingError(failure_line(err)) from err
+    finally:
+        for handle in catalogs.values():  # the run's own: a later run in this process opens anew
+            ray.kill(handle)
     if result.error:
         raise TrainingError(failure_line(result.error))
     return result

@@ -115,14 +115,23 @@ def test_killed_worker_restarts_from_checkpoint(
             **{
                 "schedule.adversarial_nimg": 3000,
                 "run.checkpoint_every_nimg": 512,
-                "run.max_failures": 1,
+                # A catalog's death fails the group once; under load the restarted group may
+                # also meet the catalog still restarting, which is a second failure.
+                "run.max_failures": 1 if victim == "RayTrainWorker" else 2,
                 "run.name": f"killed-{victim}",
             }
         ),
     )
     cfg, run_dir = start_run(cfg)
-    results = []
-    thread = threading.Thread(target=lambda: results.append(run_training(cfg, run_dir)))
+    results: list = []
+
+    def fit() -> None:
+        try:
+            results.append(run_training(cfg, run_dir))
+        except Exception as err:  # shown by the assertion below, not lost in the thread
+            results.append(err)
+
+    thread = threading.Thread(target=fit)
     thread.start()
     deadline = time.time() + 240
     # Ray writes its snapshot once a reported checkpoint is registered: only then can a restart
@@ -134,12 +143,13 @@ def test_killed_worker_restarts_from_checkpoint(
     os.kill(workers[0].pid, signal.SIGKILL)
     killed_at = time.time()
     thread.join(timeout=600)
-    assert results and results[0].error is None, results
+    assert results and getattr(results[0], "error", results[0]) is None, results
     final = find_latest_checkpoint(run_dir)
     assert final.name == "checkpoint-000000003048"  # 48 pretraining + 3000 adversarial
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     resumes = [r["cur_nimg"] for r in rows if r.get("event") == "resumed"]
-    assert len(resumes) == 1 and resumes[0] > 0  # restarted once, from a checkpoint
+    assert resumes and all(r > 0 for r in resumes)  # restarted from a checkpoint
+    assert len(resumes) == 1 or victim == "ShardCatalog"
     assert time.time() > killed_at
 
 
