@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _two_node_cluster import free_ports
 
-DEADLINE_S = 240.0
+DEADLINE_S = 300.0
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -87,7 +87,7 @@ def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
                 "run.min_workers=1",
                 "run.elastic_resize_every_s=2",
                 "run.threads_per_worker=1",
-                "run.max_failures=3",
+                "run.max_failures=10",  # the lost node and each start that waits on it
                 "run.log_every_nimg=16",
                 "run.checkpoint_every_nimg=32",
                 "schedule.adversarial_nimg=10000000",
