@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from _two_node_cluster import free_ports
+from _two_node_cluster import one_cpu_head
 
 DEADLINE_S = 300.0
 
@@ -53,7 +53,6 @@ def _wait_for(run_dir: Path, test, what: str) -> None:
 
 def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
     import ray
-    from ray.cluster_utils import Cluster
 
     from simgan_dist.config import load_config
     from simgan_dist.train.ray_train import run_training
@@ -62,20 +61,13 @@ def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
     # Right after a node is lost Ray still counts its CPUs: its first try to restart on two
     # workers waits this long before the elastic policy sees one (60 s by default).
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "30"
-    dashboard_port, agent_port = free_ports(2)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "dashboard_host": "127.0.0.1",
-            "dashboard_port": dashboard_port,
-            "dashboard_agent_listen_port": agent_port,
-        },
-    )
+    cluster = one_cpu_head()
     try:
+        # Connected before the worker node exists, so the driver's node is the head: Ray refuses
+        # to remove the node a driver is connected to (both nodes share this host's address).
+        ray.init(address=cluster.address)
         worker_node = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
         cfg = load_config(
             preset="debug",
             overrides=[

@@ -28,18 +28,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
-    import ray
+def one_cpu_head():
+    """A simulated cluster's head of one CPU, its dashboard and agent on free loopback ports."""
     from ray.cluster_utils import Cluster
-    from ray.util.state import list_actors
-
-    from simgan_dist.config import load_config
-    from simgan_dist.train.ray_train import run_training
-    from simgan_dist.train.runs import start_run
 
     dashboard_port, agent_port = free_ports(2)
-    # One CPU per node and one CPU per Ray Train worker: the two workers cannot share a node.
-    cluster = Cluster(
+    return Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 1,
@@ -48,6 +42,18 @@ def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
             "dashboard_agent_listen_port": agent_port,
         },
     )
+
+
+def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
+    import ray
+    from ray.util.state import list_actors
+
+    from simgan_dist.config import load_config
+    from simgan_dist.train.ray_train import run_training
+    from simgan_dist.train.runs import start_run
+
+    # One CPU per node and one CPU per Ray Train worker: the two workers cannot share a node.
+    cluster = one_cpu_head()
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()

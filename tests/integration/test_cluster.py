@@ -298,17 +298,20 @@ def test_a_killed_job_submitted_again_continues_its_run(
     assert len(resumes) == 1 and resumes[0] > 0, resumes  # continued, not started again
 
 
-@pytest.mark.ray
-def test_two_workers_on_two_nodes(digit_shards, tmp_path: Path) -> None:
-    root = _short_tmpdir("simgan-2node-")
+def _cluster_script(
+    script: str, digit_shards: dict[str, Path], tmp_path: Path, run_name: str, timeout_s: int
+) -> tuple[dict, str]:
+    """Run a simulated-cluster script of tests/integration in a process of its own with a private
+    Ray; (its RESULT, its output), after checking that it exited 0 with no run error."""
+    root = _short_tmpdir("simgan-cluster-")
     try:
         proc = subprocess.run(
             [
-                sys.executable, str(REPO / "tests" / "integration" / "_two_node_cluster.py"),
-                str(digit_shards["synthetic"]), str(digit_shards["real"]), str(tmp_path),
-                "two-nodes",
+                sys.executable, str(REPO / "tests" / "integration" / script),
+                str(digit_shards["synthetic"]), str(digit_shards["real"]), str(tmp_path), run_name,
             ],
-            cwd=REPO, env=_private_ray_env(root), capture_output=True, text=True, timeout=300,
+            cwd=REPO, env=_private_ray_env(root), capture_output=True, text=True,
+            timeout=timeout_s,
         )  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -318,6 +321,14 @@ def test_two_workers_on_two_nodes(digit_shards, tmp_path: Path) -> None:
         next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]
     )
     assert result["error"] is None, output[-20000:]
+    return result, output
+
+
+@pytest.mark.ray
+def test_two_workers_on_two_nodes(digit_shards, tmp_path: Path) -> None:
+    result, output = _cluster_script(
+        "_two_node_cluster.py", digit_shards, tmp_path, "two-nodes", 300
+    )
     assert len(result["nodes"]) == 2, result
     assert len(set(result["worker_nodes"])) == 2, result  # one DeepSpeed rank per node
     assert set(result["worker_nodes"]) == set(result["nodes"]), result
@@ -338,24 +349,7 @@ def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back(
 ) -> None:
     """run.min_workers (issue 29 item 3): a node removed mid-run leaves the run on one worker,
     resumed from its checkpoint; a node added back brings it to two again, resumed again."""
-    root = _short_tmpdir("simgan-elastic-")
-    try:
-        proc = subprocess.run(
-            [
-                sys.executable, str(REPO / "tests" / "integration" / "_elastic_cluster.py"),
-                str(digit_shards["synthetic"]), str(digit_shards["real"]), str(tmp_path),
-                "elastic",
-            ],
-            cwd=REPO, env=_private_ray_env(root), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-20000:]
-    result = json.loads(
-        next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:]
-    )
-    assert result["error"] is None, output[-20000:]
+    result, _ = _cluster_script("_elastic_cluster.py", digit_shards, tmp_path, "elastic", 600)
     assert result["num_workers"] == [2.0, 1.0, 2.0], result
     assert len(result["resumed_at"]) == 2 and 32 <= result["resumed_at"][0], result
 
