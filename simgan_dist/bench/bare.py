@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from simgan_dist.bench.processes import run_two_processes
 from simgan_dist.config import Config, from_dict
 from simgan_dist.model.losses import discriminator_loss, refiner_loss
 from simgan_dist.train.engine import TorchUpdater
@@ -140,25 +141,5 @@ def bare_pair(cfg: Config, warmup_iters: int, measured_iters: int) -> dict:
     """Two bare loops at once in two processes (1 thread each, CPU), each on half the global
     batch, timed together: what 2 workers could reach on this machine with no communication,
     no data loading and no Ray. Images/s is the sum of the two."""
-    import multiprocessing
-
     half = cfg.replace(schedule={"batch_size": cfg.schedule.batch_size // 2}).to_dict()
-    ctx = multiprocessing.get_context("spawn")  # a fork would copy this process's threads
-    sync, results = ctx.Barrier(2), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_bare_pair_process, args=(half, warmup_iters, measured_iters, sync, results)
-        )
-        for _ in range(2)
-    ]
-    for proc in procs:
-        proc.start()
-    figures = [results.get(timeout=1800) for _ in procs]
-    for proc in procs:
-        proc.join()
-    return {
-        "images_per_s": sum(f["images_per_s"] for f in figures),
-        "measured_nimg": sum(f["measured_nimg"] for f in figures),
-        "measured_s": max(f["measured_s"] for f in figures),
-        "processes_images_per_s": [f["images_per_s"] for f in figures],
-    }
+    return run_two_processes(_bare_pair_process, (half, warmup_iters, measured_iters))

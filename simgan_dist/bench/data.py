@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from simgan_dist.bench.flops import (
     measure_peak,
     model_flops,
 )
+from simgan_dist.bench.processes import free_port
 from simgan_dist.bench.refine import bare_forward
 from simgan_dist.bench.train import bare_loop_one_thread, plan
 from simgan_dist.config import load_config
@@ -81,19 +81,13 @@ def refine_rate(preset: str, seconds: float = REFINE_SECONDS) -> float:
         torch.set_num_threads(threads)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_s3_server() -> tuple[Any, str]:
     """moto's S3 server on 127.0.0.1 (a dev dependency: pip install 'simgan-dist[dev]')."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as err:
         raise SystemExit(f"bench data: needs moto[server] or --endpoint-url ({err})") from None
-    port = _free_port()
+    port = free_port()
     # One log line per request otherwise: 100,000s of them in `bench control`.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

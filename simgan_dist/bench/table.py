@@ -52,6 +52,8 @@ def format_table(result: dict[str, Any]) -> str:
             what = {
                 "bare_2p/ours_1w": "best 2w/1w here",
                 "bare_compiled/bare": "torch.compile / eager",
+                "loop_2p/bare_2p": "the loop's collectives",
+                "ours_2w/loop_2p": "Ray, streams, outputs",
             }.get(key, "share of the ceiling")
             lines.append(f"{key:<18} {r['value']:6.3f} {'':>8}  ({what})")
         elif r["value"] is None:

@@ -1,6 +1,6 @@
 """`simgan bench train`: training throughput of our full loop against a bare PyTorch loop.
 
-Four figures from one run (three on GPU), same model, same global batch, one thread per process:
+Five figures from one run (three on GPU), same model, same global batch, one thread per process:
 
 - bare: a plain single-process loop written out in bench/bare.py (not train/loop.py), images in memory as
   tensors, plain torch optimizers, the paper's K_g/K_d alternation and a minimal history buffer;
@@ -9,6 +9,9 @@ Four figures from one run (three on GPU), same model, same global batch, one thr
 - bare_2p (CPU only): two bare loops at once, one process each on half the global batch: the
   ceiling for 2 workers on this machine (no communication, data loading or Ray). On a 2-core
   box bare_2p/ours_1w tells whether the 1.8 scaling target is reachable at all there.
+- loop_2p (CPU only): our loop with its DeepSpeed engines and global buffer on 2 plain gloo
+  processes, images in memory, no Ray (bench/loop_pair.py): between bare_2p and ours_2w it
+  splits what 2 workers lose into the loop's collectives and Ray's share of the cores.
 
 Only the adversarial phase's steady state is timed. For our loop the time per log interval comes
 from metrics.jsonl (interval images / images_per_s), skipping the first interval(s), which hold
@@ -44,6 +47,7 @@ import torch
 from simgan_dist.bench.bare import bare_loop_one_thread, bare_pair
 from simgan_dist.bench.cpu import CpuSampler, combine_cores, machine_sample, steal_since, trust
 from simgan_dist.bench.flops import account, best_peak, measure_peak, model_flops
+from simgan_dist.bench.loop_pair import loop_pair
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.data.streams import image_shape
 from simgan_dist.errors import InputError
@@ -56,9 +60,15 @@ MEASURED_INTERVALS = 5  # log intervals timed per Ray run (the figure is their t
 WARMUP_INTERVALS = 1  # intervals skipped first (startup, loader fill)
 TARGETS = {"ours_1w/bare": 0.9, "ours_2w/ours_1w": 1.8}
 # Processes (each with 1 thread, or one GPU) behind each figure: the peak its FLOPs are shared of.
-NUM_PROCESSES = {"bare": 1, "bare_compiled": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2}
+NUM_PROCESSES = {
+    "bare": 1, "bare_compiled": 1, "ours_1w": 1, "ours_2w": 2, "bare_2p": 2, "loop_2p": 2,
+}  # fmt: skip
 # Ratios without a target: against the 2-process ceiling (CPU runs only), compiled vs eager.
-CEILING_RATIOS = ("bare_2p/ours_1w", "ours_2w/bare_2p", "bare_compiled/bare")
+# loop_2p/bare_2p: what the loop and its collectives cost; ours_2w/loop_2p: Ray, streams, outputs.
+CEILING_RATIOS = (
+    "bare_2p/ours_1w", "ours_2w/bare_2p", "loop_2p/bare_2p", "ours_2w/loop_2p",
+    "bare_compiled/bare",
+)  # fmt: skip
 DIGIT_CORPORA = ("digits-synth", "digits-real-train")
 # Built when the chosen shard root lacks the digit corpora and none was named (a temp dir).
 BENCH_SYNTHETIC, BENCH_SAMPLES_PER_SHARD = 4000, 1000
@@ -368,6 +378,10 @@ def bench_train(
         if not use_gpu:
             say("[bench] 2 bare loops at once, 1 process each on half the batch (the ceiling)")
             result["results"]["bare_2p"] = bare_pair(
+                cfg, schedule["warmup_iters"], rounds * schedule["measured_iters"]
+            )
+            say("[bench] our loop on 2 plain processes, half the batch each, no Ray (loop_2p)")
+            result["results"]["loop_2p"] = loop_pair(
                 cfg, schedule["warmup_iters"], rounds * schedule["measured_iters"]
             )
         peaks.append(measure_peak(cfg, dev, threads=1, precision=cfg.engine.precision))

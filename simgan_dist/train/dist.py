@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
 import torch
@@ -72,3 +73,17 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     torch_dist.all_gather(parts, tensor.contiguous())
     return torch.stack(parts).to(home)
+
+
+def start_loopback_group(rank: int, world_size: int, port: int) -> None:
+    """A gloo group over 127.0.0.1 for processes started without Ray (the bench's loop_2p).
+    DeepSpeed asserts LOCAL_RANK, which launchers such as Ray Train set."""
+    os.environ.setdefault("LOCAL_RANK", str(rank))
+    torch_dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+
+
+def end_group() -> None:
+    if is_distributed():
+        torch_dist.destroy_process_group()

@@ -13,7 +13,7 @@ from simgan_dist.bench.train import bench_train
 
 
 @pytest.mark.ray
-def test_bench_train_debug_reports_three_figures(
+def test_bench_train_debug_reports_every_figure(
     ray_local, digit_shards: dict[str, Path], tmp_path: Path
 ) -> None:
     result = bench_train(
@@ -25,7 +25,7 @@ def test_bench_train_debug_reports_three_figures(
         compile_bare=True,
     )
     ips = {name: r["images_per_s"] for name, r in result["results"].items()}
-    assert set(ips) == {"bare", "bare_compiled", "ours_1w", "ours_2w", "bare_2p"}
+    assert set(ips) == {"bare", "bare_compiled", "ours_1w", "ours_2w", "bare_2p", "loop_2p"}
     assert all(v > 0 for v in ips.values())
     ratios = result["ratios"]
     assert ratios["ours_1w/bare"]["value"] == pytest.approx(ips["ours_1w"] / ips["bare"])
@@ -36,6 +36,13 @@ def test_bench_train_debug_reports_three_figures(
     assert pair["measured_nimg"] == result["config"]["measured_nimg"]
     assert ratios["bare_2p/ours_1w"]["value"] == pytest.approx(ips["bare_2p"] / ips["ours_1w"])
     assert ratios["ours_2w/bare_2p"]["target"] is None
+    # Our loop on 2 plain processes without Ray: its figure splits ours_2w/bare_2p in two.
+    loop = result["results"]["loop_2p"]
+    assert loop["images_per_s"] == pytest.approx(sum(loop["processes_images_per_s"]))
+    assert loop["measured_nimg"] == result["config"]["measured_nimg"]
+    assert ratios["loop_2p/bare_2p"]["value"] * ratios["ours_2w/loop_2p"]["value"] == (
+        pytest.approx(ratios["ours_2w/bare_2p"]["value"])
+    )
     for key, r in ratios.items():
         if r["target"] is not None:
             assert r["met"] == (r["value"] >= r["target"]), key
@@ -80,5 +87,6 @@ def test_bench_train_debug_reports_three_figures(
     assert "bare_compiled/bare" in table and "trust: " in table
     assert "CPU in the timed intervals" in table
     assert "ours_2w/ours_1w" in table and "images/s" in table and "bare_2p/ours_1w" in table
+    assert "ours_2w/loop_2p" in table and "the loop's collectives" in table
     assert "ours_2w/ours_1w per round: " in table
     json.dumps(result)  # what --out writes
