@@ -123,6 +123,12 @@ class LossConfig(Section):
     # speckle, which ruins the digit; without it R paints every background alike); 0 = off.
     # Metric diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
+    # Not in the paper: weight of the stroke-contrast term (0 = off). The simulator's strokes
+    # (pixels off its plain background) must stand out in R's output from the background around
+    # them by stroke_contrast_margin in luminance ([-1, 1] levels), either polarity: R may
+    # recolour, texture and invert, not paint a stroke over. Metric loss_r_stroke.
+    stroke_contrast_lambda: float = checked(0.0, at_least(0))
+    stroke_contrast_margin: float = checked(0.4, in_range(0, 2, closed=True))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,12 @@ REAL = 1
 
 PSI_KINDS = PSI_CHOICES  # config.schema.Psi
 LOW_PASS_POOL = 4  # psi "low_pass": the mean of each 4x4 cell (a 28x28 digit -> 7x7 per channel)
+# Stroke contrast: a synthetic pixel is stroke when a channel differs from the image's background
+# colour (its border's median) by more than this, in [-1, 1] levels (a quarter of the range).
+STROKE_THRESHOLD = 0.5
+# A stroke pixel's contrast is taken against the mean of the background pixels in this window:
+# wide enough to reach past a 28x28 digit's 2-3 pixel strokes.
+STROKE_WINDOW = 7
 
 
 def _gradients(x: Tensor) -> Tensor:
@@ -65,6 +71,43 @@ def psi(x: Tensor, kind: str) -> Tensor:
     if kind == "edges":
         return _gradients(x.mean(dim=1, keepdim=True)).abs()
     raise InputError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
+
+
+def stroke_mask(synthetic: Tensor) -> Tensor:
+    """(N, 1, H, W) float mask of the simulator's strokes: where any channel of a synthetic image
+    differs from its background colour (the per-channel median of its border pixels) by more
+    than STROKE_THRESHOLD. A simulator draws on a plain background, so this is the annotation it
+    would emit, read off its own output."""
+    border = torch.cat(
+        [
+            synthetic[..., 0, :],
+            synthetic[..., -1, :],
+            synthetic[..., 1:-1, 0],
+            synthetic[..., 1:-1, -1],
+        ],
+        dim=-1,
+    )
+    background = border.median(dim=-1).values[..., None, None]
+    return ((synthetic - background).abs().amax(dim=1, keepdim=True) > STROKE_THRESHOLD).float()
+
+
+def stroke_contrast_loss(refined: Tensor, synthetic: Tensor, margin: float) -> Tensor:
+    """Mean over the synthetic image's stroke pixels of relu(margin - |L - B|): L the refined
+    image's luminance (channel mean) there, B the mean luminance of the refined background
+    (non-stroke) pixels in the STROKE_WINDOW around it. 0 when every stroke stands out from its
+    surroundings by margin, in either polarity: R may recolour, texture and invert freely but
+    may not paint a stroke into its background, which is what erases a digit's label. Stroke
+    pixels with no background in their window (inside a thick stroke) do not count."""
+    mask = stroke_mask(synthetic)
+    luminance = refined.mean(dim=1, keepdim=True)
+    background = 1.0 - mask
+    pad = STROKE_WINDOW // 2
+    near = F.avg_pool2d(background, STROKE_WINDOW, stride=1, padding=pad)
+    near_sum = F.avg_pool2d(luminance * background, STROKE_WINDOW, stride=1, padding=pad)
+    counted = mask * (near > 0).float()
+    local = near_sum / near.clamp_min(1e-6)
+    shortfall = F.relu(margin - (luminance - local).abs()) * counted
+    return shortfall.sum() / counted.sum().clamp_min(1.0)
 
 
 def self_regularization_loss(refined: Tensor, synthetic: Tensor, kind: str) -> Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
-from simgan_dist.model.losses import discriminator_loss, psi, refiner_loss
+from simgan_dist.model.losses import discriminator_loss, psi, refiner_loss, stroke_contrast_loss
 from simgan_dist.seeds import seed_for
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
@@ -129,6 +129,12 @@ def refiner_step(
             pre_tanh=pre_tanh,
             saturation_margin=cfg.loss.saturation_margin,
         )
+        if cfg.loss.stroke_contrast_lambda:
+            stroke = stroke_contrast_loss(refined, synthetic, cfg.loss.stroke_contrast_margin)
+            loss = loss + cfg.loss.stroke_contrast_lambda * stroke
+            value = stroke.item()
+            metrics["loss_r"] += cfg.loss.stroke_contrast_lambda * value
+            metrics["loss_r_stroke"] = value
         if diversity is not None:
             loss = loss - diversity_lambda * diversity
             value = diversity.item()

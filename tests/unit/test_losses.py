@@ -17,6 +17,8 @@ from simgan_dist.model.losses import (
     refiner_loss,
     saturation_penalty,
     self_regularization_loss,
+    stroke_contrast_loss,
+    stroke_mask,
 )
 
 
@@ -201,3 +203,38 @@ def test_gradients_flow() -> None:
     # Pushing real toward REAL lowers the REFINED logit's gradient sign: d/dlogit0 > 0 for real.
     assert (real.grad[:, REFINED] > 0).all() and (real.grad[:, REAL] < 0).all()
     assert (fake.grad[:, REFINED] < 0).all() and (fake.grad[:, REAL] > 0).all()
+
+
+def _bar_digit(ink: tuple[float, ...], paper: tuple[float, ...]) -> torch.Tensor:
+    """One 3x12x12 image of a plain `paper` colour with a vertical 2-pixel `ink` stroke."""
+    image = torch.tensor(paper).view(3, 1, 1).expand(3, 12, 12).clone()
+    image[:, 2:10, 5:7] = torch.tensor(ink).view(3, 1, 1)
+    return image[None]
+
+
+def test_stroke_mask_is_what_differs_from_the_plain_background() -> None:
+    expected = torch.zeros(1, 1, 12, 12)
+    expected[..., 2:10, 5:7] = 1
+    white_on_black = _bar_digit((1.0, 1.0, 1.0), (-1.0, -1.0, -1.0))
+    blue_on_orange = _bar_digit((-0.8, -0.6, 0.9), (0.9, 0.2, -0.7))
+    assert torch.equal(stroke_mask(white_on_black), expected)
+    assert torch.equal(stroke_mask(blue_on_orange), expected)
+
+
+def test_stroke_contrast_lets_r_recolour_and_invert_but_not_erase() -> None:
+    synthetic = _bar_digit((1.0, 1.0, 1.0), (-1.0, -1.0, -1.0))
+    margin = 0.4
+    assert stroke_contrast_loss(synthetic, synthetic, margin).item() == 0.0
+    inverted = _bar_digit((-0.9, -0.9, -0.9), (0.8, 0.6, 0.7))  # dark ink on light paper
+    assert stroke_contrast_loss(inverted, synthetic, margin).item() == 0.0
+    # Painted over: the strokes are the background's colour, every one short by the margin.
+    erased = torch.full_like(synthetic, 0.3)
+    assert stroke_contrast_loss(erased, synthetic, margin).item() == pytest.approx(margin)
+    # Faint strokes (0.1 above their paper) are short by margin - 0.1, and the gradient raises
+    # their contrast.
+    faint = _bar_digit((0.4, 0.4, 0.4), (0.3, 0.3, 0.3)).requires_grad_(True)
+    loss = stroke_contrast_loss(faint, synthetic, margin)
+    assert loss.item() == pytest.approx(margin - 0.1, abs=1e-5)
+    loss.backward()
+    assert faint.grad is not None
+    assert (faint.grad[..., 2:10, 5:7] < 0).all()  # brighter strokes lower the loss

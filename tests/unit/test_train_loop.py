@@ -140,6 +140,31 @@ def test_pretraining_learns_identity() -> None:
     assert _same(d_before, _params(disc.module))
 
 
+def _bars(n: int) -> torch.Tensor:
+    """White vertical strokes on black: a simulator's plain output, with strokes to keep."""
+    x = torch.full((n, 1, 28, 28), -1.0)
+    x[..., 6:22, 12:15] = 1.0
+    return x
+
+
+def test_stroke_contrast_term_is_paid_and_reported() -> None:
+    """With loss.stroke_contrast_lambda, R's loss carries the stroke-contrast term (metric
+    loss_r_stroke); R trained on it alone (no self-regularization) makes its output's strokes
+    stand out from their background, which its random initial weights do not."""
+    cfg, refiner, disc = _setup(
+        **{"loss.stroke_contrast_lambda": 1.0, "loss.reg_lambda": 0.0, "optim.optimizer": "adam"}
+    )
+    x = _bars(4)
+    first = refiner_step(refiner, disc, x, cfg, adversarial=False)
+    assert first["loss_r_stroke"] > 0.1
+    assert first["loss_r"] == pytest.approx(first["loss_r_stroke"] + first["loss_r_sat"])
+    for _ in range(60):
+        last = refiner_step(refiner, disc, x, cfg, adversarial=False)
+    assert last["loss_r_stroke"] < 0.25 * first["loss_r_stroke"]
+    off, refiner_off, disc_off = _setup()
+    assert "loss_r_stroke" not in refiner_step(refiner_off, disc_off, x, off, adversarial=False)
+
+
 def test_resume_from_state_continues_phase() -> None:
     cfg, refiner, disc = _setup(
         **{
