@@ -92,6 +92,16 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         param.requires_grad_(flag)
 
 
+def _add_term(
+    loss: torch.Tensor, metrics: dict[str, float], weight: float, term: torch.Tensor, name: str
+) -> torch.Tensor:
+    """loss + weight * term, the term's value reported as metric `name` and counted in loss_r."""
+    value = term.item()
+    metrics["loss_r"] += weight * value
+    metrics[name] = value
+    return loss + weight * term
+
+
 def refiner_step(
     refiner: Updater, disc: Updater, synthetic: torch.Tensor, cfg: Config, adversarial: bool
 ) -> dict[str, float]:
@@ -131,15 +141,11 @@ def refiner_step(
         )
         if cfg.loss.stroke_contrast_lambda:
             stroke = stroke_contrast_loss(refined, synthetic, cfg.loss.stroke_contrast_margin)
-            loss = loss + cfg.loss.stroke_contrast_lambda * stroke
-            value = stroke.item()
-            metrics["loss_r"] += cfg.loss.stroke_contrast_lambda * value
-            metrics["loss_r_stroke"] = value
+            loss = _add_term(
+                loss, metrics, cfg.loss.stroke_contrast_lambda, stroke, "loss_r_stroke"
+            )
         if diversity is not None:
-            loss = loss - diversity_lambda * diversity
-            value = diversity.item()
-            metrics["loss_r"] -= diversity_lambda * value
-            metrics["diversity"] = value
+            loss = _add_term(loss, metrics, -diversity_lambda, diversity, "diversity")
         refiner.step(loss)
     finally:
         set_requires_grad(disc.module, True)
