@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -51,17 +50,30 @@ def _wait_for(run_dir: Path, test, what: str) -> None:
         time.sleep(0.5)
 
 
+def _fit(address: str, cfg_dict: dict, run_dir: str) -> None:
+    """The run, as its own driver process: the script stops it by killing this process."""
+    import ray
+
+    from simgan_dist.config import from_dict
+    from simgan_dist.train.ray_train import run_training
+
+    ray.init(address=address)
+    run_training(from_dict(cfg_dict), Path(run_dir))
+
+
 def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
+    import multiprocessing
+
     import ray
 
     from simgan_dist.config import load_config
-    from simgan_dist.train.ray_train import run_training
     from simgan_dist.train.runs import start_run
 
     # Right after a node is lost Ray still counts its CPUs: its first try to restart on two
     # workers waits this long before the elastic policy sees one (60 s by default).
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "30"
     cluster = one_cpu_head()
+    fit = None
     try:
         # Connected before the worker node exists, so the driver's node is the head: Ray refuses
         # to remove the node a driver is connected to (both nodes share this host's address).
@@ -86,22 +98,24 @@ def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
             ],
         )
         cfg, run_dir = start_run(cfg)
-        outcome: dict = {"error": None}
-
-        def fit() -> None:
-            try:
-                run_training(cfg, run_dir)
-            except Exception as err:  # an error before the test's end is reported in RESULT
-                outcome["error"] = repr(err)
-
-        threading.Thread(target=fit, daemon=True).start()
+        # The run is longer than the test, so it is stopped, not finished. In a thread of this
+        # process it would go on touching Ray during ray.shutdown(), and Ray ends a process that
+        # does so with exit code 1 after a correct RESULT: a driver process of its own is killed
+        # first instead, and Ray cleans up what it owned.
+        fit = multiprocessing.get_context("spawn").Process(
+            target=_fit, args=(cluster.address, cfg.to_dict(), str(run_dir))
+        )
+        fit.start()
         # Once a checkpoint of the two workers is registered, so the run resumes from it.
         _wait_for(run_dir, lambda rows, saved: 2 in saved, "checkpointed on 2")
         cluster.remove_node(worker_node)
         _wait_for(run_dir, lambda rows, saved: rows and rows[-1].get("num_workers") == 1, "on 1")
         cluster.add_node(num_cpus=1)
         _wait_for(run_dir, lambda rows, saved: rows[-1].get("num_workers") == 2, "back on 2")
-        error = outcome["error"]
+        # A run that ended early (an error) is a dead driver before the test's end.
+        error = None if fit.is_alive() else f"the run ended early, exit code {fit.exitcode}"
+        fit.kill()
+        fit.join()
         rows = _rows(run_dir)
         counts = [r["num_workers"] for r in rows if "num_workers" in r]
         report = {
@@ -112,6 +126,9 @@ def main(synthetic: str, real: str, storage_path: str, run_name: str) -> int:
         print("RESULT " + json.dumps(report), flush=True)
         return 0
     finally:
+        if fit is not None and fit.is_alive():  # the test failed before it stopped the run
+            fit.kill()
+            fit.join()
         ray.shutdown()
         cluster.shutdown()
 

@@ -339,11 +339,6 @@ def test_two_workers_on_two_nodes(digit_shards, tmp_path: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("SIMGAN_ELASTIC_TEST") != "1",
-    reason="opt-in (SIMGAN_ELASTIC_TEST=1): about 2 minutes, and on a loaded 2-core machine it "
-    "passed 3 of 4 runs after its driver-node fix (the failing run's cause was not captured)",
-)
 def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back(
     digit_shards, tmp_path: Path
 ) -> None:
