@@ -29,6 +29,7 @@ DiscriminatorLayout = Literal["gaze", "hand", "digits"]
 Precision = Literal["fp32", "bf16", "fp16"]
 RefinePrecision = Literal["auto", "fp32", "bf16"]  # refine: auto = bf16 on GPU, fp32 on CPU
 OnBadSample = Literal["skip", "stop"]
+DiversityRegion = Literal["all", "background"]
 PSI_CHOICES: tuple[str, ...] = get_args(Psi)
 DISCRIMINATOR_CHOICES: tuple[str, ...] = get_args(DiscriminatorLayout)
 PRECISION_CHOICES: tuple[str, ...] = get_args(Precision)
@@ -123,6 +124,12 @@ class LossConfig(Section):
     # speckle, which ruins the digit; without it R paints every background alike); 0 = off.
     # Metric diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
+    # Which 4x4 cells earn diversity: all, or background (the cells with no stroke pixel of the
+    # synthetic image, stroke_mask: R is never paid for painting over a digit).
+    diversity_region: DiversityRegion = "all"
+    # Each cell's difference is clipped here before the mean ([-1, 1] levels; 0 = no cap): past
+    # it a cell earns nothing more, so R is not paid for black-and-white blotches.
+    diversity_cap: float = checked(0.0, in_range(0, 2, closed=True))
     # Not in the paper: weight of the stroke-contrast term (0 = off). The simulator's strokes
     # (pixels off its plain background) must stand out in R's output from the background around
     # them by stroke_contrast_margin in luminance ([-1, 1] levels), either polarity: R may

@@ -11,7 +11,12 @@ from torch import nn
 
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
-from simgan_dist.model.losses import discriminator_loss, psi, refiner_loss, stroke_contrast_loss
+from simgan_dist.model.losses import (
+    discriminator_loss,
+    diversity_reward,
+    refiner_loss,
+    stroke_contrast_loss,
+)
 from simgan_dist.seeds import seed_for
 from simgan_dist.train.engine import Updater
 from simgan_dist.train.stats import Collector
@@ -121,12 +126,14 @@ def refiner_step(
         refined = torch.tanh(pre_tanh)
         diversity = None
         if diversity_lambda:
-            # Paid on the refined images' 4x4 cell means (levels in [-1, 1]): per-pixel
-            # differences are cheapest to make as high-frequency speckle, which ruins the digit
-            # and is no photograph's texture.
-            driven = psi(refined, "low_pass")
-            second = driven[num_images:]
-            diversity = (driven[: len(second)] - second).abs().mean()
+            second = refined[num_images:]
+            diversity = diversity_reward(
+                refined[: len(second)],
+                second,
+                synthetic[: len(second)],
+                cfg.loss.diversity_region,
+                cfg.loss.diversity_cap,
+            )
             pre_tanh, refined = pre_tanh[:num_images], refined[:num_images]
         logits = disc.frozen_forward(refined) if adversarial else None
         loss, metrics = refiner_loss(
