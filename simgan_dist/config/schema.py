@@ -127,9 +127,6 @@ class LossConfig(Section):
     # Which 4x4 cells earn diversity: all, or background (the cells with no stroke pixel of the
     # synthetic image, stroke_mask: R is never paid for painting over a digit).
     diversity_region: DiversityRegion = "all"
-    # Each cell's difference is clipped here before the mean ([-1, 1] levels; 0 = no cap): past
-    # it a cell earns nothing more, so R is not paid for black-and-white blotches.
-    diversity_cap: float = checked(0.0, in_range(0, 2, closed=True))
     # Not in the paper: weight of the stroke-contrast term (0 = off). The simulator's strokes
     # (pixels off its plain background) must stand out in R's output from the background around
     # them by stroke_contrast_margin in luminance ([-1, 1] levels), either polarity: R may

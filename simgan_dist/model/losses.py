@@ -110,19 +110,13 @@ def stroke_contrast_loss(refined: Tensor, synthetic: Tensor, margin: float) -> T
     return shortfall.sum() / counted.sum().clamp_min(1.0)
 
 
-def diversity_reward(
-    first: Tensor, second: Tensor, synthetic: Tensor, region: str, cap: float
-) -> Tensor:
+def diversity_reward(first: Tensor, second: Tensor, synthetic: Tensor, region: str) -> Tensor:
     """How much two refinements of the same synthetic images under different noise draws differ:
-    the mean over 4x4 cells (psi "low_pass", [-1, 1] levels) of |first - second|, each cell's
-    difference clipped at cap (0 = no cap). region "background" counts only the cells with no
-    stroke pixel of the synthetic image (stroke_mask), so R is paid for varying the background,
-    never for painting over a digit. Cells: per-pixel differences are cheapest as speckle."""
+    the mean over 4x4 cells (psi "low_pass", [-1, 1] levels) of |first - second|. region
+    "background" counts only the cells with no stroke pixel of the synthetic image (stroke_mask),
+    so R is paid for varying the background, never for painting over a digit. Cells: per-pixel
+    differences are cheapest as speckle."""
     diff = (psi(first, "low_pass") - psi(second, "low_pass")).abs()
-    if cap > 0:
-        # A clipped reward (DSGAN, Yang et al. 2019): past cap a cell earns nothing more, so R
-        # is not paid for the black-and-white blotches that maximize an unbounded difference.
-        diff = diff.clamp_max(cap)
     if region == "all":
         return diff.mean()
     if region != "background":

@@ -132,7 +132,6 @@ def refiner_step(
                 second,
                 synthetic[: len(second)],
                 cfg.loss.diversity_region,
-                cfg.loss.diversity_cap,
             )
             pre_tanh, refined = pre_tanh[:num_images], refined[:num_images]
         logits = disc.frozen_forward(refined) if adversarial else None

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from simgan_dist.errors import InputError
 from simgan_dist.model.losses import (
     REAL,
     REFINED,
@@ -241,26 +242,22 @@ def test_stroke_contrast_lets_r_recolour_and_invert_but_not_erase() -> None:
     assert (faint.grad[..., 2:10, 5:7] < 0).all()  # brighter strokes lower the loss
 
 
-def test_diversity_reward_counts_background_cells_and_clips_each_at_the_cap() -> None:
+def test_diversity_reward_counts_only_background_cells_when_asked() -> None:
     synthetic = _bar_digit((1.0, 1.0, 1.0), (-1.0, -1.0, -1.0))  # stroke in cell column 1 of 3
     over_stroke = synthetic.clone()
     over_stroke[..., 4:8] += 0.6  # a different draw recolours only the stroke's cells
-    assert diversity_reward(synthetic, over_stroke, synthetic, "all", 0.0).item() == (
+    assert diversity_reward(synthetic, over_stroke, synthetic, "all").item() == (
         pytest.approx(0.6 / 3)
     )
-    assert diversity_reward(synthetic, over_stroke, synthetic, "background", 0.0).item() == 0.0
-    # A blotch: the left background column turned from black to white (difference 2 per cell).
-    blotch = synthetic.clone()
-    blotch[..., 0:4] = 1.0
-    blotch.requires_grad_(True)
-    assert diversity_reward(synthetic, blotch, synthetic, "background", 0.0).item() == (
-        pytest.approx(1.0)  # 3 of the 6 background cells per channel differ by 2
-    )
-    capped = diversity_reward(synthetic, blotch, synthetic, "background", 0.5)
-    assert capped.item() == pytest.approx(0.25)
-    capped.backward()
-    assert blotch.grad is not None and torch.equal(blotch.grad, torch.zeros_like(blotch))
-    # Under the cap the reward still pulls the draws apart.
-    faint = (synthetic.clone() + 0.1 * (torch.arange(12.0) < 4)).requires_grad_(True)
-    diversity_reward(synthetic, faint, synthetic, "background", 0.5).backward()
-    assert faint.grad is not None and (faint.grad[..., 0:4] > 0).all()
+    assert diversity_reward(synthetic, over_stroke, synthetic, "background").item() == 0.0
+    # The left background column turned from black to white (a difference of 2 per cell).
+    recoloured = synthetic.clone()
+    recoloured[..., 0:4] = 1.0
+    recoloured.requires_grad_(True)
+    reward = diversity_reward(synthetic, recoloured, synthetic, "background")
+    assert reward.item() == pytest.approx(1.0)  # 3 of the 6 background cells per channel
+    reward.backward()
+    assert recoloured.grad is not None
+    assert (recoloured.grad[..., 0:4] > 0).all() and (recoloured.grad[..., 4:] == 0).all()
+    with pytest.raises(InputError, match="unknown diversity region"):
+        diversity_reward(synthetic, recoloured, synthetic, "digit")

@@ -50,8 +50,8 @@ def _digits(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.slow  # out of the quick tier
-@pytest.mark.parametrize(("region", "cap"), [("all", 0.0), ("background", 0.5)])
-def test_diversity_term_grows_the_difference_between_noise_draws(region: str, cap: float) -> None:
+@pytest.mark.parametrize("region", ["all", "background"])
+def test_diversity_term_grows_the_difference_between_noise_draws(region: str) -> None:
     cfg = load_config(
         preset="debug",
         overrides=[
@@ -60,7 +60,6 @@ def test_diversity_term_grows_the_difference_between_noise_draws(region: str, ca
             "loss.diversity_lambda=5.0",
             "loss.reg_lambda=0.0",
             f"loss.diversity_region={region}",
-            f"loss.diversity_cap={cap}",
         ],
     )
     torch.manual_seed(0)
