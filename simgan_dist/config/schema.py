@@ -125,7 +125,8 @@ class LossConfig(Section):
     # Metric diversity.
     diversity_lambda: float = checked(0.0, at_least(0))
     # Which 4x4 cells earn diversity: all, or background (the cells with no stroke pixel of the
-    # synthetic image, stroke_mask: R is never paid for painting over a digit).
+    # synthetic image, stroke_mask: R is never paid for painting over a digit). background needs
+    # a simulator that draws on a plain background; on other images no cell counts (reward 0).
     diversity_region: DiversityRegion = "all"
     # Not in the paper: weight of the stroke-contrast term (0 = off). The simulator's strokes
     # (pixels off its plain background) must stand out in R's output from the background around
