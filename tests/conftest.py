@@ -65,8 +65,9 @@ def ray_local():
 
 @pytest.fixture
 def live_train_workers(ray_local):
-    """A function listing the Ray Train worker actors alive now. The address is explicit: without
-    it the state API looks for "the" local Ray and fails when another one runs on the machine."""
+    """A function listing the actors of a class (Ray Train workers unless said) alive now. The
+    address is explicit: without it the state API looks for "the" local Ray and fails when another
+    one runs on the machine."""
     from ray.util.state import list_actors
 
     def workers(class_name: str = "RayTrainWorker") -> list:

@@ -44,8 +44,17 @@ def _done_records(client, prefix: str) -> list[str]:
     return [k for k in keys if ".tmp-" not in k]
 
 
+def _wait_for_no_live_workers(live_workers) -> None:
+    """Ray reaps a SIGKILLed driver's actors a moment later; until then one may still publish a
+    shard, so the done records are counted only once every RefineWorker is gone."""
+    deadline = time.monotonic() + 60
+    while live_workers("RefineWorker") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not live_workers("RefineWorker"), "a killed driver's RefineWorker outlived it by 60 s"
+
+
 def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
-    ray_local, s3_server, s3_bucket, tmp_path: Path
+    ray_local, live_train_workers, s3_server, s3_bucket, tmp_path: Path
 ) -> None:
     rng = random.Random(SEED)
     options = {"endpoint_url": s3_server}
@@ -91,6 +100,7 @@ def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
         time.sleep(rng.uniform(0.0, 0.5))  # a kill mid-shard or between shards
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+        _wait_for_no_live_workers(live_train_workers)
         if hidden is not None:
             client.put_object(Bucket=BUCKET, Key=f"chaos-in/{hidden}", Body=body)
 
