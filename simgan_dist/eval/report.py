@@ -121,13 +121,19 @@ def _gap_lines(report: dict[str, Any]) -> str:
     return text
 
 
+def _judge_name(report: dict[str, Any], judge: str) -> str:
+    """'randomized (one classifier, 24 epochs)' for a judge trained apart from its arm."""
+    epochs = report.get("converged_judges", {}).get(judge)
+    return f"{judge} (one classifier, {epochs} epochs)" if epochs else f"{judge} (per seed)"
+
+
 def _preservation(report: dict[str, Any]) -> str:
     pres = report["preservation"]
     text = (
         "Annotation preservation (each judge's classifiers on images, against the labels the "
         "images kept):\n\n| judge (trained on) | images | kept label |\n|---|---|---|\n"
         + "\n".join(
-            f"| {judge} | {images} | {_pct(pres[key])}% |"
+            f"| {_judge_name(report, judge)} | {images} | {_pct(pres[key])}% |"
             for key, (judge, images) in PRESERVATION_LINES.items()
             if key in pres
         )
@@ -138,7 +144,8 @@ def _preservation(report: dict[str, Any]) -> str:
             "Which to read: a classifier trained on the simulator's white-on-black digits fails "
             "on any realistic image whatever its label, so on an appearance-gap target the "
             "synthetic judge mixes appearance with label change; the randomized judge has seen "
-            "every colour and texture and reads only the digit.\n\n"
+            "every colour and texture and reads only the digit. It is trained apart from its "
+            "arm, to convergence: read its figure on its own images as its error floor.\n\n"
         )
     return text
 

@@ -84,6 +84,11 @@ def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) 
     pres = report["preservation"]
     assert set(pres) == {"refined", "synthetic", "refined_by_randomized", "randomized", "per_seed"}
     assert pres["refined_by_randomized"] == pres["randomized"]
+    # The randomized judge is one classifier trained apart, 6x the arms' epochs; the synthetic
+    # judge is the synthetic arm's classifier of each seed.
+    assert report["converged_judges"] == {"randomized": 6}
+    assert len(pres["per_seed"]["refined_by_randomized"]) == 1
+    assert len(pres["per_seed"]["refined"]) == 2
     assert set(report["realism_acc"]) == {f"{a}_vs_real" for a in arms}
     assert report["num_arm_train"] == dict.fromkeys(arms, NUM)
     # One grid per arm (and the real images), a row of 16 colour tiles; grid.png as always.
@@ -99,6 +104,7 @@ def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) 
     assert printed[-1] == f"report: {out / 'report.md'}"
     text = (out / "report.md").read_text()
     assert "Refined minus randomized" in text and "randomized judge" in text
+    assert "| randomized (one classifier, 6 epochs) | refined |" in text
     assert "![ceiling](grid_ceiling.png)" in text and "| textured |" in text
 
 
