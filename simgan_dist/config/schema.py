@@ -88,12 +88,6 @@ class ModelConfig(Section):
     # backgrounds and textures that a deterministic R cannot make from a plain one, and gives
     # several refinements of one image (simgan refine --variants K); 0 = off.
     refiner_noise_channels: int = checked(0, in_range(0, 16, closed=True))
-    # Not in the paper: N(0, 1) planes drawn on a refiner_texture_cells-square grid and upsampled
-    # to full size into R's pixel path, so R can paint a background that varies across the image
-    # (a photograph) rather than one colour per image; also gives refine --variants; 0 = off.
-    refiner_texture_channels: int = checked(0, in_range(0, 16, closed=True))
-    # side of the grid each texture plane is drawn on (7 on 28x28 digits: one value per 4x4 px)
-    refiner_texture_cells: int = checked(7, in_range(1, 64, closed=True))
     # D's layout (the tables in model/networks.py).
     discriminator: DiscriminatorLayout = "digits"
     # Not in the paper (PixelDA's D): N(0, std^2) noise and dropout after D's hidden layers
@@ -104,11 +98,6 @@ class ModelConfig(Section):
     # Not in the paper (StyleGAN): D also sees how much its batch varies, against a refiner
     # that paints every image alike (networks.MinibatchStd).
     disc_minibatch_std: bool = False
-
-    @property
-    def has_noise_input(self) -> bool:
-        """R takes noise (per-image values or texture planes): one image, many refinements."""
-        return self.refiner_noise_channels > 0 or self.refiner_texture_channels > 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -453,10 +442,9 @@ class Config:
             self.score.every_nimg,
         )
         require(
-            self.loss.diversity_lambda == 0 or self.model.has_noise_input,
+            self.loss.diversity_lambda == 0 or self.model.refiner_noise_channels > 0,
             "loss.diversity_lambda",
-            "needs model.refiner_noise_channels or model.refiner_texture_channels > 0 "
-            "(a refiner without noise has one output)",
+            "needs model.refiner_noise_channels > 0 (a refiner without noise has one output)",
             self.loss.diversity_lambda,
         )
         digits_shape = (self.model.image_channels, self.model.image_height, self.model.image_width)

@@ -97,14 +97,6 @@ def write_architecture(
                 if model.refiner_noise_channels
                 else {}
             ),
-            **(
-                {
-                    "texture": "float32 (batch, refiner_texture_channels, refiner_texture_cells, "
-                    "refiner_texture_cells) N(0, 1) values, upsampled bilinearly to the image"
-                }
-                if model.refiner_texture_channels
-                else {}
-            ),
         },
         "weights": weights,
         "onnx": onnx,

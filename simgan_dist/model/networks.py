@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from simgan_dist.config import ModelConfig, build_dataclass
 from simgan_dist.errors import InputError
@@ -35,12 +34,6 @@ class ResnetBlock(nn.Module):
 NOISE_MAPS = 1  # full-size planes the pixel noise is projected to (PixelDA uses one)
 
 
-def upsample_texture(grid: Tensor, size: tuple[int, int]) -> Tensor:
-    """Texture noise drawn on a coarse grid, (N, T, cells, cells), as full-size planes (N, T, H, W):
-    bilinear, so neighbouring pixels share their noise and a cell's value fades into the next."""
-    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
-
-
 class Refiner(nn.Module):
     """R: convKxK-F + ReLU, `num_blocks` ResnetBlocks, conv1x1 back to `channels`, tanh.
 
@@ -52,12 +45,8 @@ class Refiner(nn.Module):
     With noise_channels > 0 (not in the paper; PixelDA's generator input) a vector of that many
     N(0, 1) values per image enters R's pixel path as constant planes plus a learned projection
     to full-size planes, so one synthetic image has many refinements (colours, backgrounds).
-    With texture_channels > 0 (not in the paper) that many more N(0, 1) planes enter, each drawn
-    on a texture_cells x texture_cells grid and upsampled bilinearly to full size: entropy that
-    varies across the image, so R can paint a background that changes from place to place (a
-    photograph) rather than one colour per image. The noise tensor holds the per-image channels
-    first, then the texture planes. Drawn from torch's RNG unless given (refine passes noise from
-    a seeded generator, so a redone shard comes out the same).
+    Drawn from torch's RNG unless given (refine passes noise from a seeded generator, so a redone
+    shard comes out the same).
     """
 
     def __init__(
@@ -68,20 +57,13 @@ class Refiner(nn.Module):
         kernel: int,
         noise_channels: int = 0,
         image_size: tuple[int, int] | None = None,
-        texture_channels: int = 0,
-        texture_cells: int = 1,
     ) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise InputError(f"refiner kernel must be odd to keep the size, got {kernel}")
-        if noise_channels < 0 or texture_channels < 0 or texture_cells < 1:
-            raise InputError(
-                f"noise_channels and texture_channels must be >= 0 and texture_cells >= 1, got "
-                f"{noise_channels}, {texture_channels}, {texture_cells}"
-            )
+        if noise_channels < 0:
+            raise InputError(f"noise_channels must be >= 0, got {noise_channels}")
         self.noise_channels = noise_channels
-        self.texture_channels = texture_channels
-        self.texture_cells = texture_cells
         self.noise_maps: nn.Linear | None = None
         stem_in = channels
         if noise_channels:
@@ -91,7 +73,6 @@ class Refiner(nn.Module):
             # and projected by a learned linear map to full-size planes (layout, texture).
             self.noise_maps = nn.Linear(noise_channels, NOISE_MAPS * image_size[0] * image_size[1])
             stem_in += noise_channels + NOISE_MAPS
-        stem_in += texture_channels
         self.stem = nn.Sequential(
             nn.Conv2d(stem_in, features, kernel, stride=1, padding=kernel // 2), nn.ReLU()
         )
@@ -104,48 +85,30 @@ class Refiner(nn.Module):
         unknown field raises ValueError naming it (model.<field>)."""
         return build_refiner(build_dataclass(ModelConfig, dict(fields), "model."))
 
-    @property
-    def num_noise_planes(self) -> int:
-        """Channels of R's noise input: the per-image ones, then the texture planes."""
-        return self.noise_channels + self.texture_channels
-
     def noise_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
         """Fresh input noise for the batch x (None for a refiner without a noise input)."""
-        if self.num_noise_planes == 0:
+        if self.noise_channels == 0:
             return None
         n, _, h, w = x.shape
-        planes = []
-        if self.noise_channels:
-            shape = (n, self.noise_channels, 1, 1)
-            values = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
-            planes.append(values.expand(n, self.noise_channels, h, w))
-        if self.texture_channels:
-            shape = (n, self.texture_channels, self.texture_cells, self.texture_cells)
-            grid = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
-            planes.append(upsample_texture(grid, (h, w)))
-        return torch.cat(planes, dim=1) if len(planes) > 1 else planes[0]
+        shape = (n, self.noise_channels, 1, 1)
+        noise = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+        return noise.expand(n, self.noise_channels, h, w)
 
     def pre_tanh(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         """R's pixel values before the tanh."""
-        if noise is not None and not self.num_noise_planes:
-            raise InputError(
-                "this refiner has no noise input "
-                "(model.refiner_noise_channels and model.refiner_texture_channels 0)"
-            )
+        if noise is not None and not self.noise_channels:
+            raise InputError("this refiner has no noise input (model.refiner_noise_channels 0)")
         stem_input = x
-        if self.num_noise_planes:
+        if self.noise_maps is not None:
             if noise is None:
                 noise = self.noise_like(x)
                 assert noise is not None
-            expected = (x.shape[0], self.num_noise_planes, *x.shape[2:])
+            expected = (x.shape[0], self.noise_channels, *x.shape[2:])
             if tuple(noise.shape) != expected:
                 raise InputError(f"noise must be {expected}, got {tuple(noise.shape)}")
-            parts = [x, noise.to(x.dtype)]
-            if self.noise_maps is not None:
-                n, _, h, w = x.shape
-                values = noise[:, : self.noise_channels, 0, 0].to(x.dtype)
-                parts.append(self.noise_maps(values).view(n, NOISE_MAPS, h, w))
-            stem_input = torch.cat(parts, dim=1)
+            n, _, h, w = x.shape
+            maps = self.noise_maps(noise[:, :, 0, 0].to(x.dtype)).view(n, NOISE_MAPS, h, w)
+            stem_input = torch.cat([x, noise.to(x.dtype), maps], dim=1)
         return self.head(self.blocks(self.stem(stem_input)))
 
     @torch.no_grad()
@@ -330,8 +293,6 @@ def build_refiner(cfg: ModelConfig) -> Refiner:
         cfg.refiner_kernel,
         noise_channels=cfg.refiner_noise_channels,
         image_size=(cfg.image_height, cfg.image_width),
-        texture_channels=cfg.refiner_texture_channels,
-        texture_cells=cfg.refiner_texture_cells,
     )
 
 

@@ -6,9 +6,7 @@ Opset 18 runs on onnxruntime 1.14 and later.
 
 The graph takes `images` (batch, C, H, W) in [-1, 1] and, for a refiner with a noise input,
 `noise` (batch, K): the per-image N(0, 1) values that Refiner.noise_like draws, broadcast over
-the image inside the graph; for one with texture planes, `texture` (batch, T, cells, cells):
-the N(0, 1) grid it draws, upsampled inside the graph. The batch axis is dynamic. Its output is
-`refined`, like R(x).
+the image inside the graph. The batch axis is dynamic. Its output is `refined`, like R(x).
 """
 
 from __future__ import annotations
@@ -25,11 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.export import Dim
 
 from simgan_dist.config import ConfigError
 from simgan_dist.model.exported import ExportError
-from simgan_dist.model.networks import Refiner, upsample_texture
+from simgan_dist.model.networks import Refiner
 
 ONNX_OPSET = 18
 # Largest |onnxruntime - PyTorch| accepted on the check batch: float32 rounding in a different
@@ -41,24 +38,16 @@ EXTRA_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
 
 class OnnxRefiner(nn.Module):
-    """R with its noise as the ONNX graph takes it: after the images, one value per image and
-    channel (`noise`, when R has per-image channels), then the coarse texture grid (`texture`,
-    when R has texture planes), in that order."""
+    """R with its noise as one value per image and channel, as the ONNX graph takes it."""
 
     def __init__(self, refiner: Refiner) -> None:
         super().__init__()
         self.refiner = refiner
 
-    def forward(self, images: Tensor, *noise_inputs: Tensor) -> Tensor:
-        n, _, h, w = images.shape
-        given = iter(noise_inputs)
-        planes = []
-        if self.refiner.noise_channels:
-            values = next(given)
-            planes.append(values[:, :, None, None].expand(n, values.shape[1], h, w))
-        if self.refiner.texture_channels:
-            planes.append(upsample_texture(next(given), (h, w)))
-        noise = torch.cat(planes, dim=1) if planes else None
+    def forward(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        if noise is not None:
+            n, _, h, w = images.shape
+            noise = noise[:, :, None, None].expand(n, noise.shape[1], h, w)
         out = self.refiner(images, noise=noise)
         assert isinstance(out, Tensor)
         return out
@@ -82,24 +71,22 @@ def require_onnx_packages() -> None:
 def check_inputs(
     refiner: Refiner, image_shape: tuple[int, int, int], batch: int = CHECK_BATCH, seed: int = 0
 ) -> dict[str, Tensor]:
-    """A seeded batch of graph inputs: uniform images in [-1, 1], N(0, 1) noise (per image and
-    texture grid) when R has it."""
+    """A seeded batch of graph inputs: uniform images in [-1, 1], N(0, 1) noise when R has it."""
     generator = torch.Generator().manual_seed(seed)
     inputs = {"images": torch.rand((batch, *image_shape), generator=generator) * 2 - 1}
     if refiner.noise_channels:
         inputs["noise"] = torch.randn((batch, refiner.noise_channels), generator=generator)
-    if refiner.texture_channels:
-        cells = refiner.texture_cells
-        shape = (batch, refiner.texture_channels, cells, cells)
-        inputs["texture"] = torch.randn(shape, generator=generator)
     return inputs
 
 
 def write_onnx(refiner: Refiner, path: Path, image_shape: tuple[int, int, int]) -> None:
     """R (on the CPU, eval mode) as one self-contained .onnx file with a dynamic batch axis."""
     require_onnx_packages()
+    from torch.export import Dim
+
     module = OnnxRefiner(refiner.cpu().eval()).eval()
     example = check_inputs(refiner, image_shape, batch=2)
+    batch = Dim("batch")
     tmp = path.with_name(f".{path.name}.tmp")
     with _quiet_exporter():
         torch.onnx.export(
@@ -108,21 +95,13 @@ def write_onnx(refiner: Refiner, path: Path, image_shape: tuple[int, int, int]) 
             tmp,
             input_names=list(example),
             output_names=["refined"],
-            dynamic_shapes=_batch_axes(len(example)),
+            dynamic_shapes=tuple({0: batch} for _ in example),
             opset_version=ONNX_OPSET,
             dynamo=True,
             external_data=False,  # one file: refiners are megabytes, far below protobuf's 2 GB
             verbose=False,
         )
     tmp.replace(path)
-
-
-def _batch_axes(num_inputs: int) -> tuple[Any, ...]:
-    """torch.export's dynamic_shapes for OnnxRefiner.forward: axis 0 of the images and of each
-    noise input, which the signature's *noise_inputs gathers into one tuple (absent if none)."""
-    batch = Dim("batch")
-    noise_axes = tuple({0: batch} for _ in range(num_inputs - 1))
-    return ({0: batch}, noise_axes) if noise_axes else ({0: batch},)
 
 
 def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -104,11 +104,10 @@ def refine_shards(
     loaded = open_refiner(Location(str(checkpoint), options))
     model, checkpoint_dir = loaded.model, loaded.origin
     check_input_images(loaded, source, sources[0])  # before Ray starts
-    if settings.num_variants > 1 and not model.has_noise_input:
+    if settings.num_variants > 1 and model.refiner_noise_channels == 0:
         raise InputError(
             f"--variants {settings.num_variants} needs a refiner with a noise input "
-            f"(model.refiner_noise_channels or refiner_texture_channels > 0); {checkpoint_dir} "
-            "has none, so its copies "
+            f"(model.refiner_noise_channels > 0); {checkpoint_dir} has none, so its copies "
             "would all be the same"
         )
     lineage = dict(loaded.lineage)

@@ -147,10 +147,8 @@ def screen(
     out_dir/refined/ (shards with the synthetic keys and labels; num_variants copies of each
     from R's noise input, named as `simgan refine --variants` names them) and the eval report.
     randomized / ceiling: comparison arms (eval.protocol); with_oracle: split_validation."""
-    if num_variants > 1 and not cfg.model.has_noise_input:
-        raise InputError(
-            "variants > 1 needs model.refiner_noise_channels or model.refiner_texture_channels > 0"
-        )
+    if num_variants > 1 and cfg.model.refiner_noise_channels == 0:
+        raise InputError("variants > 1 needs model.refiner_noise_channels > 0")
     say = progress or (lambda _: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,33 +40,6 @@ def test_noise_gives_several_refinements_and_given_noise_repeats() -> None:
         plain(x, noise=noise)
 
 
-def test_texture_planes_vary_across_the_image_and_follow_the_per_image_values() -> None:
-    textured = dataclasses.replace(NOISY, refiner_texture_channels=3, refiner_texture_cells=7)
-    torch.manual_seed(0)
-    refiner = build_refiner(textured)
-    x = _images()
-    noise = refiner.noise_like(x, torch.Generator().manual_seed(3))
-    assert noise is not None and noise.shape == (4, 5, 28, 28)
-    assert torch.all(noise[:, :2] == noise[:, :2, :1, :1])  # the per-image values come first
-    texture = noise[:, 2:]
-    # Varies across the image, smoothly: neighbours differ far less than distant pixels.
-    assert texture.std(dim=(2, 3)).min() > 0.3
-    near = (texture[..., 1:] - texture[..., :-1]).abs().mean()
-    far = (texture[..., 14:] - texture[..., :14]).abs().mean()
-    assert near < far / 3
-    # Drawn on a 7x7 grid: the same generator state gives the same planes.
-    again = refiner.noise_like(x, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(noise, again)
-    torch.testing.assert_close(refiner(x, noise=noise), refiner(x, noise=noise))
-    assert not torch.allclose(refiner(x), refiner(x))
-    with pytest.raises(ValueError, match="noise must be"):
-        refiner(x, noise=noise[:, :2])
-    only_texture = build_refiner(dataclasses.replace(textured, refiner_noise_channels=0))
-    planes = only_texture.noise_like(x)
-    assert planes is not None and planes.shape == (4, 3, 28, 28)
-    assert only_texture(x, noise=planes).shape == x.shape
-
-
 def _digits(n: int, seed: int) -> torch.Tensor:
     """n images of a white 8x8 square at a random place on black: a plain background."""
     images = torch.full((n, 1, 28, 28), -1.0)
@@ -77,21 +50,13 @@ def _digits(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.slow  # out of the quick tier
-@pytest.mark.parametrize(
-    ("region", "noise"),
-    [
-        ("all", "model.refiner_noise_channels=2"),
-        ("background", "model.refiner_noise_channels=2"),
-        ("background", "model.refiner_texture_channels=2"),
-    ],
-    ids=["all", "background", "texture-background"],
-)
-def test_diversity_term_grows_the_difference_between_noise_draws(region: str, noise: str) -> None:
+@pytest.mark.parametrize("region", ["all", "background"])
+def test_diversity_term_grows_the_difference_between_noise_draws(region: str) -> None:
     cfg = load_config(
         preset="debug",
         overrides=[
             "run.num_workers=1",
-            noise,
+            "model.refiner_noise_channels=2",
             "loss.diversity_lambda=5.0",
             "loss.reg_lambda=0.0",
             f"loss.diversity_region={region}",
@@ -114,11 +79,6 @@ def test_diversity_needs_a_noise_input() -> None:
         load_config(preset="debug", overrides=["loss.diversity_lambda=0.1"])
     with pytest.raises(ConfigError, match="model.refiner_noise_channels"):
         load_config(preset="debug", overrides=["model.refiner_noise_channels=-1"])
-    with pytest.raises(ConfigError, match="model.refiner_texture_cells"):
-        load_config(preset="debug", overrides=["model.refiner_texture_cells=0"])
-    # Texture planes are a noise input too: the diversity term can pay R for using them.
-    textured = ["model.refiner_texture_channels=2", "loss.diversity_lambda=0.1"]
-    assert load_config(preset="debug", overrides=textured).model.has_noise_input
 
 
 def _noisy_checkpoint(tmp_path: Path) -> tuple[Path, ModelConfig]:
