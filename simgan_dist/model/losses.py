@@ -15,10 +15,6 @@ REFINED = 0
 REAL = 1
 
 PSI_KINDS = PSI_CHOICES  # config.schema.Psi
-# psi "edge_shape": added to an image's mean edge strength before dividing by it, so a flat
-# image gives finite values; small beside the means it divides (0.16-0.42 for the simulator's
-# digits, 0.04-0.35 for its randomized ones, 0.17-0.65 for digits on photographs; 1st-90th pct).
-EDGE_SHAPE_EPS = 1e-3
 LOW_PASS_POOL = 4  # psi "low_pass": the mean of each 4x4 cell (a 28x28 digit -> 7x7 per channel)
 # Stroke contrast: a synthetic pixel is stroke when a channel differs from the image's background
 # colour (its border's median) by more than this, in [-1, 1] levels (a quarter of the range).
@@ -32,15 +28,6 @@ def _gradients(x: Tensor) -> Tensor:
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
     return torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
-
-
-def _edge_shape(x: Tensor) -> Tensor:
-    """Colour edge strength (|finite differences| summed over channels), flattened per sample as
-    in _gradients, over its own mean: where the edges are, whatever their contrast or hue."""
-    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=1)
-    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=1)
-    edges = torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
-    return edges / (edges.mean(dim=1, keepdim=True) + EDGE_SHAPE_EPS)
 
 
 def _check_logits(logits: Tensor) -> None:
@@ -71,10 +58,7 @@ def psi(x: Tensor, kind: str) -> Tensor:
     a constant offset, so R may shift brightness freely but must keep edges. "low_pass": each
     channel's mean over LOW_PASS_POOL-pixel cells (R may add texture and detail finer than that,
     must keep the coarse layout and colour). "edges": the absolute "gradients" of the channel mean
-    (R may recolour and invert freely, must keep where the brightness edges are). "edge_shape":
-    the colour edge strength (|finite differences| summed over channels) over its per-image mean
-    (R may also lower the contrast or keep only a hue edge, as a digit on a photograph of about
-    its own brightness has; it must keep where the edges are, relative to each other).
+    (R may recolour and invert freely, must keep where the brightness edges are).
     """
     if kind == "identity":
         return x
@@ -86,8 +70,6 @@ def psi(x: Tensor, kind: str) -> Tensor:
         return F.avg_pool2d(x, LOW_PASS_POOL, ceil_mode=True)
     if kind == "edges":
         return _gradients(x.mean(dim=1, keepdim=True)).abs()
-    if kind == "edge_shape":
-        return _edge_shape(x)
     raise InputError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
 
 
