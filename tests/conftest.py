@@ -64,7 +64,7 @@ def ray_local():
 
 
 @pytest.fixture
-def live_train_workers(ray_local):
+def live_actors(ray_local):
     """A function listing the actors of a class (Ray Train workers unless said) alive now. The
     address is explicit: without it the state API looks for "the" local Ray and fails when another
     one runs on the machine."""
@@ -158,7 +158,7 @@ def noisy_checkpoint(tmp_path: Path) -> Path:
 
 # The quick tier (`pytest -m quick`, the edit loop's and pre-commit's): unit tests that start no
 # Ray, no S3 server and no process group, and are not marked slow. CI runs every tier.
-NOT_QUICK_FIXTURES = {"ray_local", "live_train_workers", "s3_server", "s3_bucket", "photo_shards"}
+NOT_QUICK_FIXTURES = {"ray_local", "live_actors", "s3_server", "s3_bucket", "photo_shards"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -47,7 +47,7 @@ def test_trained_keys_drops_what_a_resume_replaced(tmp_path: Path) -> None:
 
 
 def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
-    ray_local, s3_server, s3_bucket, live_train_workers, tmp_path: Path
+    ray_local, s3_server, s3_bucket, live_actors, tmp_path: Path
 ) -> None:
     options = {"endpoint_url": s3_server}
     root = "s3://simgan-test/corpora"
@@ -76,7 +76,7 @@ def test_epoch_exactly_once_from_a_bucket_with_a_killed_worker(
     deadline = time.time() + 300
     while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.2)
-    workers = live_train_workers()
+    workers = live_actors()
     assert workers, "no live training workers found"
     os.kill(workers[0].pid, signal.SIGKILL)
     thread.join(timeout=600)

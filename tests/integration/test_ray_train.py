@@ -99,7 +99,7 @@ def test_resume_equals_uninterrupted_run(ray_local, debug_overrides, tmp_path: P
 
 @pytest.mark.parametrize("victim", ["RayTrainWorker", "ShardCatalog"])
 def test_killed_worker_restarts_from_checkpoint(
-    ray_local, debug_overrides, live_train_workers, tmp_path, victim
+    ray_local, debug_overrides, live_actors, tmp_path, victim
 ) -> None:
     """A training worker process, or a shard catalog's (issue 29 item 3), killed mid-run: Ray
     Train restarts the group from the latest checkpoint (run.max_failures=1), a catalog comes
@@ -138,7 +138,7 @@ def test_killed_worker_restarts_from_checkpoint(
     # resume from it (a kill while the first one is still uploading restarts from scratch).
     while not (run_dir / "checkpoint_manager_snapshot.json").exists() and time.time() < deadline:
         time.sleep(0.5)
-    workers = live_train_workers(victim)
+    workers = live_actors(victim)
     assert workers, f"no live {victim} found"
     os.kill(workers[0].pid, signal.SIGKILL)
     killed_at = time.time()

@@ -54,7 +54,7 @@ def _wait_for_no_live_workers(live_workers) -> None:
 
 
 def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
-    ray_local, live_train_workers, s3_server, s3_bucket, tmp_path: Path
+    ray_local, live_actors, s3_server, s3_bucket, tmp_path: Path
 ) -> None:
     rng = random.Random(SEED)
     options = {"endpoint_url": s3_server}
@@ -100,7 +100,7 @@ def test_random_kills_and_a_vanishing_object_end_with_every_key_once(
         time.sleep(rng.uniform(0.0, 0.5))  # a kill mid-shard or between shards
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        _wait_for_no_live_workers(live_train_workers)
+        _wait_for_no_live_workers(live_actors)
         if hidden is not None:
             client.put_object(Bucket=BUCKET, Key=f"chaos-in/{hidden}", Body=body)
 
