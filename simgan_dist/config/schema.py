@@ -24,7 +24,7 @@ from simgan_dist.errors import InputError
 
 # Each choice is spelled once, here, as the Literal a field is typed with; code that needs the
 # values (the losses, the CLI's choices, refine's settings) reads them with get_args.
-Psi = Literal["identity", "channel_mean", "gradients", "low_pass", "edges", "colour_edges"]
+Psi = Literal["identity", "channel_mean", "gradients", "low_pass", "edges"]
 DiscriminatorLayout = Literal["gaze", "hand", "digits"]
 Precision = Literal["fp32", "bf16", "fp16"]
 RefinePrecision = Literal["auto", "fp32", "bf16"]  # refine: auto = bf16 on GPU, fp32 on CPU
@@ -111,9 +111,7 @@ class LossConfig(Section):
     # keep the luminance layout); gradients (finite differences: R may shift brightness, must keep
     # edges); low_pass (each channel's 4x4 cell means: R may add texture and detail finer than that,
     # must keep the coarse layout and colour); edges (absolute gradients of the channel mean: R may
-    # recolour and invert freely, must keep where the brightness edges are); colour_edges (each
-    # neighbour pair's largest difference over the channels: as edges, but an edge of hue alone
-    # counts, so R may draw ink that differs from its background in colour at equal brightness).
+    # recolour and invert freely, must keep where the brightness edges are).
     psi: Psi = "identity"
     # Not in the paper: a squared hinge on R's pre-tanh values beyond this margin (0 = off), so R
     # never enters tanh's flat tails, where its gradient is 0 and a collapsed R (every pixel black)

@@ -59,10 +59,6 @@ def psi(x: Tensor, kind: str) -> Tensor:
     channel's mean over LOW_PASS_POOL-pixel cells (R may add texture and detail finer than that,
     must keep the coarse layout and colour). "edges": the absolute "gradients" of the channel mean
     (R may recolour and invert freely, must keep where the brightness edges are).
-    "colour_edges": each neighbour pair's largest absolute difference over the colour channels
-    (as "edges", but an edge of hue alone counts: R may draw ink that differs from its background
-    in colour at equal brightness, as a digit that is its photograph's negative does on a
-    mid-tone crop, which "edges" reads as no edge at all).
     """
     if kind == "identity":
         return x
@@ -74,10 +70,6 @@ def psi(x: Tensor, kind: str) -> Tensor:
         return F.avg_pool2d(x, LOW_PASS_POOL, ceil_mode=True)
     if kind == "edges":
         return _gradients(x.mean(dim=1, keepdim=True)).abs()
-    if kind == "colour_edges":
-        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().amax(dim=1)
-        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().amax(dim=1)
-        return torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
     raise InputError(f"unknown psi kind {kind!r} (known: {', '.join(PSI_KINDS)})")
 
 

@@ -61,21 +61,6 @@ def test_psi_edges_ignores_colour_and_polarity_but_not_layout() -> None:
     assert self_regularization_loss(moved, x, "edges").item() > 0.1
 
 
-def test_psi_colour_edges_counts_an_edge_of_hue_alone() -> None:
-    x = _images(2)
-    torch.testing.assert_close(psi(-x + 0.2, "colour_edges"), psi(x, "colour_edges"))
-    # Orange ink on its negative (blue) background: the channel mean is flat, the colour is not.
-    ink = torch.tensor([0.8, 0.0, -0.8]).view(1, 3, 1, 1)
-    mask = torch.zeros(1, 1, 28, 28)
-    mask[..., 10:18, 12:16] = 1.0
-    hue_digit = mask * ink - (1 - mask) * ink
-    assert psi(hue_digit, "edges").abs().max().item() == pytest.approx(0.0, abs=1e-6)
-    assert psi(hue_digit, "colour_edges").max().item() == pytest.approx(1.6)
-    grey_digit = mask * 2 - 1  # white on black: every channel's edge is 2
-    assert psi(grey_digit.expand(1, 3, 28, 28), "colour_edges").max().item() == pytest.approx(2.0)
-    assert self_regularization_loss(x.roll(3, dims=-1), x, "colour_edges").item() > 0.1
-
-
 def test_disc_noise_and_dropout_act_only_in_training() -> None:
     cfg = dataclasses.replace(PIXEL_NOISE, disc_hidden_noise=0.2, disc_dropout=0.1)
     torch.manual_seed(0)
