@@ -4,11 +4,11 @@ and NCCL collectives for the global history buffer."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as torch_dist
+from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.model.networks import build_discriminator, build_refiner
@@ -25,9 +25,7 @@ pytestmark = [
 
 @pytest.fixture
 def nccl_group(monkeypatch: pytest.MonkeyPatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("LOCAL_RANK", "0")
     torch.cuda.set_device(0)
     torch_dist.init_process_group(

@@ -5,7 +5,7 @@ Run by tests/test_cluster.py in a process of its own, so that the pytest session
 RAY_TMPDIR to a private directory, so this cluster's address file and sockets never reach a
 concurrent `ray.init()` on the machine, and RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH to a private token.
 
-    python tests/integration/_two_node_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
+    PYTHONPATH=tests python tests/integration/_two_node_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
 
 Prints one line `RESULT {json}` with the worker placement and the final checkpoint.
 """
@@ -13,19 +13,9 @@ Prints one line `RESULT {json}` with the worker placement and the final checkpoi
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from ports import free_ports
 
 
 def one_cpu_head():

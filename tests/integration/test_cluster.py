@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,22 +31,12 @@ import psutil
 import pytest
 import torch
 import yaml
+from ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 300
 HEAD_START_TIMEOUT_S = 120
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _private_ray_env(root: Path) -> dict[str, str]:
@@ -64,6 +53,7 @@ def _private_ray_env(root: Path) -> dict[str, str]:
         RAY_AUTH_TOKEN_PATH=str(token_path),
         RAY_USAGE_STATS_ENABLED="0",
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(REPO / "tests"),  # the cluster scripts import the shared test helpers
     )
     return env
 
@@ -108,7 +98,7 @@ def local_head(num_cpus: int = 2) -> Iterator[Head]:
     root = _short_tmpdir("simgan-head-")
     env = _private_ray_env(root)
     headers = {"Authorization": f"Bearer {Path(env['RAY_AUTH_TOKEN_PATH']).read_text()}"}
-    gcs, dashboard, agent, agent_grpc, env_agent, metrics, client = _free_ports(7)
+    gcs, dashboard, agent, agent_grpc, env_agent, metrics, client = free_ports(7)
     log = root / "ray-start.log"
     cmd = [
         str(VENV_BIN / "ray"), "start", "--head", "--block",

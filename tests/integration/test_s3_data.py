@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 import webdataset
+from ports import free_port
 
 from simgan_dist.cli import main
 from simgan_dist.data.reader import BadSampleError, StreamStats, batch_stream, read_samples
@@ -208,9 +208,7 @@ def test_transient_5xx_are_retried_and_wrong_endpoint_stops(s3_server, s3_bucket
     assert keys == [f"r-{i:04d}" for i in range(6)]
     assert proxy.num_injected == 4  # two 503s for each of the two shards, each retried
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]  # nothing listens here once the socket closes
+    closed_port = free_port()  # nothing listens on it
     wrong = {"endpoint_url": f"http://127.0.0.1:{closed_port}"}
     with pytest.raises(
         OSError, match=f"s3://{BUCKET}/retry \\(endpoint http://127.0.0.1:{closed_port}\\)"
@@ -231,9 +229,7 @@ def test_storage_options_refuse_credentials(tmp_path: Path) -> None:
 def test_training_with_a_wrong_endpoint_stops_before_it_starts(
     ray_local, debug_overrides, capsys
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     options = json.dumps({"endpoint_url": f"http://127.0.0.1:{closed_port}"})
     args = ["train", "--preset", "debug"]
     for item in debug_overrides(

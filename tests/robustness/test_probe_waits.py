@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ports import free_port
 
 from simgan_dist.cli import main
 from simgan_dist.io.shardio import write_shards
@@ -137,12 +137,6 @@ def test_on_a_cluster_the_wait_for_nodes_is_bounded(ray_local, monkeypatch, caps
 # Item 12b: RAY_ADDRESS naming an address where nothing listens.
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens here once the socket closes
-
-
 def _simgan(code: str, address: str) -> subprocess.CompletedProcess:
     """A `simgan` command in a process of its own (this one is connected to Ray already)."""
     env = {**os.environ, "RAY_ADDRESS": address}
@@ -163,7 +157,7 @@ def _lines(err: str) -> list[str]:
 
 
 def test_train_with_ray_address_where_nothing_listens_stops_in_one_line(debug_overrides) -> None:
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     args = ["train", "--preset", "debug"]
     for item in debug_overrides() + ["run.ray_connect_wait_s=2"]:
         args += ["--set", item]
@@ -178,7 +172,7 @@ def test_train_with_ray_address_where_nothing_listens_stops_in_one_line(debug_ov
 def test_refine_with_ray_address_where_nothing_listens_stops_and_frees_its_output(
     checkpoint: Path, tmp_path: Path
 ) -> None:
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     source, output = _shards(tmp_path / "in", 2), tmp_path / "out"
     args = ["refine", "--checkpoint", str(checkpoint), "--input", str(source), "--output",
             str(output), "--no-progress"]  # fmt: skip

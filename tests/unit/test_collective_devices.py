@@ -11,7 +11,6 @@ wrapper with its CPU storage as it is.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.data.catalog import local_catalogs
@@ -82,9 +82,7 @@ def _worker(rank: int, port: int, corpus: str, out: dict) -> None:
 def test_metrics_scores_checkpoint_and_buffer_collectives_use_the_groups_device(
     digit_shards,
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # A spawned (not forked) manager: a fork would copy a live Ray driver of the session.
     manager = mp.get_context("spawn").Manager()
     out = manager.dict()

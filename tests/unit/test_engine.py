@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as torch_dist
+from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.model.history import HistoryBuffer
@@ -17,12 +16,6 @@ from simgan_dist.train.loop import disc_step, refiner_step
 pytestmark = pytest.mark.slow  # process groups or ONNX exports: out of the quick tier
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def process_group():
     # One group for the module: DeepSpeed keeps the first group it saw in module globals, so
@@ -30,7 +23,7 @@ def process_group():
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("LOCAL_RANK", "0")  # DeepSpeed asserts it; launchers (Ray Train) set it
         torch_dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
         )
         yield
         torch_dist.destroy_process_group()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import io
 import math
-import socket
 
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.model.networks import build_discriminator, build_refiner
@@ -130,9 +130,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # A spawned (not forked) manager: a fork of this process would copy the live Ray driver
     # of the session and hang later Ray Train runs.
     manager = mp.get_context("spawn").Manager()

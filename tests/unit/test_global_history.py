@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from ports import free_port
 from scipy.stats import chisquare
 
 from simgan_dist.train import dist
@@ -17,12 +16,6 @@ from simgan_dist.train.global_history import GlobalHistoryBuffer
 CAPACITY = 40  # 20 slots per rank
 NUM_DRAWS = 1500
 PER_DRAW = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out: dict) -> None:
@@ -56,7 +49,7 @@ def _run() -> dict:
     # of the session and hang later Ray Train runs.
     manager = mp.get_context("spawn").Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), out), nprocs=2, join=True)
     return dict(out)
 
 
