@@ -44,7 +44,6 @@ from simgan_dist.bench.flops import (
     measure_peak,
     model_flops,
 )
-from simgan_dist.bench.processes import free_port
 from simgan_dist.bench.refine import bare_forward
 from simgan_dist.bench.train import bare_loop_one_thread, plan
 from simgan_dist.config import load_config
@@ -55,6 +54,7 @@ from simgan_dist.io.shardio import resolve_shard_urls
 from simgan_dist.io.urls import filesystem
 from simgan_dist.model.networks import build_refiner
 from simgan_dist.refine.shard import RefineSettings, ShardRefiner
+from simgan_dist.train.dist import free_port
 
 TARGETS = {"s3/local": 0.9, "loader/train": 3.0}
 BUCKET = "simgan-bench"

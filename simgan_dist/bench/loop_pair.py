@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from simgan_dist.bench.processes import free_port, run_two_processes
+from simgan_dist.bench.processes import run_two_processes
 from simgan_dist.config import Config, from_dict
 from simgan_dist.errors import InputError
 from simgan_dist.train import dist
+from simgan_dist.train.dist import free_port
 from simgan_dist.train.loop import LoopState, Phase, train
 from simgan_dist.train.malloc_tuning import tune_malloc
 from simgan_dist.train.session import build_buffer, build_updaters

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import socket
 from collections.abc import Callable
 
 from simgan_dist.errors import InputError
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_two_processes(target: Callable[..., None], args: tuple) -> dict:

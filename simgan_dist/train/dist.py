@@ -1,8 +1,10 @@
-"""The one place that talks to torch.distributed: rank, world size, barriers and metric averaging."""
+"""The one place that talks to torch.distributed: rank, world size, barriers, metric averaging,
+and loopback groups (with the free ports they start on)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import TypeVar
 
 import torch
@@ -73,6 +75,27 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     torch_dist.all_gather(parts, tensor.contiguous())
     return torch.stack(parts).to(home)
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct TCP ports on 127.0.0.1 that were free a moment ago.
+
+    The sockets are held until all are bound, so the ports differ. Nothing listens on them once
+    this returns: a caller that wants a refused connection uses one as it is.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """One TCP port on 127.0.0.1 that was free a moment ago (see free_ports)."""
+    return free_ports(1)[0]
 
 
 def start_loopback_group(rank: int, world_size: int, port: int) -> None:

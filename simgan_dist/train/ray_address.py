@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 from simgan_dist.errors import SimganError
+from simgan_dist.train.dist import free_port
 
 RAY_CONNECT_WAIT_S = 60.0
 PROBE_EVERY_S = 1.0
@@ -67,9 +68,7 @@ def wait_for_address(address: str, connect_wait_s: float = RAY_CONNECT_WAIT_S) -
 
 def free_local_address() -> tuple[str, int]:
     """("127.0.0.1:PORT", PORT) for a port that is free now: a local instance's GCS port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     return f"127.0.0.1:{port}", port
 
 

@@ -4,7 +4,7 @@ worker node is removed (the run must go on with one worker), then a node is adde
 must grow back to two). Run by tests/integration/test_cluster.py in a process of its own, as
 _two_node_cluster.py is, with RAY_TMPDIR private.
 
-    PYTHONPATH=tests python tests/integration/_elastic_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
+    python tests/integration/_elastic_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
 
 Prints one line `RESULT {json}`: the worker counts of the run's metrics rows, in order, and its
 resume events. The schedule is longer than the test: once the run has trained on two workers again

@@ -5,7 +5,7 @@ Run by tests/test_cluster.py in a process of its own, so that the pytest session
 RAY_TMPDIR to a private directory, so this cluster's address file and sockets never reach a
 concurrent `ray.init()` on the machine, and RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH to a private token.
 
-    PYTHONPATH=tests python tests/integration/_two_node_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
+    python tests/integration/_two_node_cluster.py SYNTHETIC REAL STORAGE_PATH RUN_NAME
 
 Prints one line `RESULT {json}` with the worker placement and the final checkpoint.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ports import free_ports
+from simgan_dist.train.dist import free_ports
 
 
 def one_cpu_head():

@@ -31,7 +31,8 @@ import psutil
 import pytest
 import torch
 import yaml
-from ports import free_ports
+
+from simgan_dist.train.dist import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -53,7 +54,6 @@ def _private_ray_env(root: Path) -> dict[str, str]:
         RAY_AUTH_TOKEN_PATH=str(token_path),
         RAY_USAGE_STATS_ENABLED="0",
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=str(REPO / "tests"),  # the cluster scripts import the shared test helpers
     )
     return env
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import requests
 import webdataset
-from ports import free_port
 
 from simgan_dist.cli import main
 from simgan_dist.data.reader import BadSampleError, StreamStats, batch_stream, read_samples
 from simgan_dist.io.location import Location
 from simgan_dist.io.shardio import encode_png, resolve_shard_urls, write_shard, write_shards
+from simgan_dist.train.dist import free_port
 
 BUCKET = "simgan-test"
 

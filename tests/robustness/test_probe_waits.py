@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ports import free_port
 
 from simgan_dist.cli import main
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
 from simgan_dist.train import ray_start
+from simgan_dist.train.dist import free_port
 
 pytestmark = pytest.mark.ray
 

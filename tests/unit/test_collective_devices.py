@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.data.catalog import local_catalogs
 from simgan_dist.train import dist
 from simgan_dist.train.checkpoint import CatalogRecord
+from simgan_dist.train.dist import free_port
 from simgan_dist.train.global_history import GlobalHistoryBuffer
 
 WRAPPED = ("all_reduce", "all_gather", "broadcast", "all_gather_into_tensor", "reduce_scatter")

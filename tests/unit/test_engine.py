@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as torch_dist
-from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.model.history import HistoryBuffer
 from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.train.dist import free_port
 from simgan_dist.train.engine import DeepSpeedUpdater, make_optimizer
 from simgan_dist.train.loop import disc_step, refiner_step
 

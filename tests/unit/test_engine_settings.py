@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from ports import free_port
 
 from simgan_dist.config import load_config
 from simgan_dist.model.networks import build_discriminator, build_refiner
+from simgan_dist.train.dist import free_port
 from simgan_dist.train.engine import DeepSpeedUpdater, make_lr_schedule, make_optimizer
 from simgan_dist.train.loop import LoopState, optimizer_steps, train
 

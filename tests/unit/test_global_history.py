@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from ports import free_port
 from scipy.stats import chisquare
 
 from simgan_dist.train import dist
+from simgan_dist.train.dist import free_port
 from simgan_dist.train.global_history import GlobalHistoryBuffer
 
 CAPACITY = 40  # 20 slots per rank
