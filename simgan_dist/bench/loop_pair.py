@@ -28,18 +28,15 @@ WORLD_SIZE = 2
 POOL_IMAGES = 2048  # random images per corpus, drawn with replacement (as bare's cycled batches)
 
 
-def _loop_config(cfg: Config, warmup_iters: int, measured_iters: int) -> Config:
-    """One step per pretraining phase (not timed), then exactly the iterations to run."""
+def timed_schedule(cfg: Config, num_iters: int) -> dict[str, int]:
+    """Schedule fields for a timed run: one step per pretraining phase (not timed), then exactly
+    num_iters adversarial iterations (each draws k_g + k_d global batches)."""
     s = cfg.schedule
-    iter_nimg = (s.k_g + s.k_d) * s.batch_size
-    return cfg.replace(
-        schedule={
-            "refiner_pretrain_nimg": s.batch_size,
-            "disc_pretrain_nimg": s.batch_size,
-            "adversarial_nimg": (warmup_iters + measured_iters) * iter_nimg,
-        },
-        run={"num_workers": WORLD_SIZE},
-    )
+    return {
+        "refiner_pretrain_nimg": s.batch_size,
+        "disc_pretrain_nimg": s.batch_size,
+        "adversarial_nimg": num_iters * (s.k_g + s.k_d) * s.batch_size,
+    }
 
 
 def _rank_process(
@@ -84,5 +81,7 @@ def loop_pair(cfg: Config, warmup_iters: int, measured_iters: int) -> dict:
     """Images/s of our loop on 2 gloo ranks in 2 processes (1 thread each, CPU), summed."""
     if warmup_iters < 1:
         raise InputError("loop_pair needs at least one warm-up iteration (it starts the clock)")
-    config = _loop_config(cfg, warmup_iters, measured_iters).to_dict()
+    config = cfg.replace(
+        schedule=timed_schedule(cfg, warmup_iters + measured_iters), run={"num_workers": WORLD_SIZE}
+    ).to_dict()
     return run_two_processes(_rank_process, (config, warmup_iters, measured_iters, free_port()))

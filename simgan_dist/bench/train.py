@@ -47,7 +47,7 @@ import torch
 from simgan_dist.bench.bare import bare_loop_one_thread, bare_pair
 from simgan_dist.bench.cpu import CpuSampler, combine_cores, machine_sample, steal_since, trust
 from simgan_dist.bench.flops import account, best_peak, measure_peak, model_flops
-from simgan_dist.bench.loop_pair import loop_pair
+from simgan_dist.bench.loop_pair import loop_pair, timed_schedule
 from simgan_dist.config import Config, ConfigError, load_config
 from simgan_dist.data.streams import image_shape
 from simgan_dist.errors import InputError
@@ -147,12 +147,7 @@ def ray_loop(cfg: Config, num_workers: int, schedule: dict[str, int], storage: P
     iters = schedule["warmup_iters"] + schedule["measured_iters"]
     end = 2 * b + iters * schedule["iter_nimg"]
     run_cfg = cfg.replace(
-        schedule={
-            # One step each: the pretraining phases are not measured.
-            "refiner_pretrain_nimg": b,
-            "disc_pretrain_nimg": b,
-            "adversarial_nimg": iters * schedule["iter_nimg"],
-        },
+        schedule=timed_schedule(cfg, iters),
         run={
             "num_workers": num_workers,
             "threads_per_worker": 1,
