@@ -30,7 +30,6 @@ Precision = Literal["fp32", "bf16", "fp16"]
 RefinePrecision = Literal["auto", "fp32", "bf16"]  # refine: auto = bf16 on GPU, fp32 on CPU
 OnBadSample = Literal["skip", "stop"]
 DiversityRegion = Literal["all", "background"]
-StrokeContrastSpace = Literal["luminance", "colour"]
 PSI_CHOICES: tuple[str, ...] = get_args(Psi)
 DISCRIMINATOR_CHOICES: tuple[str, ...] = get_args(DiscriminatorLayout)
 PRECISION_CHOICES: tuple[str, ...] = get_args(Precision)
@@ -135,9 +134,6 @@ class LossConfig(Section):
     # recolour, texture and invert, not paint a stroke over. Metric loss_r_stroke.
     stroke_contrast_lambda: float = checked(0.0, at_least(0))
     stroke_contrast_margin: float = checked(0.4, in_range(0, 2, closed=True))
-    # Where the stroke-contrast distance is measured: luminance (the channel mean), or colour
-    # (the largest per-channel difference, so ink of another hue at equal brightness counts).
-    stroke_contrast_space: StrokeContrastSpace = "luminance"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -91,29 +91,22 @@ def stroke_mask(synthetic: Tensor) -> Tensor:
     return ((synthetic - background).abs().amax(dim=1, keepdim=True) > STROKE_THRESHOLD).float()
 
 
-def stroke_contrast_loss(
-    refined: Tensor, synthetic: Tensor, margin: float, space: str = "luminance"
-) -> Tensor:
+def stroke_contrast_loss(refined: Tensor, synthetic: Tensor, margin: float) -> Tensor:
     """Mean over the synthetic image's stroke pixels of relu(margin - |L - B|): L the refined
     image's luminance (channel mean) there, B the mean luminance of the refined background
     (non-stroke) pixels in the STROKE_WINDOW around it. 0 when every stroke stands out from its
     surroundings by margin, in either polarity: R may recolour, texture and invert freely but
     may not paint a stroke into its background, which is what erases a digit's label. Stroke
-    pixels with no background in their window (inside a thick stroke) do not count. space
-    "colour": the distance is the largest over the channels of each channel's |L - B|, so ink
-    that differs from its background in hue alone stands out too."""
-    if space not in ("luminance", "colour"):
-        raise InputError(f"unknown stroke contrast space {space!r} (known: luminance, colour)")
+    pixels with no background in their window (inside a thick stroke) do not count."""
     mask = stroke_mask(synthetic)
-    values = refined.mean(dim=1, keepdim=True) if space == "luminance" else refined
+    luminance = refined.mean(dim=1, keepdim=True)
     background = 1.0 - mask
     pad = STROKE_WINDOW // 2
     near = F.avg_pool2d(background, STROKE_WINDOW, stride=1, padding=pad)
-    near_sum = F.avg_pool2d(values * background, STROKE_WINDOW, stride=1, padding=pad)
+    near_sum = F.avg_pool2d(luminance * background, STROKE_WINDOW, stride=1, padding=pad)
     counted = mask * (near > 0).float()
     local = near_sum / near.clamp_min(1e-6)
-    distance = (values - local).abs().amax(dim=1, keepdim=True)
-    shortfall = F.relu(margin - distance) * counted
+    shortfall = F.relu(margin - (luminance - local).abs()) * counted
     return shortfall.sum() / counted.sum().clamp_min(1.0)
 
 

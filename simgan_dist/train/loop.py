@@ -146,9 +146,7 @@ def refiner_step(
             saturation_margin=cfg.loss.saturation_margin,
         )
         if cfg.loss.stroke_contrast_lambda:
-            stroke = stroke_contrast_loss(
-                refined, synthetic, cfg.loss.stroke_contrast_margin, cfg.loss.stroke_contrast_space
-            )
+            stroke = stroke_contrast_loss(refined, synthetic, cfg.loss.stroke_contrast_margin)
             loss = _add_term(
                 loss, metrics, cfg.loss.stroke_contrast_lambda, stroke, "loss_r_stroke"
             )
