@@ -143,11 +143,10 @@ def ray_loop(cfg: Config, num_workers: int, schedule: dict[str, int], storage: P
     from simgan_dist.train.ray_train import run_training
     from simgan_dist.train.runs import new_run_name, start_run
 
-    b = cfg.schedule.batch_size
-    iters = schedule["warmup_iters"] + schedule["measured_iters"]
-    end = 2 * b + iters * schedule["iter_nimg"]
+    timed = timed_schedule(cfg, schedule["warmup_iters"] + schedule["measured_iters"])
+    end = sum(timed.values())  # images of the whole run: both pretraining steps and the timed part
     run_cfg = cfg.replace(
-        schedule=timed_schedule(cfg, iters),
+        schedule=timed,
         run={
             "num_workers": num_workers,
             "threads_per_worker": 1,
