@@ -134,12 +134,6 @@ class LossConfig(Section):
     # recolour, texture and invert, not paint a stroke over. Metric loss_r_stroke.
     stroke_contrast_lambda: float = checked(0.0, at_least(0))
     stroke_contrast_margin: float = checked(0.4, in_range(0, 2, closed=True))
-    # Not in the paper: weight of the colour-statistics term (0 = off). In the adversarial phase
-    # each R step also draws a real batch and pays the sliced Wasserstein-1 distance between the
-    # refined and real batches' per-image colour statistics (channel means and standard
-    # deviations, luminance standard deviation), so R makes every kind of colouring the target
-    # has, not only those D rewards most. Label-free. Metric loss_r_colour.
-    colour_stats_lambda: float = checked(0.0, at_least(0))
 
 
 @dataclass(frozen=True, kw_only=True)

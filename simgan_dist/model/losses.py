@@ -22,9 +22,6 @@ STROKE_THRESHOLD = 0.5
 # A stroke pixel's contrast is taken against the mean of the background pixels in this window:
 # wide enough to reach past a 28x28 digit's 2-3 pixel strokes.
 STROKE_WINDOW = 7
-# Colour statistics: random directions per step along which the refined and real batches'
-# statistics are compared, besides each statistic's own axis.
-COLOUR_STATS_PROJECTIONS = 16
 
 
 def _gradients(x: Tensor) -> Tensor:
@@ -127,36 +124,6 @@ def diversity_reward(first: Tensor, second: Tensor, synthetic: Tensor, region: s
     has_stroke = F.max_pool2d(stroke_mask(synthetic), LOW_PASS_POOL, ceil_mode=True)
     weight = (1.0 - has_stroke).expand_as(diff)
     return (diff * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def colour_statistics(x: Tensor) -> Tensor:
-    """(N, 2C + 1) label-free statistics of each image: its per-channel mean and standard
-    deviation, and the standard deviation of its luminance (channel mean): which colours an
-    image has, how much each varies, and how much it varies in brightness rather than hue."""
-    flat = x.flatten(2)
-    luminance = x.mean(dim=1).flatten(1)
-    return torch.cat([flat.mean(2), flat.std(2), luminance.std(1, keepdim=True)], dim=1)
-
-
-def colour_stats_distance(refined: Tensor, real: Tensor) -> Tensor:
-    """Sliced Wasserstein-1 distance between the refined and the real batch's colour_statistics:
-    both projected on each statistic's axis and COLOUR_STATS_PROJECTIONS random unit directions
-    (torch's global RNG), sorted, compared quantile by quantile (the first min(N) images of
-    each). 0 when the batches' statistics are the same multiset. A GAN's R drifts to the modes
-    D rewards most and may leave whole kinds of real image (mid-tone, low-contrast) unmade; this
-    term costs R each such kind it leaves out, measured on the batch as a whole."""
-    if refined.shape[1:] != real.shape[1:]:
-        raise InputError(f"refined {tuple(refined.shape)} and real {tuple(real.shape)} differ")
-    num = min(len(refined), len(real))
-    first, second = colour_statistics(refined[:num]), colour_statistics(real[:num].to(refined))
-    dim = first.shape[1]
-    directions = torch.randn(dim, COLOUR_STATS_PROJECTIONS, device=first.device)
-    directions = directions / directions.norm(dim=0, keepdim=True)
-    directions = torch.cat([torch.eye(dim, device=first.device), directions], dim=1)
-    directions = directions.to(first.dtype)
-    first_sorted = (first @ directions).sort(dim=0).values
-    second_sorted = (second @ directions).sort(dim=0).values
-    return (first_sorted - second_sorted).abs().mean()
 
 
 def self_regularization_loss(refined: Tensor, synthetic: Tensor, kind: str) -> Tensor:

@@ -12,7 +12,6 @@ from torch import nn
 from simgan_dist.config import Config, ScheduleConfig
 from simgan_dist.model.history import History, history_count, mix_fake_batch
 from simgan_dist.model.losses import (
-    colour_stats_distance,
     discriminator_loss,
     diversity_reward,
     refiner_loss,
@@ -109,16 +108,10 @@ def _add_term(
 
 
 def refiner_step(
-    refiner: Updater,
-    disc: Updater,
-    synthetic: torch.Tensor,
-    cfg: Config,
-    adversarial: bool,
-    real: torch.Tensor | None = None,
+    refiner: Updater, disc: Updater, synthetic: torch.Tensor, cfg: Config, adversarial: bool
 ) -> dict[str, float]:
     """One R update. D is frozen and called outside its engine: its weights and grads stay as
-    they are (DeepSpeed ZeRO also rejects a second engine forward here). real: a real batch, for
-    loss.colour_stats_lambda (needs_real_batch says when the loop draws one)."""
+    they are (DeepSpeed ZeRO also rejects a second engine forward here)."""
     set_requires_grad(disc.module, False)
     try:
         num_images = len(synthetic)
@@ -159,20 +152,10 @@ def refiner_step(
             )
         if diversity is not None:
             loss = _add_term(loss, metrics, -diversity_lambda, diversity, "diversity")
-        if needs_real_batch(cfg, adversarial):
-            if real is None:
-                raise ValueError("loss.colour_stats_lambda needs a real batch in the R step")
-            colour = colour_stats_distance(refined, real)
-            loss = _add_term(loss, metrics, cfg.loss.colour_stats_lambda, colour, "loss_r_colour")
         refiner.step(loss)
     finally:
         set_requires_grad(disc.module, True)
     return metrics
-
-
-def needs_real_batch(cfg: Config, adversarial: bool) -> bool:
-    """Whether an R step draws a real batch too (the colour-statistics term, adversarial phase)."""
-    return adversarial and cfg.loss.colour_stats_lambda > 0
 
 
 def augment_dihedral(images: torch.Tensor) -> torch.Tensor:
@@ -250,13 +233,8 @@ def train(
             for _ in range(phase.refiner_steps):
                 for _ in range(num_micro):
                     synthetic = batch_source.next_synthetic()
-                    real = (
-                        batch_source.next_real()
-                        if needs_real_batch(cfg, phase.adversarial)
-                        else None
-                    )
                     iteration.report_all(
-                        refiner_step(refiner, disc, synthetic, cfg, phase.adversarial, real)
+                        refiner_step(refiner, disc, synthetic, cfg, phase.adversarial)
                     )
                 state.cur_step += 1
                 state.cur_nimg += global_batch

@@ -11,8 +11,6 @@ from simgan_dist.errors import InputError
 from simgan_dist.model.losses import (
     REAL,
     REFINED,
-    colour_statistics,
-    colour_stats_distance,
     discriminator_loss,
     diversity_reward,
     local_adversarial_loss,
@@ -263,45 +261,3 @@ def test_diversity_reward_counts_only_background_cells_when_asked() -> None:
     assert (recoloured.grad[..., 0:4] > 0).all() and (recoloured.grad[..., 4:] == 0).all()
     with pytest.raises(InputError, match="unknown diversity region"):
         diversity_reward(synthetic, recoloured, synthetic, "digit")
-
-
-def test_colour_statistics_of_a_flat_and_a_two_tone_image() -> None:
-    flat = torch.full((1, 3, 4, 4), 0.5)
-    two_tone = torch.full((1, 3, 4, 4), -1.0)
-    two_tone[..., 2:] = 1.0  # half the pixels white: mean 0, std sqrt(16/15) with Bessel
-    stats = colour_statistics(torch.cat([flat, two_tone]))
-    assert stats.shape == (2, 7)
-    assert torch.allclose(stats[0], torch.tensor([0.5, 0.5, 0.5, 0, 0, 0, 0]))
-    spread = math.sqrt(16 / 15)
-    assert torch.allclose(stats[1], torch.tensor([0, 0, 0, spread, spread, spread, spread]))
-
-
-def test_colour_stats_distance_is_zero_for_the_same_batch_and_grows_with_a_shift() -> None:
-    torch.manual_seed(0)
-    images = torch.rand(16, 3, 8, 8) * 2 - 1
-    shuffled = images[torch.randperm(16)]
-    assert colour_stats_distance(images, shuffled).item() == pytest.approx(0.0, abs=1e-6)
-    near = colour_stats_distance(images, (images + 0.1).clamp(-1, 1)).item()
-    far = colour_stats_distance(images, (images + 0.4).clamp(-1, 1)).item()
-    assert 0 < near < far
-    with pytest.raises(InputError, match="differ"):
-        colour_stats_distance(images, images[:, :1])
-
-
-def test_colour_stats_gradient_lowers_contrast_towards_a_low_contrast_target() -> None:
-    """High-contrast images pulled by the term alone towards real ones of low contrast: their
-    luminance spread falls towards the target's, which is what R is paid for."""
-    torch.manual_seed(0)
-    strokes = torch.zeros(8, 3, 8, 8)
-    strokes[..., 3:5] = 1.0
-    images = (strokes * 2 - 1).requires_grad_(True)  # white bars on black: spread about 0.9
-    real = strokes * 0.4 - 0.2 + 0.05 * torch.randn(8, 3, 8, 8)  # faint bars on grey
-    target_spread = colour_statistics(real)[:, 6].mean().item()
-    before = colour_statistics(images.detach())[:, 6].mean().item()
-    optimizer = torch.optim.SGD([images], lr=50.0)
-    for _ in range(200):
-        optimizer.zero_grad()
-        colour_stats_distance(images, real).backward()
-        optimizer.step()
-    after = colour_statistics(images.detach())[:, 6].mean().item()
-    assert abs(after - target_spread) < 0.25 * abs(before - target_spread)

@@ -165,35 +165,6 @@ def test_stroke_contrast_term_is_paid_and_reported() -> None:
     assert "loss_r_stroke" not in refiner_step(refiner_off, disc_off, x, off, adversarial=False)
 
 
-def test_colour_stats_term_draws_a_real_batch_per_adversarial_r_step() -> None:
-    """With loss.colour_stats_lambda, each adversarial R step draws a real batch (pretraining
-    steps do not) and R's loss carries the term (metric loss_r_colour); an R step without its
-    real batch stops."""
-    cfg, refiner, disc = _setup(
-        **{
-            "loss.colour_stats_lambda": 1.0,
-            "schedule.refiner_pretrain_nimg": 16,
-            "schedule.disc_pretrain_nimg": 8,
-            "schedule.adversarial_nimg": 48,
-            "schedule.k_g": 2,
-            "schedule.k_d": 1,
-            "schedule.batch_size": 8,
-        }
-    )
-    batch_source = RandomBatches(8)
-    logged: list[dict[str, float]] = []
-    train(
-        refiner, disc, batch_source, cfg, LoopState(),
-        after_iteration=lambda s, p, m: logged.append(m),
-    )  # fmt: skip
-    # 1 D pretraining step + 2 adversarial iterations of (2 R + 1 D), each drawing one real batch.
-    assert batch_source.num_real == 8 * (1 + 2 * 3)
-    assert all(m["loss_r_colour"] > 0 for m in logged[-2:])
-    assert "loss_r_colour" not in logged[0]
-    with pytest.raises(ValueError, match="needs a real batch"):
-        refiner_step(refiner, disc, batch_source.next_synthetic(), cfg, adversarial=True)
-
-
 def test_resume_from_state_continues_phase() -> None:
     cfg, refiner, disc = _setup(
         **{
