@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_simgan
 
-from simgan_dist.cli import main
 from simgan_dist.config import load_config
 from simgan_dist.data.reader import read_samples
 from simgan_dist.io.shardio import read_manifest, resolve_shard_urls, write_shards
@@ -79,17 +79,6 @@ def _damage(corpus: Path, seed: int) -> tuple[str, str]:
     return shard.name, f"bits flipped at {offsets}"
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of one `simgan` command run in this process."""
-    try:
-        main(argv)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def _assert_one_line_error(err: str, *must_name: str) -> None:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert lines, "no message"
@@ -114,7 +103,7 @@ def test_verify_finds_every_seeded_damage_and_names_the_shard(
     shutil.copytree(clean_corpus, corpus)
     name, what = _damage(corpus, seed)
     before = _tree(tmp_path)
-    status, out, err = _run(["shards", "verify", str(corpus)], capsys)
+    status, out, err = run_simgan(["shards", "verify", str(corpus)], capsys)
     assert status == 1, f"seed {seed} ({name}, {what}) passed verify:\n{out}"
     assert name in out and "Traceback" not in out + err
     assert _tree(tmp_path) == before  # verify writes nothing
@@ -184,7 +173,7 @@ def test_bad_set_values_stop_train_with_one_line_naming_the_field(
     override: str, field: str, tmp_path, monkeypatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    status, _, err = _run(["train", "--preset", "debug", "--set", override], capsys)
+    status, _, err = run_simgan(["train", "--preset", "debug", "--set", override], capsys)
     assert status == 2, err
     _assert_one_line_error(err, field)
     assert "S3CR3T" not in err
@@ -221,7 +210,7 @@ def test_spoilt_checkpoints_stop_refine_with_one_line_naming_the_file(
     shutil.copytree(checkpoint, spoilt)
     spoil(spoilt, seed)
     out = tmp_path / "refined"
-    status, stdout, err = _run(
+    status, stdout, err = run_simgan(
         ["refine", "--checkpoint", str(spoilt), "--input", str(clean_corpus), "--output", str(out),
          "--no-progress"],
         capsys,
@@ -253,7 +242,7 @@ def test_shards_build_folder_on_a_seeded_damaged_image(seed: int, tmp_path, caps
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
     victim.write_bytes(bytes(data))
     out = tmp_path / "shards"
-    status, _, err = _run(
+    status, _, err = run_simgan(
         ["shards", "build", "folder", "--folder", str(folder), "--out", str(out)], capsys
     )
     if status == 0:
@@ -289,7 +278,7 @@ def test_refine_onto_a_full_disk_stops_in_one_line_and_leaves_no_temporary(
     ray_local, full_disk, clean_corpus, checkpoint, capsys
 ) -> None:
     out = full_disk / "refined"
-    status, _, err = _run(
+    status, _, err = run_simgan(
         ["refine", "--checkpoint", str(checkpoint), "--input", str(clean_corpus), "--output",
          str(out), "--num-workers", "1", "--threads-per-worker", "1", "--no-progress"],
         capsys,

@@ -12,27 +12,15 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from simgan_dist.cli import main
+from cli_run import run_simgan
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYz"  # an AWS-shaped secret key: it holds a '/'
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of one `simgan` command run in this process."""
-    try:
-        main(argv)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _refused(argv: list[str], capsys, *must_name: str, status: int = 2) -> str:
     """Run argv; assert it stopped with `status`, no traceback, nothing on stdout, its last
     stderr line naming each of must_name and holding no secret. Returns that line."""
-    code, out, err = _run(argv, capsys)
+    code, out, err = run_simgan(argv, capsys)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == status, (code, out[-500:], err[-2000:])
     assert lines and "Traceback" not in err, err[-2000:]
@@ -67,7 +55,7 @@ def test_a_refused_run_name_writes_nothing(tmp_path: Path, monkeypatch, capsys) 
         capsys, "run.name",
     )  # fmt: skip
     assert not (tmp_path / "escaped").exists() and not list((tmp_path / "runs").iterdir())
-    code, out, _ = _run(_print_config("run.name=digits-001.v2"), capsys)
+    code, out, _ = run_simgan(_print_config("run.name=digits-001.v2"), capsys)
     assert code == 0 and "name: digits-001.v2" in out  # a plain name is kept
 
 
@@ -146,7 +134,7 @@ def test_the_storage_options_a_config_needs_still_pass(capsys) -> None:
         "config_kwargs: {connect_timeout: 5, read_timeout: 30, retries: {max_attempts: 3}, "
         "s3: {addressing_style: path}}}"
     )
-    code, out, err = _run(_print_config(f"storage_options={options}"), capsys)
+    code, out, err = run_simgan(_print_config(f"storage_options={options}"), capsys)
     assert code == 0, err
     assert "addressing_style: path" in out and "endpoint_url: http://127.0.0.1:9000" in out
     # The same options refused with a credential beside them (today's list misses this name).

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from cli_run import run_simgan
 
 from simgan_dist.data.pipeline import BadSampleError, StreamStats
 from simgan_dist.data.reader import batch_stream, load_arrays, load_batch, read_samples
@@ -252,19 +253,6 @@ def test_a_huge_png_among_good_ones_is_skipped_by_training_and_the_readers(
 # 4. A shard named twice is refused where locations resolve
 
 
-def _simgan(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of one `simgan` command run in this process."""
-    from simgan_dist.cli import main
-
-    try:
-        main(argv)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def _last_line(err: str) -> str:
     assert "Traceback" not in err, err[-2000:]
     return err.strip().splitlines()[-1]
@@ -281,7 +269,7 @@ def test_a_brace_pattern_naming_one_shard_twice_is_refused(
         resolve_shard_urls("pipe:cat part-{0,0}.tar", allow_pipe=True)
     assert len(resolve_shard_urls(str(tmp_path / "c" / "part-00000{0,1}.tar"))) == 2
     monkeypatch.chdir(tmp_path)  # the data check comes before any run directory or Ray
-    status, _, err = _simgan(
+    status, _, err = run_simgan(
         ["train", "--preset", "debug", "--set", f"data.synthetic={twice}"], capsys
     )
     assert status == 2 and "data.synthetic" in _last_line(err)
@@ -315,7 +303,7 @@ def test_a_manifest_naming_a_shard_outside_its_folder_is_refused(
     manifest = json.loads((corpus / "manifest.json").read_text())
     manifest["shards"][0]["name"] = name
     (corpus / "manifest.json").write_text(json.dumps(manifest))
-    status, out, err = _simgan(["shards", "verify", str(corpus)], capsys)
+    status, out, err = run_simgan(["shards", "verify", str(corpus)], capsys)
     assert status == 1 and not out
     assert f"shard name {name!r}: must be a relative path inside" in _last_line(err)
     with pytest.raises(ValueError, match="must be a relative path"):
@@ -385,7 +373,7 @@ def test_refine_of_a_manifest_with_subfolder_shards_stops_in_one_line(
     (corpus / "manifest.json").write_text(json.dumps(manifest))
     assert len(resolve_shard_urls(str(corpus))) == 2  # a legal corpus: training reads it
     out = tmp_path / "refined"
-    status, _, err = _simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
+    status, _, err = run_simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
                               "--output", str(out), "--no-progress"], capsys)  # fmt: skip
     assert status == 1
     line = _last_line(err)
@@ -481,7 +469,7 @@ def test_refine_of_a_manifest_naming_a_shard_outside_its_folder_stops_in_one_lin
     manifest["shards"][0]["name"] = "../outside/secret-000000.tar"
     (corpus / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "refined"
-    status, _, err = _simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
+    status, _, err = run_simgan(["refine", "--checkpoint", str(checkpoint), "--input", str(corpus),
                               "--output", str(out), "--no-progress"], capsys)  # fmt: skip
     assert status == 1 and "must be a relative path inside" in _last_line(err)
     assert not out.exists()

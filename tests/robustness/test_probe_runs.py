@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_run import run_simgan
 
-from simgan_dist.cli import main
 from simgan_dist.config import ConfigError, load_config
 from simgan_dist.train.checkpoint import (
     STATE_FILE,
@@ -30,20 +30,6 @@ from simgan_dist.train.runs import RunLease, prepare_run, run_config, run_lease,
 from simgan_dist.train.session import save_initial_checkpoint
 
 FAST = {"settle_s": 0.0, "refresh_s": 0.05}
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of one `simgan` command run in this process; a SystemExit
-    message is what the interpreter would print on stderr."""
-    message = ""
-    try:
-        main(argv)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-        message = "" if isinstance(exit_.code, int) or exit_.code is None else str(exit_.code)
-    out, err = capsys.readouterr()
-    return status, out, err + message
 
 
 def _last_line(err: str) -> str:
@@ -68,7 +54,7 @@ def test_a_second_train_on_a_held_run_stops_in_one_line_naming_run_and_holder(
 ) -> None:
     run = tmp_path / "shared"
     with RunLease(str(run), **FAST):  # the first job, still running
-        status, _, err = _run(_train_args(debug_overrides(**{"run.name": "shared"})), capsys)
+        status, _, err = run_simgan(_train_args(debug_overrides(**{"run.name": "shared"})), capsys)
     assert status == 1
     line = _last_line(err)
     assert str(run) in line and f"pid {os.getpid()}" in line and socket.gethostname() in line
@@ -156,7 +142,9 @@ def test_a_cut_state_file_falls_back_to_the_previous_checkpoint(
     _, _, directory = load_refiner(run)
     assert directory.name == "checkpoint-000000000048"
     assert str(cut) in caplog.text
-    status, out, err = _run(["export", str(run), "--out", str(tmp_path / "x"), "--no-onnx"], capsys)
+    status, out, err = run_simgan(
+        ["export", str(run), "--out", str(tmp_path / "x"), "--no-onnx"], capsys
+    )
     assert status == 0, err
     assert "checkpoint-000000000048" in out
 
@@ -179,7 +167,7 @@ def test_a_checkpoint_named_with_a_cut_state_file_stops_in_one_line_naming_it(
         "refine": ["refine", "--checkpoint", str(checkpoint), "--input",
                    str(digit_shards["synthetic"]), "--output", str(tmp_path / "out")],
     }[command]  # fmt: skip
-    status, _, err = _run(argv, capsys)
+    status, _, err = run_simgan(argv, capsys)
     assert status == 1
     line = _last_line(err)
     assert str(cut) in line and "unreadable" in line
@@ -200,7 +188,7 @@ def test_a_resume_that_changes_network_shapes_is_refused_before_ray_naming_the_f
     argv = ["train", "--resume", str(run)]
     for item in changes:
         argv += ["--set", item]
-    status, _, err = _run(argv, capsys)
+    status, _, err = run_simgan(argv, capsys)
     assert status == 2, err
     line = _last_line(err)
     assert changes[0].split("=")[0] in line and str(run) in line
@@ -237,7 +225,7 @@ def test_an_export_whose_json_says_200000_features_stops_in_one_line_before_buil
         read_exported(export)
     argv = ["refine", "--checkpoint", str(export), "--input", str(digit_shards["synthetic"]),
             "--output", str(tmp_path / "out")]  # fmt: skip
-    status, _, err = _run(argv, capsys)
+    status, _, err = run_simgan(argv, capsys)
     assert status == 1
     line = _last_line(err)
     assert str(export / WEIGHTS_FILE) in line and "does not fit" in line
@@ -247,7 +235,7 @@ def test_an_export_whose_json_says_200000_features_stops_in_one_line_before_buil
 def test_resume_of_a_copied_run_continues_from_its_checkpoint(
     ray_local, debug_overrides, tmp_path: Path, capsys
 ) -> None:
-    status, _, err = _run(_train_args(debug_overrides(**{"run.name": "copied"})), capsys)
+    status, _, err = run_simgan(_train_args(debug_overrides(**{"run.name": "copied"})), capsys)
     assert status == 0, err
     run = tmp_path / "copied"
     assert not (run / RunLease.NAME).exists()  # the lease is given back at the end
@@ -256,7 +244,7 @@ def test_resume_of_a_copied_run_continues_from_its_checkpoint(
     rows = (run / "metrics.jsonl").read_text().splitlines()
     (run / RAY_RECORD_FILE).unlink()
     argv = ["train", "--resume", str(run), "--set", "schedule.adversarial_nimg=192"]
-    status, _, err = _run(argv, capsys)
+    status, _, err = run_simgan(argv, capsys)
     assert status == 0, err
     assert find_latest_checkpoint(run).name == "checkpoint-000000000240"
     assert first.exists()  # not rotated away by a run restarted from 0 images
@@ -289,7 +277,7 @@ def test_an_interrupted_tune_exits_130(ray_local, debug_overrides, tmp_path: Pat
     for item in debug_overrides():
         argv += ["--set", item]
     try:
-        status, out, err = _run(argv, capsys)
+        status, out, err = run_simgan(argv, capsys)
     finally:
         done.set()
     assert status == 130, err[-2000:]

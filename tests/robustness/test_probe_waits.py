@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_simgan
 
-from simgan_dist.cli import main
 from simgan_dist.io.shardio import write_shards
 from simgan_dist.refine.ray_pool import refine_shards
 from simgan_dist.refine.shard import RefineSettings
@@ -45,17 +45,6 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str]:
-    """(exit status, stderr) of one `simgan` command run in this process."""
-    try:
-        main(argv)
-        status, message = 0, ""
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-        message = "" if isinstance(exit_.code, int) or exit_.code is None else str(exit_.code)
-    return status, capsys.readouterr().err + message
-
-
 def _one_line(err: str) -> str:
     assert "Traceback" not in err, err[-2000:]
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -81,7 +70,7 @@ def test_train_asking_more_cpus_than_the_local_ray_has_stops_in_one_line(
     for item in debug_overrides() + overrides:
         args += ["--set", item]
     with deadline(120):  # forever before, a 25-line traceback every 60 s
-        status, err = _run(args, capsys)
+        status, _, err = run_simgan(args, capsys)
     assert status == 1
     line = _one_line(err)
     assert line.startswith(f"simgan: error: {asked}: the local Ray has 2 CPU"), line
@@ -218,7 +207,7 @@ def test_two_local_rays_on_one_host_keep_the_console_to_our_lines(
     for item in debug_overrides(**{"run.num_workers": 1}):
         args += ["--set", item]
     with deadline(300):
-        status, err = _run(args, capfd)
+        status, _, err = run_simgan(args, capfd)
     time.sleep(3)  # worker lines reach the driver's console a moment later
     out, late = capfd.readouterr()
     err += late
