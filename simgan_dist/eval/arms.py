@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -11,8 +12,9 @@ import torch
 from simgan_dist.errors import InputError
 from simgan_dist.eval.classifier import labeled_tensors
 
-# The arms evaluate_digits names itself, in report order; extra arms follow in the order given.
-NAMED_ARMS = ("synthetic", "refined", "randomized", "ceiling")
+# The arms evaluate_digits names itself, in report order; extra arms follow in the order given,
+# then mixed, which load_arms builds from the refined and randomized arms (no corpus of its own).
+NAMED_ARMS = ("synthetic", "refined", "randomized", "ceiling", "mixed")
 # Names a report already uses for something that is not an image arm.
 RESERVED = ("oracle", "real")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")  # becomes grid_<name>.png and report keys
@@ -22,6 +24,7 @@ DESCRIPTIONS = {
     "refined": "refined (the synthetic images through R)",
     "randomized": "randomized (the simulator's domain-randomized mode)",
     "ceiling": "ceiling (synthetic digits on the target's own photographs)",
+    "mixed": "mixed (half the samples refined, half randomized)",
 }
 
 
@@ -95,13 +98,31 @@ def aligned_arm(name: str, location: str, keys_syn: list[str], y_syn: torch.Tens
     return Arm(name, location, x_all[[first[k] for k in keys_syn]], x_all, y_all)
 
 
+def takes_refined(key: str) -> bool:
+    """Whether the mixed arm takes a synthetic sample's refined copy (else its randomized one):
+    half the keys, by a hash of the key alone, so every run and seed mixes the same samples."""
+    return zlib.crc32(key.encode()) % 2 == 1
+
+
+def mixed_arm(refined: Arm, randomized: Arm, keys: list[str], labels: torch.Tensor) -> Arm:
+    """The mixed arm: one copy per synthetic sample (as many images as the synthetic arm), the
+    refined copy for the keys takes_refined picks, the randomized copy for the others. What a
+    user with both a refiner and a randomizing simulator could train on."""
+    pick = torch.tensor([takes_refined(k) for k in keys])[:, None, None, None]
+    images = torch.where(pick, refined.first, randomized.first)
+    return Arm("mixed", f"{refined.location} + {randomized.location}", images, images, labels)
+
+
 def load_arms(corpora: Mapping[str, str]) -> dict[str, Arm]:
-    """Every arm of arm_corpora's mapping, the non-synthetic ones checked against synthetic."""
+    """Every arm of arm_corpora's mapping, the non-synthetic ones checked against synthetic;
+    with a randomized arm also the mixed arm of refined and randomized copies."""
     synthetic, keys = synthetic_arm(corpora["synthetic"])
     arms = {"synthetic": synthetic}
     for name, location in corpora.items():
         if name != "synthetic":
             arms[name] = aligned_arm(name, location, keys, synthetic.train_y)
+    if "randomized" in arms:
+        arms["mixed"] = mixed_arm(arms["refined"], arms["randomized"], keys, synthetic.train_y)
     return arms
 
 

@@ -75,24 +75,25 @@ def evaluate_digits(
 ) -> dict[str, Any]:
     """The image arms (synthetic, refined and, when given, randomized: the simulator's
     domain-randomized mode, ceiling: the synthetic digits composited on the target's own
-    photographs, and any extra `arms`, name -> corpus) and, with real_train_labeled, the
+    photographs, any extra `arms`, name -> corpus, and with randomized the mixed arm: half
+    the samples refined, half randomized, arms.mixed_arm) and, with real_train_labeled, the
     real-data oracle: num_seeds classifiers each, seed i of every arm starting from the same
     weights, all trained for the synthetic arm's step count. Every arm but synthetic must hold
     copies of the synthetic samples (same keys, labels kept). Writes report.json, report.md,
     grid.png (synthetic | refined | real) and grid_<arm>.png per arm (and grid_real.png).
 
-    Beside accuracy on real_eval: the paired differences refined - synthetic and refined -
-    randomized with their 95% intervals, each arm's share of the oracle gap, annotation
-    preservation and realism (two-sample accuracy against real images: the labeled real
-    training images when given, else the eval images' pixels; their labels are never used for
-    it) of every image arm. Preservation is read by two judges: the synthetic arm's classifiers
-    on the refined images against their kept labels (as always), and, with a randomized corpus,
-    one classifier trained on it for 6x the epochs (it reads ~99.9% of its own images; the arm's
-    own classifiers ~96%). On an appearance-gap target (digits on photographs) a classifier
-    trained on white-on-black digits fails on any realistic image whatever its label, so the
-    first figure conflates appearance with label change; the randomized classifier has seen
-    every colour and texture and reads only the digit. real_eval_role "validation" says in the
-    report that real_eval is a validation split (simgan screen), not the eval set."""
+    Beside accuracy on real_eval: the paired differences refined - synthetic, refined - randomized
+    and mixed - randomized with their 95% intervals, each arm's share of the oracle gap, annotation
+    preservation and realism (two-sample accuracy against real images: the labeled real training
+    images when given, else the eval images' pixels; their labels are never used for it) of every
+    image arm. Preservation is read by two judges: the synthetic arm's classifiers on the refined
+    images against their kept labels (as always), and, with a randomized corpus, one classifier
+    trained on it for 6x the epochs (it reads ~99.9% of its own images; the arm's own classifiers
+    ~96%). On an appearance-gap target (digits on photographs) a classifier trained on
+    white-on-black digits fails on any realistic image whatever its label, so the first figure
+    conflates appearance with label change; the randomized classifier has seen every colour and
+    texture and reads only the digit. real_eval_role "validation" says in the report that real_eval
+    is a validation split (simgan screen), not the eval set."""
     if num_seeds < 2:
         raise InputError(f"num_seeds must be >= 2 for a confidence interval, got {num_seeds}")
     say = progress or (lambda _: None)
@@ -220,6 +221,9 @@ def _report(
     if "randomized" in image_arms:
         diff = paired_difference(acc["randomized"], acc["refined"])
         report["refined_minus_randomized"] = diff.to_dict()
+    if "mixed" in image_arms:
+        diff = paired_difference(acc["randomized"], acc["mixed"])
+        report["mixed_minus_randomized"] = diff.to_dict()
     return report
 
 

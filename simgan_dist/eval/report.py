@@ -42,7 +42,8 @@ def _image_arms(report: dict[str, Any]) -> list[str]:
 
 def headline(report: dict[str, Any]) -> str:
     """One line: synthetic and refined with their paired difference, then, when the report has
-    them, randomized with refined - randomized, ceiling, the oracle and gap closed."""
+    them, randomized with refined - randomized, mixed with mixed - randomized, ceiling, the
+    oracle and gap closed."""
     acc, diff = report["accuracy"], report["refined_minus_synthetic"]
     digits = "validation digits" if report.get("real_eval_role") == "validation" else "real digits"
     line = (
@@ -54,6 +55,12 @@ def headline(report: dict[str, Any]) -> str:
         vs = report["refined_minus_randomized"]
         line += (
             f"  randomized {_pct(acc['randomized']['mean'])}%  refined - randomized "
+            f"{100 * vs['mean']:+.2f} [{100 * vs['low']:+.2f}, {100 * vs['high']:+.2f}]"
+        )
+    if "mixed" in acc:
+        vs = report["mixed_minus_randomized"]
+        line += (
+            f"  mixed {_pct(acc['mixed']['mean'])}%  mixed - randomized "
             f"{100 * vs['mean']:+.2f} [{100 * vs['low']:+.2f}, {100 * vs['high']:+.2f}]"
         )
     if "ceiling" in acc:
@@ -87,6 +94,11 @@ def _differences(report: dict[str, Any]) -> str:
         lines.append(
             "Refined minus randomized, paired by seed (what refinement buys over the cheap "
             f"alternative): {_points(report['refined_minus_randomized'])}."
+        )
+    if "mixed_minus_randomized" in report:
+        lines.append(
+            "Mixed minus randomized, paired by seed (what refined images add to randomized "
+            f"ones, at the same number of images): {_points(report['mixed_minus_randomized'])}."
         )
     for name, diff in (report.get("arm_minus_synthetic") or {}).items():
         if name != "refined":

@@ -65,8 +65,9 @@ def _few_realism_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow  # out of the quick tier
 def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) -> None:
-    """Refined = the randomized corpus itself, so refined - randomized is exactly 0 per seed
-    (same weights, same batches) and both randomized-judge figures agree."""
+    """Refined = the randomized corpus itself, so refined - randomized and mixed - randomized
+    are exactly 0 per seed (same weights, same batches) and both randomized-judge figures
+    agree."""
     c, out = rgb_corpora, tmp_path / "eval"
     main(["eval", "--synthetic", c["synthetic"], "--refined", c["randomized"],
           "--real-eval", c["real_eval"], "--real-train-labeled", c["real_train_labeled"],
@@ -75,11 +76,13 @@ def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) 
           "--out", str(out), "--num-seeds", "2", "--epochs", "1"])  # fmt: skip
     printed = capsys.readouterr().out.strip().splitlines()
     report = json.loads((out / "report.json").read_text())
-    arms = ["synthetic", "refined", "randomized", "ceiling", "textured"]
+    arms = ["synthetic", "refined", "randomized", "ceiling", "textured", "mixed"]
     assert list(report["arms"]) == arms and report["arms"]["textured"] == c["textured"]
+    assert report["arms"]["mixed"] == f"{c['randomized']} + {c['randomized']}"
     assert set(report["accuracy"]) == {*arms, "oracle"}
     assert all(len(a["per_seed"]) == 2 for a in report["accuracy"].values())
     assert report["refined_minus_randomized"]["per_seed"] == [0.0, 0.0]
+    assert report["mixed_minus_randomized"]["per_seed"] == [0.0, 0.0]
     assert set(report["arm_minus_synthetic"]) == set(arms[1:]) == set(report["gap_closed_by_arm"])
     pres = report["preservation"]
     assert set(pres) == {"refined", "synthetic", "refined_by_randomized", "randomized", "per_seed"}
@@ -101,9 +104,11 @@ def test_eval_on_colour_digits_reports_every_arm(rgb_corpora, tmp_path, capsys) 
     line = printed[-2]
     assert line.startswith("accuracy on real digits: synthetic")
     assert "randomized" in line and "refined - randomized +0.00" in line and "ceiling" in line
+    assert "mixed - randomized +0.00" in line
     assert printed[-1] == f"report: {out / 'report.md'}"
     text = (out / "report.md").read_text()
     assert "Refined minus randomized" in text and "randomized judge" in text
+    assert "Mixed minus randomized" in text and "| mixed (half the samples refined" in text
     assert "| randomized (one classifier, 6 epochs) | refined |" in text
     assert "![ceiling](grid_ceiling.png)" in text and "| textured |" in text
 
@@ -128,11 +133,36 @@ def test_arms_that_do_not_match_the_synthetic_samples_are_refused(rgb_corpora, t
         evaluate_digits(*base, num_seeds=2, ceiling=relabeled)
     with pytest.raises(ValueError, match="that name is taken"):
         evaluate_digits(*base, num_seeds=2, arms={"oracle": c["ceiling"]})
+    with pytest.raises(ValueError, match="that name is taken"):
+        evaluate_digits(*base, num_seeds=2, arms={"mixed": c["ceiling"]})
     with pytest.raises(ValueError, match="lowercase letters"):
         evaluate_digits(*base, num_seeds=2, arms={"My Arm": c["ceiling"]})
     # A grey real eval set beside colour arms: one line naming both, before any training.
     with pytest.raises(ValueError, match=r"grey holds 1-channel 28x28 images, \S*synth 3-chan"):
         evaluate_digits(c["synthetic"], c["synthetic"], grey, out, num_seeds=2)
+
+
+def test_the_mixed_arm_takes_half_the_samples_refined_and_half_randomized() -> None:
+    import torch
+
+    from simgan_dist.eval.arms import Arm, mixed_arm, takes_refined
+
+    keys = [f"synth-{i:07d}" for i in range(400)]
+    labels = torch.arange(400) % 10
+    refined = torch.full((400, 3, 4, 4), 0.5)
+    randomized = torch.full((400, 3, 4, 4), -0.5)
+    arm = mixed_arm(
+        Arm("refined", "r", refined, refined, labels),
+        Arm("randomized", "d", randomized, randomized, labels),
+        keys,
+        labels,
+    )
+    picked = [takes_refined(k) for k in keys]
+    assert 160 < sum(picked) < 240  # about half, by the key alone
+    assert [takes_refined(k) for k in keys] == picked  # the same keys every time
+    assert torch.equal(arm.first[:, 0, 0, 0] > 0, torch.tensor(picked))
+    assert arm.train_x is arm.first and torch.equal(arm.train_y, labels)
+    assert arm.name == "mixed" and arm.location == "r + d"
 
 
 def test_digit_classifier_takes_the_datas_channel_count() -> None:

@@ -55,7 +55,10 @@ def test_screen_on_photographs_with_arms_and_a_split_oracle(photo_shards, tmp_pa
     oracle_keys = {m["__key__"] for m in load_arrays(report["real_train_labeled"])[1]}
     scored_keys = {m["__key__"] for m in load_arrays(report["real_eval"])[1]}
     assert len(oracle_keys) == len(scored_keys) == 1500 and not oracle_keys & scored_keys
-    assert set(report["accuracy"]) == {"synthetic", "refined", "randomized", "ceiling", "oracle"}
+    assert set(report["accuracy"]) == {
+        "synthetic", "refined", "randomized", "ceiling", "mixed", "oracle"
+    }  # fmt: skip
     assert report["gap_closed"] is not None and "refined_minus_randomized" in report
+    assert "mixed_minus_randomized" in report
     refined, _ = load_arrays(str(out / "refined"))
     assert refined.shape[1:] == (28, 28, 3)
