@@ -108,6 +108,7 @@ def mixed_arm(refined: Arm, randomized: Arm, keys: list[str], labels: torch.Tens
     """The mixed arm: one copy per synthetic sample (as many images as the synthetic arm), the
     refined copy for the keys takes_refined picks, the randomized copy for the others. What a
     user with both a refiner and a randomizing simulator could train on."""
+    check_shapes({refined.location: refined.first, randomized.location: randomized.first})
     pick = torch.tensor([takes_refined(k) for k in keys])[:, None, None, None]
     images = torch.where(pick, refined.first, randomized.first)
     return Arm("mixed", f"{refined.location} + {randomized.location}", images, images, labels)

@@ -140,6 +140,12 @@ def test_arms_that_do_not_match_the_synthetic_samples_are_refused(rgb_corpora, t
     # A grey real eval set beside colour arms: one line naming both, before any training.
     with pytest.raises(ValueError, match=r"grey holds 1-channel 28x28 images, \S*synth 3-chan"):
         evaluate_digits(c["synthetic"], c["synthetic"], grey, out, num_seeds=2)
+    # A grey refined corpus beside a colour randomized one: the same line, before the mixed arm.
+    with pytest.raises(
+        ValueError, match=r"randomized holds 3-channel 28x28 images, \S*grey 1-chan"
+    ):
+        evaluate_digits(c["synthetic"], grey, c["real_eval"], out, num_seeds=2,
+                        randomized=c["randomized"])  # fmt: skip
 
 
 def test_the_mixed_arm_takes_half_the_samples_refined_and_half_randomized() -> None:
